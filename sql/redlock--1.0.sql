@@ -1,0 +1,58 @@
+/* redlock--1.0.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION redlock" to load this file. \quit
+
+CREATE FUNCTION redlock_acquire(key text,
+                                ttl_ms integer DEFAULT NULL,
+                                wait_ms integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'redlock_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_acquire(text, integer, integer) IS
+'Wait for a Redis lock held until the transaction ends; returns its fencing token';
+
+CREATE FUNCTION redlock_try_acquire(key text,
+                                    ttl_ms integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'redlock_try_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_try_acquire(text, integer) IS
+'Take a Redis lock held until the transaction ends, without waiting; NULL when held elsewhere';
+
+CREATE FUNCTION redlock_acquire_session(key text,
+                                        ttl_ms integer DEFAULT NULL,
+                                        wait_ms integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'redlock_acquire_session'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_acquire_session(text, integer, integer) IS
+'Wait for a Redis lock held until released or the session ends; returns its fencing token';
+
+CREATE FUNCTION redlock_try_acquire_session(key text,
+                                            ttl_ms integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'redlock_try_acquire_session'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_try_acquire_session(text, integer) IS
+'Take a Redis lock held until released or the session ends, without waiting; NULL when held elsewhere';
+
+CREATE FUNCTION redlock_release(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'redlock_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_release(text) IS
+'Release one session-level hold of a Redis lock; false if not held';
+
+CREATE FUNCTION redlock_release_all()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'redlock_release_all'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_release_all() IS
+'Release every session-level Redis lock of this session; returns how many';

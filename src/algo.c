@@ -1,0 +1,534 @@
+/*-------------------------------------------------------------------------
+ *
+ * algo.c
+ *	  The Redlock algorithm: the scripts run on each master, the quorum
+ *	  rule, lock validity and fencing tokens.
+ *
+ * Wire format (shared with node-redlock, redsync and redis-py): a lock is a
+ * plain string key named exactly as the resource, created with SET NX PX
+ * and holding a random owner value; release and extend compare the stored
+ * value with ours inside a script before they act.  A lock held by any of
+ * those clients therefore excludes us, and the other way round.
+ *
+ * Quorum and validity: with N masters a lock is held when at least
+ * N/2+1 granted it and time is left:
+ *		validity = TTL - (time spent acquiring) - (drift_factor * TTL + 2 ms)
+ * measured on the monotonic clock from before the first request was sent.
+ * When either fails, the partial lock is released on every master that may
+ * hold it, including those that did not answer: the release is queued on
+ * their connection behind the acquire, so a master that was only frozen
+ * ends up clean when it resumes.
+ *
+ * Fencing tokens: each master keeps a counter next to the lock key (the key
+ * followed by REDLOCK_FENCE_SUFFIX), incremented by the same script that
+ * sets the lock, so an uncontended acquire is still one round trip.  The
+ * token is the largest counter among the masters that granted.  Claim:
+ * tokens of successive holders of a key strictly increase.  Argument: when
+ * an acquire returns token T, a quorum of masters has a counter >= T
+ * (either they returned T themselves, or the write-back below raised them
+ * to T before we returned).  The next holder's quorum overlaps that one in
+ * at least one master, whose INCR then yields more than T, so its token
+ * (a maximum that includes that value) exceeds T.  With one master this is
+ * simply INCR.  Limits: a master that loses its data (restart without
+ * persistence) can only lower one member of a quorum, which the overlap
+ * argument tolerates as long as a majority keeps its counters; and tokens
+ * count only acquisitions made through this extension.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "redlock.h"
+
+/*
+ * KEYS[1] lock, KEYS[2] fencing counter; ARGV[1] owner value, ARGV[2] TTL.
+ * Returns {1, token} when set, {0, remaining TTL of the holder} otherwise.
+ * Finding our own value (the same request sent again after a dropped
+ * connection) counts as set: the TTL is re-armed and a new token drawn,
+ * which is still larger than every earlier one.  A key of another type
+ * (say, a Redisson lock) is simply held by someone else.
+ */
+static RedisScript acquire_script = {
+	"acquire",
+	"if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or\n"
+	"   (redis.pcall('get', KEYS[1]) == ARGV[1] and\n"
+	"    redis.call('pexpire', KEYS[1], ARGV[2]) == 1) then\n"
+	"  return {1, redis.call('incr', KEYS[2])}\n"
+	"end\n"
+	"return {0, redis.call('pttl', KEYS[1])}\n",
+	2, 0, ""
+};
+
+/* KEYS[1] lock; ARGV[1] owner value.  Returns 1 if deleted, 0 if not ours. */
+static RedisScript release_script = {
+	"release",
+	"if redis.call('get', KEYS[1]) == ARGV[1] then\n"
+	"  return redis.call('del', KEYS[1])\n"
+	"end\n"
+	"return 0\n",
+	1, 1, ""
+};
+
+/*
+ * KEYS[1] fencing counter; ARGV[1] token.  Raises the counter to the token
+ * if it is lower.  Returns the counter afterwards.
+ */
+static RedisScript fence_script = {
+	"fence",
+	"local c = tonumber(redis.call('get', KEYS[1]) or '0')\n"
+	"local t = tonumber(ARGV[1])\n"
+	"if c < t then\n"
+	"  redis.call('set', KEYS[1], ARGV[1])\n"
+	"  return t\n"
+	"end\n"
+	"return c\n",
+	1, 2, ""
+};
+
+/* How a single master answered an acquire. */
+typedef enum Answer
+{
+	ANSWER_WAITING,
+	ANSWER_GRANTED,
+	ANSWER_REFUSED,
+	ANSWER_FAILED
+} Answer;
+
+/*
+ * RedlockQuorum: masters that must agree out of "nservers": a majority.
+ */
+int
+RedlockQuorum(int nservers)
+{
+	return nservers / 2 + 1;
+}
+
+/* classify: what an acquire call's state means. */
+static Answer
+classify(const RedisCall *call)
+{
+	if (call->state == REDIS_CALL_WAITING)
+		return ANSWER_WAITING;
+	if (call->state == REDIS_CALL_FAILED)
+		return ANSWER_FAILED;
+	if (call->nints == 2 && call->ints[0] == 1 && call->ints[1] > 0)
+		return ANSWER_GRANTED;
+	if (call->nints == 2 && call->ints[0] == 0)
+		return ANSWER_REFUSED;
+	return ANSWER_FAILED;
+}
+
+/*
+ * acquire_settled: the acquire's outcome is known once a quorum granted or
+ * so many refused or failed that a quorum is out of reach.
+ */
+static bool
+acquire_settled(RedisCall *calls, int ncalls, void *arg)
+{
+	int			quorum = RedlockQuorum(ncalls);
+	int			yes = 0;
+	int			no = 0;
+	int			i;
+
+	for (i = 0; i < ncalls; i++)
+	{
+		Answer		a = classify(&calls[i]);
+
+		if (a == ANSWER_GRANTED)
+			yes++;
+		else if (a != ANSWER_WAITING)
+			no++;
+	}
+	return yes >= quorum || no > ncalls - quorum;
+}
+
+/*
+ * all_but_frozen_settled: used for cleanup releases; waits for every call
+ * except those whose "tag" says the server did not answer the acquire (it
+ * is frozen or slow: the release waits in its socket instead).
+ */
+static bool
+all_but_frozen_settled(RedisCall *calls, int ncalls, void *arg)
+{
+	int			i;
+
+	for (i = 0; i < ncalls; i++)
+		if (calls[i].state == REDIS_CALL_WAITING && calls[i].tag == 0)
+			return false;
+	return true;
+}
+
+/*
+ * fence_key: the key of the fencing counter of a lock, palloc'd.
+ */
+static char *
+fence_key(const RedlockLock *lock, size_t *len)
+{
+	char	   *fkey = palloc(lock->rkeylen + REDLOCK_FENCE_SUFFIX_LEN);
+
+	memcpy(fkey, lock->rkey, lock->rkeylen);
+	memcpy(fkey + lock->rkeylen, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN);
+	*len = lock->rkeylen + REDLOCK_FENCE_SUFFIX_LEN;
+	return fkey;
+}
+
+/*
+ * release_partial: undo an acquire that did not give us the lock.
+ *
+ * Sends the owner-checked release to every master that did not refuse:
+ * those that granted (we wait for them), and those that failed or did not
+ * answer (queued behind the acquire on their socket; not waited for).
+ */
+static void
+release_partial(RedlockLock *lock, RedisCall *acq)
+{
+	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < lock->nservers; i++)
+	{
+		Answer		a = classify(&acq[i]);
+		bool		frozen;
+
+		if (a == ANSWER_REFUSED)
+			continue;
+		frozen = a == ANSWER_WAITING ||
+			(a == ANSWER_FAILED && acq[i].failure == REDIS_FAIL_TIMEOUT);
+		RedisCallInit(&calls[n], lock->servers[i], &release_script,
+					  frozen ? 1 : 0);
+		RedisCallArg(&calls[n], lock->rkey, lock->rkeylen);
+		RedisCallArg(&calls[n], lock->value, REDLOCK_VALUE_LEN);
+		n++;
+	}
+	if (n > 0)
+		RedisRun(calls, n, redlock_command_timeout,
+				 all_but_frozen_settled, NULL);
+}
+
+/*
+ * fence_write_back: make a quorum of masters hold a counter >= token.
+ *
+ * "acq" are the acquire calls; masters that returned the token already
+ * count.  Returns true when a quorum is reached.
+ */
+static bool
+fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
+{
+	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	char		tokenbuf[32];
+	char	   *fkey;
+	size_t		fkeylen;
+	int			agree = 0;
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < lock->nservers; i++)
+		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
+			agree++;
+	if (agree >= RedlockQuorum(lock->nservers))
+		return true;
+
+	fkey = fence_key(lock, &fkeylen);
+	snprintf(tokenbuf, sizeof(tokenbuf), INT64_FORMAT, token);
+	for (i = 0; i < lock->nservers; i++)
+	{
+		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
+			continue;
+		RedisCallInit(&calls[n], lock->servers[i], &fence_script, 0);
+		RedisCallArg(&calls[n], fkey, fkeylen);
+		RedisCallArg(&calls[n], tokenbuf, strlen(tokenbuf));
+		n++;
+	}
+	RedisRun(calls, n, redlock_command_timeout, NULL, NULL);
+	for (i = 0; i < n; i++)
+		if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
+			calls[i].ints[0] >= token)
+			agree++;
+	return agree >= RedlockQuorum(lock->nservers);
+}
+
+/*
+ * RedlockTryAcquire: one attempt to take "lock" on its masters.
+ *
+ * The lock's key, value, TTL and servers must be set.  On success fills in
+ * token, granted, acquired_at and the validity deadline, and returns
+ * REDLOCK_ACQUIRED.  Otherwise nothing of ours is left on any master (or
+ * its release is queued on a frozen one) and the result says whether a
+ * quorum answered (REDLOCK_BUSY: someone else holds it, or validity ran out)
+ * or not (REDLOCK_UNREACHABLE).  "tally" describes the answers.
+ */
+RedlockVerdict
+RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
+{
+	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	char		ttlbuf[16];
+	char	   *fkey;
+	size_t		fkeylen;
+	int			quorum = RedlockQuorum(lock->nservers);
+	int64		start;
+	int64		drift_us;
+	int64		token = 0;
+	uint32		granted = 0;
+	int			i;
+
+	memset(tally, 0, sizeof(*tally));
+	tally->nservers = lock->nservers;
+	tally->holder_pttl_ms = -1;
+
+	fkey = fence_key(lock, &fkeylen);
+	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
+
+	/* hash every script now: a commit or abort callback must not have to */
+	RedisScriptPrepare(&acquire_script);
+	RedisScriptPrepare(&release_script);
+	RedisScriptPrepare(&fence_script);
+
+	for (i = 0; i < lock->nservers; i++)
+	{
+		RedisCallInit(&calls[i], lock->servers[i], &acquire_script, i);
+		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
+		RedisCallArg(&calls[i], fkey, fkeylen);
+		RedisCallArg(&calls[i], lock->value, REDLOCK_VALUE_LEN);
+		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
+	}
+
+	start = RedlockNowUs();
+	RedisRun(calls, lock->nservers, redlock_command_timeout,
+			 acquire_settled, NULL);
+
+	for (i = 0; i < lock->nservers; i++)
+	{
+		RedisCall  *call = &calls[i];
+
+		switch (classify(call))
+		{
+			case ANSWER_GRANTED:
+				tally->granted++;
+				granted |= (uint32) 1 << i;
+				token = Max(token, call->ints[1]);
+				break;
+			case ANSWER_REFUSED:
+				tally->refused++;
+				if (call->ints[1] >= 0 &&
+					(tally->holder_pttl_ms < 0 ||
+					 call->ints[1] < tally->holder_pttl_ms))
+					tally->holder_pttl_ms = call->ints[1];
+				break;
+			case ANSWER_WAITING:
+				tally->unanswered++;
+				break;
+			case ANSWER_FAILED:
+				tally->failed++;
+				if (tally->first_error == NULL)
+				{
+					tally->first_failure = call->failure ? call->failure :
+						REDIS_FAIL_PROTOCOL;
+					tally->first_server = call->server->addr;
+					tally->first_error = call->error ? call->error :
+						"unexpected answer to the acquire script";
+				}
+				break;
+		}
+	}
+
+	drift_us = (int64) (lock->ttl_ms * redlock_drift_factor * 1000.0) + 2000;
+
+	if (tally->granted >= quorum)
+	{
+		bool		fenced = lock->nservers == 1 ||
+			fence_write_back(lock, calls, token);
+
+		if (fenced &&
+			RedlockNowUs() < start + (int64) lock->ttl_ms * 1000 - drift_us)
+		{
+			lock->token = token;
+			lock->granted = granted;
+			lock->acquired_us = start;
+			lock->acquired_at = GetCurrentTimestamp();
+			lock->valid_until_us = start + (int64) lock->ttl_ms * 1000 - drift_us;
+			return REDLOCK_ACQUIRED;
+		}
+		if (fenced)
+			tally->validity_lost = true;
+		else
+		{
+			tally->failed++;
+			if (tally->first_error == NULL)
+			{
+				tally->first_failure = REDIS_FAIL_TIMEOUT;
+				tally->first_server = lock->servers[0]->addr;
+				tally->first_error = "could not store the fencing token on a majority";
+			}
+		}
+	}
+
+	release_partial(lock, calls);
+
+	if (tally->validity_lost || tally->granted + tally->refused >= quorum)
+		return REDLOCK_BUSY;
+	return REDLOCK_UNREACHABLE;
+}
+
+/* Per lock state while releasing several at once. */
+typedef struct ReleaseCount
+{
+	int			deleted;
+	int			notowned;
+	int			failed;
+	int			waiting;
+} ReleaseCount;
+
+/* count_release: tally the release answers of lock number "idx". */
+static ReleaseCount
+count_release(RedisCall *calls, int ncalls, int idx)
+{
+	ReleaseCount c = {0, 0, 0, 0};
+	int			i;
+
+	for (i = 0; i < ncalls; i++)
+	{
+		if (calls[i].tag != idx)
+			continue;
+		if (calls[i].state == REDIS_CALL_WAITING)
+			c.waiting++;
+		else if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
+				 calls[i].ints[0] == 1)
+			c.deleted++;
+		else if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1)
+			c.notowned++;
+		else
+			c.failed++;
+	}
+	return c;
+}
+
+/* release_outcome: decided outcome of one lock, or -1 while undecided. */
+static int
+release_outcome(ReleaseCount c, int nservers)
+{
+	int			quorum = RedlockQuorum(nservers);
+
+	if (c.deleted >= quorum)
+		return REDLOCK_RELEASED;
+	if (c.notowned > nservers - quorum)
+		return REDLOCK_WAS_LOST;
+	if (c.waiting == 0)
+		return c.deleted + c.notowned >= quorum ?
+			REDLOCK_WAS_LOST : REDLOCK_RELEASE_FAILED;
+	return -1;
+}
+
+typedef struct ReleaseBatch
+{
+	RedlockLock **locks;
+	int			nlocks;
+} ReleaseBatch;
+
+/* release_settled: every lock's outcome is decided. */
+static bool
+release_settled(RedisCall *calls, int ncalls, void *arg)
+{
+	ReleaseBatch *batch = (ReleaseBatch *) arg;
+	int			i;
+
+	for (i = 0; i < batch->nlocks; i++)
+		if (release_outcome(count_release(calls, ncalls, i),
+							batch->locks[i]->nservers) < 0)
+			return false;
+	return true;
+}
+
+/*
+ * RedlockRelease: release several locks at once, each on all its masters,
+ * in one pipelined round trip per master.
+ *
+ * Fills results[i] for locks[i]: released on a quorum, found lost (expired
+ * or taken over), or not confirmed (the TTL will end it).  If "tallies" is
+ * not NULL, fills the first failure of each.  Raises no ERROR of its own,
+ * so it may run in commit and abort callbacks.
+ */
+void
+RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
+			   RedlockTally *tallies)
+{
+	RedisCall  *calls;
+	ReleaseBatch batch;
+	int			ncalls = 0;
+	int			i;
+	int			j;
+
+	for (i = 0; i < nlocks; i++)
+		ncalls += locks[i]->nservers;
+	calls = palloc(sizeof(RedisCall) * ncalls);
+
+	ncalls = 0;
+	for (i = 0; i < nlocks; i++)
+	{
+		for (j = 0; j < locks[i]->nservers; j++)
+		{
+			RedisCall  *call = &calls[ncalls++];
+
+			RedisCallInit(call, locks[i]->servers[j], &release_script, i);
+			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
+			RedisCallArg(call, locks[i]->value, REDLOCK_VALUE_LEN);
+		}
+	}
+
+	batch.locks = locks;
+	batch.nlocks = nlocks;
+	RedisRun(calls, ncalls, redlock_command_timeout, release_settled, &batch);
+
+	for (i = 0; i < nlocks; i++)
+	{
+		ReleaseCount c = count_release(calls, ncalls, i);
+		int			outcome = release_outcome(c, locks[i]->nservers);
+
+		results[i] = outcome < 0 ? REDLOCK_RELEASE_FAILED :
+			(RedlockReleaseResult) outcome;
+
+		if (tallies)
+		{
+			RedlockTally *t = &tallies[i];
+
+			memset(t, 0, sizeof(*t));
+			t->nservers = locks[i]->nservers;
+			t->granted = c.deleted;
+			t->refused = c.notowned;
+			t->failed = c.failed;
+			t->unanswered = c.waiting;
+			for (j = 0; j < ncalls; j++)
+			{
+				if (calls[j].tag == i && calls[j].state == REDIS_CALL_FAILED)
+				{
+					t->first_failure = calls[j].failure;
+					t->first_server = calls[j].server->addr;
+					t->first_error = calls[j].error;
+					break;
+				}
+			}
+		}
+	}
+	pfree(calls);
+}
+
+/*
+ * RedlockDescribeTally: append a sentence saying how the masters answered,
+ * for an errdetail.
+ */
+void
+RedlockDescribeTally(const RedlockTally *tally, StringInfo buf)
+{
+	appendStringInfo(buf,
+					 "%d of %d Redis servers granted the lock, %d refused it (held elsewhere), %d failed",
+					 tally->granted, tally->nservers, tally->refused,
+					 tally->failed);
+	if (tally->unanswered > 0)
+		appendStringInfo(buf, ", %d did not answer in time", tally->unanswered);
+	appendStringInfoChar(buf, '.');
+	if (tally->first_error)
+		appendStringInfo(buf, " First failure: server \"%s\": %s.",
+						 tally->first_server, tally->first_error);
+}

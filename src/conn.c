@@ -1,0 +1,950 @@
+/*-------------------------------------------------------------------------
+ *
+ * conn.c
+ *	  Redis connections, and script calls sent to several servers at once
+ *	  whose answers are collected in one WaitEventSet.
+ *
+ * Ownership.  One RedisServer per address, created on first use in
+ * RedlockContext and never freed: a lock keeps pointers to the servers it
+ * was taken on, so changing redlock.servers cannot strand it.  Each server
+ * has at most one hiredis context, malloc'd by hiredis and freed with
+ * redisFree; no palloc'd memory is handed to hiredis and no ERROR is raised
+ * while a hiredis reply is held.
+ *
+ * Reply accounting.  srv->owed counts the replies the server still owes
+ * us: it goes up when a command is appended and down when a reply is
+ * parsed.  Outside RedisRun nobody waits for any of them, so a batch first
+ * notes how many to skip (batch_skip = owed), then appends its own
+ * commands; replies are handed out in order, skipped ones first, then to
+ * the batch's calls in the order they were sent.  A batch that ends early
+ * (quorum reached, deadline, or an ERROR thrown by CHECK_FOR_INTERRUPTS)
+ * leaves its unanswered calls in owed and the next batch skips them.  A
+ * request to a frozen server is therefore never dropped: a later request,
+ * such as the release of a failed acquire, queues behind it on the same
+ * socket, and a server that resumes applies both in order.
+ *
+ * Waiting.  One WaitEventSet per backend holds the latch, postmaster death
+ * and every open socket; it is rebuilt only when a socket opens or closes
+ * (conn_generation).  The loop calls CHECK_FOR_INTERRUPTS, so cancel,
+ * statement_timeout and pg_terminate_backend end a wait.  When the caller
+ * holds interrupts (commit and abort callbacks, proc exit) only each
+ * server's deadline and postmaster death end it, never an ERROR.
+ *
+ * Connecting.  Non-blocking.  A connection the server closed while we were
+ * not using it (restart, CLIENT KILL, idle timeout) looks fine until used:
+ * when such an idle connection fails before answering anything, it is
+ * replaced and the batch's calls are sent once more on the new one.  That
+ * is safe because every script is idempotent for our owner value (an
+ * acquire that finds our own value counts as granted), and it costs no
+ * system call on the hot path, unlike checking the socket before each use.
+ * A connect that times out puts the server in backoff: a short, growing
+ * pause before the next attempt, during which calls to it fail at once, so
+ * a dead master does not cost every transaction a connect timeout.  A
+ * refused connection costs nothing and is retried at every call.  A connect
+ * in progress outlives the batch that started it, so a master that comes
+ * back is used as soon as it answers.  Host names are resolved by
+ * getaddrinfo(), which does not honour these deadlines: list addresses, or
+ * names the resolver answers from /etc/hosts.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+
+#include <hiredis/hiredis.h>
+
+#include "common/cryptohash.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
+#include "redlock.h"
+
+#define BACKOFF_MIN_MS		100
+#define BACKOFF_MAX_MS		5000
+#define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
+#define MAX_OWED			1024	/* a server this far behind is dropped */
+#define MAX_WAIT_EVENTS		16
+
+/* Every server this backend has used, in creation order. */
+static RedisServer **servers = NULL;
+static int	nservers = 0;
+static int	maxservers = 0;
+
+/* The backend's wait set, and the socket generation it was built for. */
+static WaitEventSet *wait_set = NULL;
+static uint64 wait_set_generation = 0;
+static uint64 conn_generation = 1;
+
+/* The batch in progress: its number, start, and where its texts go. */
+static uint64 batch_epoch = 0;
+static int64 batch_start = 0;
+static MemoryContext batch_context = NULL;
+
+static void server_fail(RedisServer *srv, RedisFailure failure,
+						const char *text, bool backoff);
+static void server_connect(RedisServer *srv, int64 now);
+
+/*
+ * RedisFailureText: a few words for a failure kind, for messages and the
+ * servers view.
+ */
+const char *
+RedisFailureText(RedisFailure failure)
+{
+	switch (failure)
+	{
+		case REDIS_FAIL_NONE:
+			return "none";
+		case REDIS_FAIL_CONNECT:
+			return "connect failed";
+		case REDIS_FAIL_BACKOFF:
+			return "backing off";
+		case REDIS_FAIL_IO:
+			return "connection lost";
+		case REDIS_FAIL_TIMEOUT:
+			return "timeout";
+		case REDIS_FAIL_PROTOCOL:
+			return "protocol error";
+		case REDIS_FAIL_REPLY:
+			return "error reply";
+	}
+	return "unknown";
+}
+
+/*
+ * RedisServerGet: the server entry for "spec", created on first use.
+ *
+ * Returns a pointer that stays valid for the life of the backend.
+ */
+RedisServer *
+RedisServerGet(const RedlockServerSpec *spec)
+{
+	RedisServer *srv;
+	int			i;
+
+	for (i = 0; i < nservers; i++)
+	{
+		if (strcmp(servers[i]->addr, spec->addr) == 0)
+			return servers[i];
+	}
+
+	if (nservers == maxservers)
+	{
+		int			newmax = maxservers ? maxservers * 2 : 8;
+
+		if (servers == NULL)
+			servers = MemoryContextAlloc(RedlockContext,
+										 newmax * sizeof(RedisServer *));
+		else
+			servers = repalloc(servers, newmax * sizeof(RedisServer *));
+		maxservers = newmax;
+	}
+
+	srv = MemoryContextAllocZero(RedlockContext, sizeof(RedisServer));
+	strlcpy(srv->addr, spec->addr, sizeof(srv->addr));
+	strlcpy(srv->host, spec->host, sizeof(srv->host));
+	srv->port = spec->port;
+	srv->wes_pos = -1;
+	servers[nservers++] = srv;
+	return srv;
+}
+
+/*
+ * RedisScriptPrepare: compute the SHA1 a script is known by in Redis, once.
+ *
+ * Must run in a normal transaction context (the OpenSSL-backed hash uses the
+ * resource owner), so callers prepare every script they may need in a
+ * callback before they take a lock.  Until then a script is sent with EVAL.
+ * Raises ERROR if hashing fails.
+ */
+void
+RedisScriptPrepare(RedisScript *script)
+{
+	pg_cryptohash_ctx *ctx;
+	uint8		digest[20];
+	int			i;
+
+	if (script->sha[0] != '\0')
+		return;
+
+	ctx = pg_cryptohash_create(PG_SHA1);
+	if (ctx == NULL ||
+		pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) script->body,
+							 strlen(script->body)) < 0 ||
+		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+	{
+		const char *why = ctx ? pg_cryptohash_error(ctx) : "out of memory";
+
+		pg_cryptohash_free(ctx);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute the SHA1 of Redis script \"%s\"",
+						script->name),
+				 errdetail_internal("%s", why)));
+	}
+	pg_cryptohash_free(ctx);
+
+	for (i = 0; i < 20; i++)
+		snprintf(script->sha + 2 * i, 3, "%02x", digest[i]);
+}
+
+/*
+ * RedisCallInit: start describing a call of "script" on "server".
+ *
+ * The arguments (KEYS first, then ARGV) are added with RedisCallArg; they
+ * must stay valid until RedisRun returns.
+ */
+void
+RedisCallInit(RedisCall *call, RedisServer *server, RedisScript *script,
+			  int tag)
+{
+	memset(call, 0, sizeof(*call));
+	call->server = server;
+	call->script = script;
+	call->tag = tag;
+}
+
+/* RedisCallArg: append one binary-safe argument to a call. */
+void
+RedisCallArg(RedisCall *call, const char *arg, size_t len)
+{
+	Assert(call->nargs < REDIS_CALL_MAX_ARGS);
+	call->args[call->nargs] = arg;
+	call->arglens[call->nargs] = len;
+	call->nargs++;
+}
+
+/* call_fail: mark a call failed; its text is copied into the batch's context. */
+static void
+call_fail(RedisCall *call, RedisFailure failure, const char *text)
+{
+	call->state = REDIS_CALL_FAILED;
+	call->failure = failure;
+	call->error = MemoryContextStrdup(batch_context, text);
+}
+
+/*
+ * call_append: queue one call on a connected (or connecting) server.
+ *
+ * Sends EVALSHA when this connection already ran the script, EVAL (which
+ * also loads it) otherwise.  Arguments travel as separate bulk strings, so
+ * no key or value is ever spliced into the script text.  Returns false if
+ * hiredis could not build the command (out of memory); the caller fails
+ * the server.
+ */
+static bool
+call_append(RedisServer *srv, RedisCall *call)
+{
+	const char *argv[REDIS_CALL_MAX_ARGS + 3];
+	size_t		argvlen[REDIS_CALL_MAX_ARGS + 3];
+	char		nkeys[12];
+	uint32		bit = (uint32) 1 << call->script->id;
+	bool		use_sha;
+	int			i;
+
+	use_sha = call->script->sha[0] != '\0' && (srv->scripts_loaded & bit);
+	argv[0] = use_sha ? "EVALSHA" : "EVAL";
+	argv[1] = use_sha ? call->script->sha : call->script->body;
+	snprintf(nkeys, sizeof(nkeys), "%d", call->script->nkeys);
+	argv[2] = nkeys;
+	for (i = 0; i < 3; i++)
+		argvlen[i] = strlen(argv[i]);
+	for (i = 0; i < call->nargs; i++)
+	{
+		argv[i + 3] = call->args[i];
+		argvlen[i + 3] = call->arglens[i];
+	}
+
+	if (redisAppendCommandArgv(srv->ctx, call->nargs + 3, argv, argvlen) != REDIS_OK)
+		return false;
+
+	srv->owed++;
+	call->used_eval = !use_sha;
+	call->state = REDIS_CALL_WAITING;
+	call->next_waiting = NULL;
+	if (srv->batch_tail)
+		srv->batch_tail->next_waiting = call;
+	else
+		srv->batch_head = call;
+	srv->batch_tail = call;
+
+	/* Redis has it cached once the EVAL before it has run. */
+	if (!use_sha && call->script->sha[0] != '\0')
+		srv->scripts_loaded |= bit;
+	return true;
+}
+
+/*
+ * server_fail: close a server's connection after a failure and fail the
+ * calls of the current batch that wait on it.
+ *
+ * With "backoff", no new connect is attempted for a growing pause.
+ */
+static void
+server_fail(RedisServer *srv, RedisFailure failure, const char *text,
+			bool backoff)
+{
+	RedisCall  *call;
+
+	srv->last_failure = failure;
+	strlcpy(srv->last_error, text, sizeof(srv->last_error));
+	srv->last_error_at = GetCurrentTimestamp();
+
+	if (srv->ctx)
+	{
+		redisFree(srv->ctx);
+		srv->ctx = NULL;
+		conn_generation++;
+	}
+	srv->connecting = false;
+	srv->owed = 0;
+	srv->scripts_loaded = 0;
+	srv->wes_pos = -1;
+
+	if (backoff)
+	{
+		srv->backoff_ms = srv->backoff_ms == 0 ? BACKOFF_MIN_MS :
+			Min(srv->backoff_ms * 2, BACKOFF_MAX_MS);
+		srv->retry_after = RedlockNowUs() + (int64) srv->backoff_ms * 1000;
+	}
+
+	if (srv->batch_epoch == batch_epoch)
+	{
+		for (call = srv->batch_head; call; call = call->next_waiting)
+			call_fail(call, failure, text);
+		srv->batch_head = srv->batch_tail = NULL;
+		srv->batch_skip = 0;
+	}
+}
+
+/*
+ * server_broken: the connection failed (EOF, reset, write error).  If it
+ * was idle when the batch began and has answered nothing since, the server
+ * most likely closed it earlier: reconnect once and send the waiting calls
+ * again.  Otherwise fail the server.
+ */
+static void
+server_broken(RedisServer *srv, const char *text)
+{
+	RedisCall  *calls;
+	RedisCall  *next;
+
+	if (srv->batch_epoch != batch_epoch || !srv->batch_retry ||
+		srv->batch_head == NULL)
+	{
+		server_fail(srv, REDIS_FAIL_IO, text, false);
+		return;
+	}
+
+	calls = srv->batch_head;
+	srv->batch_head = srv->batch_tail = NULL;
+	srv->batch_retry = false;
+	server_fail(srv, REDIS_FAIL_IO, text, false);
+	server_connect(srv, RedlockNowUs());
+	srv->batch_skip = 0;
+	srv->batch_deadline = srv->connect_deadline;
+
+	for (; calls; calls = next)
+	{
+		next = calls->next_waiting;
+		calls->next_waiting = NULL;
+		if (srv->ctx == NULL)
+			call_fail(calls, srv->last_failure, srv->last_error);
+		else if (!call_append(srv, calls))
+			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
+	}
+}
+
+/*
+ * server_timeout: the batch's deadline passed with calls still waiting on
+ * a connected server.  The connection is kept, so that what we sent (and
+ * what we send later) is applied in order if the server resumes; the
+ * replies will be skipped.
+ */
+static void
+server_timeout(RedisServer *srv, int timeout_ms)
+{
+	RedisCall  *call;
+	char		text[64];
+
+	snprintf(text, sizeof(text), "no reply within %d ms", timeout_ms);
+	srv->last_failure = REDIS_FAIL_TIMEOUT;
+	strlcpy(srv->last_error, text, sizeof(srv->last_error));
+	srv->last_error_at = GetCurrentTimestamp();
+
+	for (call = srv->batch_head; call; call = call->next_waiting)
+	{
+		call_fail(call, REDIS_FAIL_TIMEOUT, text);
+		srv->batch_skip++;
+	}
+	srv->batch_head = srv->batch_tail = NULL;
+}
+
+/*
+ * server_connect: start a non-blocking connect.
+ *
+ * On an immediate failure the server is failed (with backoff when the
+ * attempt itself was slow, as a name lookup can be); otherwise it is left
+ * connecting, with its own deadline.
+ */
+static void
+server_connect(RedisServer *srv, int64 now)
+{
+	redisContext *c;
+	char		text[REDLOCK_ERROR_LEN];
+
+	if (srv->port > 0)
+		c = redisConnectNonBlock(srv->host, srv->port);
+	else
+		c = redisConnectUnixNonBlock(srv->host);
+
+	if (c == NULL || c->err)
+	{
+		snprintf(text, sizeof(text), "could not connect: %s",
+				 c ? c->errstr : "out of memory");
+		if (c)
+			redisFree(c);
+		server_fail(srv, REDIS_FAIL_CONNECT, text,
+					RedlockNowUs() - now > SLOW_CONNECT_US);
+		return;
+	}
+
+	srv->ctx = c;
+	srv->connecting = true;
+	srv->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
+	srv->owed = 0;
+	srv->scripts_loaded = 0;
+	srv->wes_pos = -1;
+	conn_generation++;
+}
+
+/*
+ * server_connected: the socket of a connecting server became writable;
+ * find out whether the connect succeeded.
+ *
+ * Returns true when the server is now connected.
+ */
+static bool
+server_connected(RedisServer *srv)
+{
+	int			err = 0;
+	socklen_t	len = sizeof(err);
+
+	if (getsockopt(srv->ctx->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0)
+	{
+		char		text[REDLOCK_ERROR_LEN];
+
+		snprintf(text, sizeof(text), "could not connect: %s", strerror(err));
+		server_fail(srv, REDIS_FAIL_CONNECT, text, false);
+		return false;
+	}
+
+	srv->connecting = false;
+	srv->backoff_ms = 0;
+	srv->connects++;
+	if (srv->batch_epoch == batch_epoch)
+		srv->batch_deadline = RedlockNowUs() +
+			(int64) redlock_command_timeout * 1000;
+	return true;
+}
+
+/*
+ * reply_store: hand a reply to the call that waits for it.
+ *
+ * Integer replies and arrays of up to two integers are what our scripts
+ * return; anything else fails the call.  A NOSCRIPT error (the server lost
+ * its script cache) re-sends the call as EVAL.  Frees the reply, and copies
+ * what it keeps before anything that could raise an ERROR.
+ */
+static void
+reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
+{
+	char		text[REDLOCK_ERROR_LEN];
+	size_t		i;
+
+	switch (reply->type)
+	{
+		case REDIS_REPLY_INTEGER:
+			call->ints[0] = reply->integer;
+			call->nints = 1;
+			call->state = REDIS_CALL_DONE;
+			freeReplyObject(reply);
+			return;
+
+		case REDIS_REPLY_ARRAY:
+			if (reply->elements > 0 && reply->elements <= 2)
+			{
+				for (i = 0; i < reply->elements; i++)
+				{
+					if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+						break;
+					call->ints[i] = reply->element[i]->integer;
+				}
+				if (i == reply->elements)
+				{
+					call->nints = (int) i;
+					call->state = REDIS_CALL_DONE;
+					freeReplyObject(reply);
+					return;
+				}
+			}
+			snprintf(text, sizeof(text),
+					 "unexpected reply to script \"%s\": an array of %zu elements",
+					 call->script->name, reply->elements);
+			freeReplyObject(reply);
+			call_fail(call, REDIS_FAIL_PROTOCOL, text);
+			return;
+
+		case REDIS_REPLY_ERROR:
+			if (!call->used_eval && strncmp(reply->str, "NOSCRIPT", 8) == 0)
+			{
+				freeReplyObject(reply);
+				srv->scripts_loaded &= ~((uint32) 1 << call->script->id);
+				if (!call_append(srv, call))
+					server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
+				return;
+			}
+			snprintf(text, sizeof(text), "%s", reply->str);
+			freeReplyObject(reply);
+			call_fail(call, REDIS_FAIL_REPLY, text);
+			return;
+
+		default:
+			snprintf(text, sizeof(text),
+					 "unexpected reply of type %d to script \"%s\"",
+					 reply->type, call->script->name);
+			freeReplyObject(reply);
+			call_fail(call, REDIS_FAIL_PROTOCOL, text);
+			return;
+	}
+}
+
+/*
+ * reply_dispatch: account for one reply from "srv" and give it to whoever
+ * waits for it, if anyone.  Frees the reply.
+ */
+static void
+reply_dispatch(RedisServer *srv, redisReply *reply)
+{
+	RedisCall  *call;
+
+	if (srv->owed <= 0)
+	{
+		freeReplyObject(reply);
+		server_fail(srv, REDIS_FAIL_PROTOCOL,
+					"the server sent a reply nobody asked for", false);
+		return;
+	}
+	srv->owed--;
+	srv->batch_retry = false;
+
+	if (srv->batch_epoch != batch_epoch)
+	{
+		freeReplyObject(reply);
+		return;
+	}
+	if (srv->batch_skip > 0)
+	{
+		srv->batch_skip--;
+		freeReplyObject(reply);
+		return;
+	}
+
+	call = srv->batch_head;
+	Assert(call != NULL);
+	srv->batch_head = call->next_waiting;
+	if (srv->batch_head == NULL)
+		srv->batch_tail = NULL;
+	call->next_waiting = NULL;
+	srv->last_rtt_us = RedlockNowUs() - batch_start;
+	reply_store(srv, call, reply);
+}
+
+/*
+ * server_read: read what the socket has and dispatch every complete reply.
+ * Fails the server on EOF, I/O or protocol errors.
+ */
+static void
+server_read(RedisServer *srv)
+{
+	for (;;)
+	{
+		void	   *reply = NULL;
+
+		if (srv->ctx == NULL)
+			return;
+		if (redisGetReplyFromReader(srv->ctx, &reply) != REDIS_OK)
+		{
+			char		text[REDLOCK_ERROR_LEN];
+
+			snprintf(text, sizeof(text), "protocol error: %s", srv->ctx->errstr);
+			server_fail(srv, REDIS_FAIL_PROTOCOL, text, false);
+			return;
+		}
+		if (reply == NULL)
+			break;
+		reply_dispatch(srv, reply);
+	}
+}
+
+/*
+ * server_receive: one non-blocking read from the socket, then dispatch.
+ */
+static void
+server_receive(RedisServer *srv)
+{
+	if (redisBufferRead(srv->ctx) != REDIS_OK)
+	{
+		char		text[REDLOCK_ERROR_LEN];
+
+		if (srv->ctx->err == REDIS_ERR_PROTOCOL)
+		{
+			snprintf(text, sizeof(text), "protocol error: %s", srv->ctx->errstr);
+			server_fail(srv, REDIS_FAIL_PROTOCOL, text, false);
+			return;
+		}
+		if (srv->ctx->err == REDIS_ERR_EOF)
+			snprintf(text, sizeof(text), "the server closed the connection");
+		else
+			snprintf(text, sizeof(text), "connection error: %s", srv->ctx->errstr);
+		server_broken(srv, text);
+		return;
+	}
+	server_read(srv);
+}
+
+/*
+ * server_flush: write as much of the output buffer as the socket takes.
+ *
+ * Returns true when everything was written.
+ */
+static bool
+server_flush(RedisServer *srv)
+{
+	int			done = 0;
+
+	if (srv->ctx == NULL || srv->connecting)
+		return true;
+	if (redisBufferWrite(srv->ctx, &done) != REDIS_OK)
+	{
+		char		text[REDLOCK_ERROR_LEN];
+
+		snprintf(text, sizeof(text), "connection error: %s", srv->ctx->errstr);
+		server_broken(srv, text);
+		return true;
+	}
+	return done != 0;
+}
+
+
+/*
+ * server_events: the socket events a server needs from the wait set.
+ */
+static uint32
+server_events(RedisServer *srv, bool want_write)
+{
+	if (srv->connecting)
+		return WL_SOCKET_WRITEABLE;
+	return WL_SOCKET_READABLE | (want_write ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/*
+ * wait_set_prepare: make the wait set match the open sockets and the events
+ * each needs.  Raises ERROR only if the kernel refuses a new epoll set.
+ */
+static void
+wait_set_prepare(const bool *want_write)
+{
+	int			i;
+
+	if (wait_set == NULL || wait_set_generation != conn_generation)
+	{
+		int			nsockets = 0;
+		WaitEventSet *set;
+
+		if (wait_set)
+		{
+			FreeWaitEventSet(wait_set);
+			wait_set = NULL;
+		}
+		for (i = 0; i < nservers; i++)
+			if (servers[i]->ctx)
+				nsockets++;
+
+		set = CreateWaitEventSet(RedlockContext, 2 + nsockets);
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		if (IsUnderPostmaster)
+			AddWaitEventToSet(set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET,
+							  NULL, NULL);
+		for (i = 0; i < nservers; i++)
+		{
+			RedisServer *srv = servers[i];
+
+			if (srv->ctx == NULL)
+				continue;
+			srv->wes_events = server_events(srv, want_write[i]);
+			srv->wes_pos = AddWaitEventToSet(set, srv->wes_events,
+											 srv->ctx->fd, NULL, srv);
+		}
+		wait_set = set;
+		wait_set_generation = conn_generation;
+		return;
+	}
+
+	for (i = 0; i < nservers; i++)
+	{
+		RedisServer *srv = servers[i];
+		uint32		events;
+
+		if (srv->ctx == NULL)
+			continue;
+		events = server_events(srv, want_write[i]);
+		if (events != srv->wes_events)
+		{
+			ModifyWaitEvent(wait_set, srv->wes_pos, events, NULL);
+			srv->wes_events = events;
+		}
+	}
+}
+
+/* batch_waiting: whether any call of the batch still waits for an answer. */
+static bool
+batch_waiting(RedisCall *calls, int ncalls)
+{
+	int			i;
+
+	for (i = 0; i < ncalls; i++)
+		if (calls[i].state == REDIS_CALL_WAITING)
+			return true;
+	return false;
+}
+
+/*
+ * batch_prepare_server: get a server ready for the batch the first time
+ * one of its calls is seen: drop a connection that stopped answering,
+ * start a connect if needed, note the replies to skip, and whether the
+ * connection was idle (then it may be retried once, see server_broken).
+ */
+static void
+batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
+{
+	if (srv->ctx && srv->owed > MAX_OWED)
+	{
+		char		text[REDLOCK_ERROR_LEN];
+
+		snprintf(text, sizeof(text),
+				 "gave up on a connection with %d requests unanswered",
+				 srv->owed);
+		server_fail(srv, REDIS_FAIL_TIMEOUT, text, false);
+	}
+	if (srv->ctx == NULL && now >= srv->retry_after)
+		server_connect(srv, now);
+
+	srv->batch_epoch = batch_epoch;
+	srv->batch_retry = srv->ctx != NULL && !srv->connecting && srv->owed == 0;
+	srv->batch_skip = srv->owed;
+	srv->batch_head = srv->batch_tail = NULL;
+	srv->batch_deadline = srv->connecting ? srv->connect_deadline :
+		now + (int64) timeout_ms * 1000;
+}
+
+/*
+ * RedisRun: send every call to its server at once, then collect answers.
+ *
+ * Each server gets timeout_ms from the start of the batch (after its
+ * connect, if it needed one, which has redlock.connect_timeout of its
+ * own); a frozen server therefore costs at most one timeout per batch, not
+ * one per call.  After each round of answers "settled" (if given) may end
+ * the batch early; calls still waiting then keep REDIS_CALL_WAITING and
+ * their replies are skipped later.  Every call ends DONE, FAILED or
+ * WAITING; only CHECK_FOR_INTERRUPTS (when interrupts are not held) and
+ * out-of-memory can raise an ERROR here.
+ */
+void
+RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
+		 RedisSettledFn settled, void *arg)
+{
+	bool	   *want_write;
+	int			i;
+
+	batch_epoch++;
+	batch_start = RedlockNowUs();
+	batch_context = CurrentMemoryContext;
+
+	/* connects that ran out of time in the background */
+	for (i = 0; i < nservers; i++)
+	{
+		RedisServer *srv = servers[i];
+
+		if (srv->connecting && batch_start >= srv->connect_deadline)
+		{
+			char		text[64];
+
+			snprintf(text, sizeof(text), "could not connect within %d ms",
+					 redlock_connect_timeout);
+			server_fail(srv, REDIS_FAIL_CONNECT, text, true);
+		}
+	}
+
+	/* queue every call on its server */
+	for (i = 0; i < ncalls; i++)
+	{
+		RedisCall  *call = &calls[i];
+		RedisServer *srv = call->server;
+
+		call->state = REDIS_CALL_WAITING;
+		call->failure = REDIS_FAIL_NONE;
+		call->error = NULL;
+		call->nints = 0;
+		call->next_waiting = NULL;
+
+		if (srv->batch_epoch != batch_epoch)
+			batch_prepare_server(srv, batch_start, timeout_ms);
+
+		if (srv->ctx == NULL)
+		{
+			char		text[REDLOCK_ERROR_LEN];
+
+			if (batch_start < srv->retry_after)
+			{
+				snprintf(text, sizeof(text),
+						 "not retried for %d ms after: %s",
+						 (int) ((srv->retry_after - batch_start + 999) / 1000),
+						 srv->last_error);
+				call_fail(call, REDIS_FAIL_BACKOFF, text);
+			}
+			else
+				call_fail(call, srv->last_failure, srv->last_error);
+			continue;
+		}
+		if (!call_append(srv, call))
+			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
+	}
+
+	want_write = palloc0(sizeof(bool) * Max(nservers, 1));
+	for (i = 0; i < nservers; i++)
+		if (servers[i]->batch_epoch == batch_epoch)
+			want_write[i] = !server_flush(servers[i]);
+
+	for (;;)
+	{
+		WaitEvent	events[MAX_WAIT_EVENTS];
+		int64		now;
+		int64		next_deadline = PG_INT64_MAX;
+		long		wait_ms;
+		int			nevents;
+
+		if (!batch_waiting(calls, ncalls))
+			break;
+		if (settled && settled(calls, ncalls, arg))
+			break;
+
+		now = RedlockNowUs();
+		for (i = 0; i < nservers; i++)
+		{
+			RedisServer *srv = servers[i];
+
+			if (srv->batch_epoch != batch_epoch || srv->batch_head == NULL)
+				continue;
+			if (now >= srv->batch_deadline)
+			{
+				if (srv->connecting)
+				{
+					char		text[64];
+
+					snprintf(text, sizeof(text),
+							 "could not connect within %d ms",
+							 redlock_connect_timeout);
+					server_fail(srv, REDIS_FAIL_CONNECT, text, true);
+				}
+				else
+					server_timeout(srv, timeout_ms);
+			}
+			else
+				next_deadline = Min(next_deadline, srv->batch_deadline);
+		}
+		if (next_deadline == PG_INT64_MAX)
+			break;				/* everything failed or timed out */
+
+		wait_set_prepare(want_write);
+		wait_ms = (long) ((next_deadline - now + 999) / 1000);
+		nevents = WaitEventSetWait(wait_set, wait_ms, events,
+								   lengthof(events), PG_WAIT_EXTENSION);
+
+		for (i = 0; i < nevents; i++)
+		{
+			WaitEvent  *ev = &events[i];
+			RedisServer *srv = (RedisServer *) ev->user_data;
+			int			j;
+
+			if (ev->events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+				continue;
+			}
+			if (ev->events & WL_POSTMASTER_DEATH)
+			{
+				if (INTERRUPTS_CAN_BE_PROCESSED())
+					proc_exit(1);
+				/* in a callback: give up waiting, the TTL does the rest */
+				for (j = 0; j < nservers; j++)
+					if (servers[j]->batch_epoch == batch_epoch &&
+						servers[j]->batch_head != NULL)
+						server_timeout(servers[j], timeout_ms);
+				continue;
+			}
+			if (srv == NULL || srv->ctx == NULL)
+				continue;
+
+			for (j = 0; j < nservers && servers[j] != srv; j++)
+				;
+			if (srv->connecting)
+			{
+				if (!server_connected(srv))
+					continue;
+				want_write[j] = true;
+			}
+			if (ev->events & WL_SOCKET_READABLE)
+				server_receive(srv);
+			if (srv->ctx && (want_write[j] || (ev->events & WL_SOCKET_WRITEABLE)))
+				want_write[j] = !server_flush(srv);
+		}
+		/* a NOSCRIPT re-send may have queued output */
+		for (i = 0; i < nservers; i++)
+			if (servers[i]->batch_epoch == batch_epoch && servers[i]->ctx &&
+				!servers[i]->connecting && !want_write[i])
+				want_write[i] = !server_flush(servers[i]);
+	}
+
+	pfree(want_write);
+	/* later replies to this batch's calls belong to nobody */
+	batch_epoch++;
+}
+
+/*
+ * RedisDisconnectAll: close every connection (at proc exit).
+ */
+void
+RedisDisconnectAll(void)
+{
+	int			i;
+
+	for (i = 0; i < nservers; i++)
+	{
+		if (servers[i]->ctx)
+		{
+			redisFree(servers[i]->ctx);
+			servers[i]->ctx = NULL;
+		}
+	}
+	conn_generation++;
+}

@@ -1,0 +1,809 @@
+/*-------------------------------------------------------------------------
+ *
+ * locks.c
+ *	  This backend's table of Redis locks, and what happens to them at
+ *	  (sub)transaction end and when the backend exits.
+ *
+ * Holds.  A key is locked in Redis at most once per backend, however many
+ * times it was acquired.  As with advisory locks, the two scopes are
+ * counted apart: session-level acquisitions in session_count, transaction-
+ * level ones per subtransaction in holds[].  The Redis lock is released
+ * when both reach zero.  Re-acquiring a held key costs no round trip and
+ * returns the same token (and does not extend the TTL).
+ *
+ * Transaction end (see xact.c's CommitTransaction for the order):
+ *	  COMMIT_SUB	the subtransaction's holds move to its parent.
+ *	  ABORT_SUB		its holds are dropped; keys left without holds are
+ *					released (ROLLBACK TO SAVEPOINT, a PL/pgSQL exception).
+ *	  COMMIT		released in XACT_EVENT_COMMIT, which PostgreSQL calls
+ *					after the commit record is flushed and the transaction
+ *					became visible to other sessions (ProcArrayEndTransaction),
+ *					so whoever takes the lock next sees our writes.  The
+ *					release is awaited before COMMIT returns to the client.
+ *	  ABORT			released in XACT_EVENT_ABORT.
+ *	  PRE_PREPARE	refused (0A000) while transaction-level locks are held:
+ *					a prepared transaction ends without our callbacks.
+ * In COMMIT and ABORT interrupts are held and an ERROR could become a
+ * PANIC: releases wait at most redlock.command_timeout per server and a
+ * failure is a WARNING; the lock's TTL is the backstop.
+ *
+ * Pending acquisitions.  An entry is created before its acquire is sent,
+ * with pending_subid set to the current subtransaction.  If the acquire is
+ * interrupted (cancel, statement_timeout, an error), that subtransaction's
+ * abort releases the key on every master it was sent to, so a lock granted
+ * after we stopped listening is not left behind.
+ *
+ * Entries leave the table before their release is sent: if the release is
+ * interrupted, the table still only lists locks we hold.
+ *
+ * Backend exit.  A before_shmem_exit callback, registered when the first
+ * lock is taken, releases whatever is still held (session locks, and those
+ * of a transaction cut short by pg_terminate_backend or a lost client).
+ * Whether it runs before or after PostgreSQL aborts that transaction, the
+ * transaction's writes never become visible, so releasing is safe.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/hsearch.h"
+#include "utils/wait_event.h"
+
+#include "redlock.h"
+
+#define INITIAL_HOLDS 4
+
+static HTAB *lock_table = NULL;
+static bool exit_callback_registered = false;
+
+/* hash and compare the Redis key a lock entry points to */
+static uint32
+lock_key_hash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, (int) strlen(s));
+}
+
+static int
+lock_key_match(const void *key1, const void *key2, Size keysize)
+{
+	return strcmp(*(const char *const *) key1, *(const char *const *) key2);
+}
+
+/*
+ * lock_table_init: create the table on first use.  Keys are pointers to
+ * strings in RedlockContext, so keys of any length cost only their size.
+ */
+static void
+lock_table_init(void)
+{
+	HASHCTL		ctl;
+
+	if (lock_table)
+		return;
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(RedlockLock);
+	ctl.hash = lock_key_hash;
+	ctl.match = lock_key_match;
+	ctl.hcxt = RedlockContext;
+	lock_table = hash_create("redlock locks", 64, &ctl,
+							 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
+							 HASH_CONTEXT);
+}
+
+/*
+ * redis_key: prefix || key, palloc'd.  Raises 22001 when it is longer than
+ * REDLOCK_MAX_KEY_LEN.
+ */
+static char *
+redis_key(const char *key)
+{
+	const char *prefix = redlock_key_prefix ? redlock_key_prefix : "";
+	size_t		plen = strlen(prefix);
+	size_t		klen = strlen(key);
+	char	   *rkey;
+
+	if (plen + klen > REDLOCK_MAX_KEY_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("lock key is too long"),
+				 errdetail("The key is %zu bytes long with redlock.key_prefix; at most %d bytes are allowed.",
+						   plen + klen, REDLOCK_MAX_KEY_LEN)));
+
+	rkey = palloc(plen + klen + 1);
+	memcpy(rkey, prefix, plen);
+	memcpy(rkey + plen, key, klen + 1);
+	return rkey;
+}
+
+/* lock_lookup: the entry for a Redis key, or NULL. */
+static RedlockLock *
+lock_lookup(const char *rkey)
+{
+	if (lock_table == NULL)
+		return NULL;
+	return (RedlockLock *) hash_search(lock_table, &rkey, HASH_FIND, NULL);
+}
+
+/*
+ * lock_forget: take an entry out of the table and return a copy that owns
+ * its strings (free them with lock_free_copy).
+ */
+static RedlockLock
+lock_forget(RedlockLock *lock)
+{
+	RedlockLock copy = *lock;
+
+	hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+	return copy;
+}
+
+/* lock_free_copy: free the strings of a copy made by lock_forget. */
+static void
+lock_free_copy(RedlockLock *copy)
+{
+	pfree(copy->rkey);
+	if (copy->holds)
+		pfree(copy->holds);
+}
+
+/*
+ * Owner values come from pg_strong_random, drawn a kilobyte at a time: each
+ * call costs system calls, which the hot path should not pay per lock.
+ * Every byte is used once and wiped.  The pool starts empty in each
+ * backend, so no two processes share bytes.
+ */
+static uint8 random_pool[1024];
+static int	random_used = sizeof(random_pool);
+
+/*
+ * owner_value: write REDLOCK_VALUE_LEN random hex characters and a NUL to
+ * "out".  Raises ERROR if the strong random source fails.
+ */
+static void
+owner_value(char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			i;
+
+	if (random_used + REDLOCK_VALUE_LEN / 2 > (int) sizeof(random_pool))
+	{
+		if (!pg_strong_random(random_pool, sizeof(random_pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random lock owner value")));
+		random_used = 0;
+	}
+	for (i = 0; i < REDLOCK_VALUE_LEN / 2; i++)
+	{
+		uint8		b = random_pool[random_used + i];
+
+		out[2 * i] = hex[b >> 4];
+		out[2 * i + 1] = hex[b & 15];
+	}
+	memset(random_pool + random_used, 0, REDLOCK_VALUE_LEN / 2);
+	random_used += REDLOCK_VALUE_LEN / 2;
+	out[REDLOCK_VALUE_LEN] = '\0';
+}
+
+/*
+ * lock_create: a new, pending entry for "rkey", with a fresh owner value
+ * and the configured masters.  Raises ERROR if no random bytes are
+ * available or memory runs out; nothing is half-entered then.
+ */
+static RedlockLock *
+lock_create(const char *rkey, const char *key, int ttl_ms)
+{
+	const RedlockServerList *list = RedlockConfiguredServers();
+	RedisServer *srvs[REDLOCK_MAX_SERVERS];
+	char		value[REDLOCK_VALUE_LEN + 1];
+	char	   *rkey_copy;
+	RedlockHold *holds;
+	RedlockLock *lock;
+	bool		found;
+	int			i;
+
+	owner_value(value);
+	for (i = 0; i < list->nservers; i++)
+		srvs[i] = RedisServerGet(&list->servers[i]);
+	rkey_copy = MemoryContextStrdup(RedlockContext, rkey);
+	holds = MemoryContextAlloc(RedlockContext,
+							   sizeof(RedlockHold) * INITIAL_HOLDS);
+
+	lock = (RedlockLock *) hash_search(lock_table, &rkey_copy, HASH_ENTER,
+									   &found);
+	Assert(!found);
+	memset((char *) lock + sizeof(char *), 0,
+		   sizeof(RedlockLock) - sizeof(char *));
+	lock->rkey = rkey_copy;
+	lock->rkeylen = strlen(rkey_copy);
+	lock->key = rkey_copy + (lock->rkeylen - strlen(key));
+	memcpy(lock->value, value, sizeof(value));
+	lock->ttl_ms = ttl_ms;
+	lock->holds = holds;
+	lock->maxholds = INITIAL_HOLDS;
+	lock->pending_subid = GetCurrentSubTransactionId();
+	lock->nservers = list->nservers;
+	memcpy(lock->servers, srvs, sizeof(RedisServer *) * list->nservers);
+	return lock;
+}
+
+/*
+ * hold_add: count one more acquisition of a held lock.  A new entry has
+ * room for its first hold, so the step that turns a pending entry into a
+ * held one cannot fail.
+ */
+static void
+hold_add(RedlockLock *lock, bool session)
+{
+	SubTransactionId subid;
+
+	if (session)
+	{
+		lock->session_count++;
+		return;
+	}
+
+	subid = GetCurrentSubTransactionId();
+	if (lock->nholds > 0 && lock->holds[lock->nholds - 1].subid == subid)
+	{
+		lock->holds[lock->nholds - 1].count++;
+		return;
+	}
+	if (lock->nholds == lock->maxholds)
+	{
+		lock->holds = repalloc(lock->holds,
+							   sizeof(RedlockHold) * lock->maxholds * 2);
+		lock->maxholds *= 2;
+	}
+	lock->holds[lock->nholds].subid = subid;
+	lock->holds[lock->nholds].count = 1;
+	lock->nholds++;
+}
+
+/* failure_sqlstate: the SQLSTATE that reports a kind of server failure. */
+static int
+failure_sqlstate(RedisFailure failure)
+{
+	switch (failure)
+	{
+		case REDIS_FAIL_CONNECT:
+		case REDIS_FAIL_BACKOFF:
+			return ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+		case REDIS_FAIL_PROTOCOL:
+			return ERRCODE_PROTOCOL_VIOLATION;
+		case REDIS_FAIL_REPLY:
+			return ERRCODE_CONNECTION_EXCEPTION;
+		default:
+			return ERRCODE_CONNECTION_FAILURE;
+	}
+}
+
+/*
+ * release_locks: release the Redis locks of entries already taken out of
+ * the table, at once, then report.  Entries still pending (an interrupted
+ * acquire) are released quietly.
+ *
+ * "when" names the moment for messages.  Lost and unconfirmed releases are
+ * WARNINGs, never ERRORs, so this may run in commit and abort callbacks.
+ * Returns the number of locks found lost.
+ */
+static int
+release_locks(RedlockLock *locks, int nlocks, const char *when)
+{
+	RedlockLock **ptrs;
+	RedlockReleaseResult *results;
+	RedlockTally *tallies;
+	int			nlost = 0;
+	int			i;
+
+	if (nlocks == 0)
+		return 0;
+
+	ptrs = palloc(sizeof(RedlockLock *) * nlocks);
+	results = palloc(sizeof(RedlockReleaseResult) * nlocks);
+	tallies = palloc(sizeof(RedlockTally) * nlocks);
+	for (i = 0; i < nlocks; i++)
+		ptrs[i] = &locks[i];
+
+	RedlockRelease(ptrs, nlocks, results, tallies);
+
+	for (i = 0; i < nlocks; i++)
+	{
+		RedlockLock *lock = &locks[i];
+
+		/* an interrupted acquire: finding nothing of ours is expected */
+		if (lock->pending_subid != InvalidSubTransactionId)
+		{
+			lock_free_copy(lock);
+			continue;
+		}
+
+		if (results[i] == REDLOCK_WAS_LOST)
+		{
+			nlost++;
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("Redis lock \"%s\" had expired or been taken over before its release at %s",
+							lock->key, when),
+					 errdetail("It was taken with a TTL of %d ms, %.0f ms earlier.",
+							   lock->ttl_ms,
+							   (RedlockNowUs() - lock->acquired_us) / 1000.0),
+					 errhint("Use a longer TTL, or extend the lock while you hold it.")));
+		}
+		else if (results[i] == REDLOCK_RELEASE_FAILED)
+			ereport(WARNING,
+					(errcode(failure_sqlstate(tallies[i].first_failure)),
+					 errmsg("could not release Redis lock \"%s\" at %s",
+							lock->key, when),
+					 tallies[i].first_error ?
+					 errdetail("Server \"%s\": %s. The lock expires on its own within its TTL of %d ms.",
+							   tallies[i].first_server,
+							   tallies[i].first_error, lock->ttl_ms) :
+					 errdetail("Too few servers answered in time. The lock expires on its own within its TTL of %d ms.",
+							   lock->ttl_ms)));
+		lock_free_copy(lock);
+	}
+	pfree(ptrs);
+	pfree(results);
+	pfree(tallies);
+	return nlost;
+}
+
+/*
+ * xact_end: the top-level transaction ends.  Drops every transaction-level
+ * hold and releases the keys left with none, and any pending acquire.
+ */
+static void
+xact_end(bool commit)
+{
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+	RedlockLock *gone;
+	int			ngone = 0;
+
+	gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
+	hash_seq_init(&seq, lock_table);
+	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+	{
+		bool		pending = lock->pending_subid != InvalidSubTransactionId;
+
+		if (lock->nholds == 0 && !pending)
+			continue;
+		lock->nholds = 0;
+		if (lock->session_count == 0 || pending)
+			gone[ngone++] = lock_forget(lock);
+	}
+
+	HOLD_INTERRUPTS();
+	release_locks(gone, ngone, commit ? "commit" : "abort");
+	RESUME_INTERRUPTS();
+	pfree(gone);
+}
+
+/*
+ * check_prepare: refuse PREPARE TRANSACTION while transaction-level locks
+ * are held; raising here aborts the transaction, which releases them.
+ */
+static void
+check_prepare(void)
+{
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+
+	hash_seq_init(&seq, lock_table);
+	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+	{
+		if (lock->nholds > 0 || lock->pending_subid != InvalidSubTransactionId)
+		{
+			char	   *key = pstrdup(lock->key);
+
+			hash_seq_term(&seq);
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot PREPARE a transaction that holds transaction-scoped Redis locks"),
+					 errdetail("Lock \"%s\" is held until the end of the transaction.", key),
+					 errhint("Take session locks with redlock_acquire_session() for work that is committed in two phases.")));
+		}
+	}
+}
+
+/*
+ * xact_callback: transaction events.  Parallel-worker events are ignored:
+ * the SQL functions are PARALLEL UNSAFE, so workers hold no locks.
+ */
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			check_prepare();
+			break;
+		case XACT_EVENT_COMMIT:
+			xact_end(true);
+			break;
+		case XACT_EVENT_ABORT:
+			xact_end(false);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * subxact_callback: subtransaction events.  On commit the holds move to the
+ * parent; on abort they go, and keys left without holds are released.
+ */
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+	RedlockLock *gone = NULL;
+	int			ngone = 0;
+
+	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
+		return;
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
+
+	hash_seq_init(&seq, lock_table);
+	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+	{
+		int			i;
+
+		for (i = lock->nholds - 1; i >= 0; i--)
+		{
+			if (lock->holds[i].subid != mySubid)
+				continue;
+			if (event == SUBXACT_EVENT_COMMIT_SUB)
+			{
+				if (i > 0 && lock->holds[i - 1].subid == parentSubid)
+				{
+					lock->holds[i - 1].count += lock->holds[i].count;
+					memmove(&lock->holds[i], &lock->holds[i + 1],
+							sizeof(RedlockHold) * (lock->nholds - i - 1));
+					lock->nholds--;
+				}
+				else
+					lock->holds[i].subid = parentSubid;
+			}
+			else
+			{
+				memmove(&lock->holds[i], &lock->holds[i + 1],
+						sizeof(RedlockHold) * (lock->nholds - i - 1));
+				lock->nholds--;
+			}
+		}
+
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			bool		pending = lock->pending_subid == mySubid;
+
+			if (pending ||
+				(lock->nholds == 0 && lock->session_count == 0 &&
+				 lock->pending_subid == InvalidSubTransactionId))
+				gone[ngone++] = lock_forget(lock);
+		}
+	}
+
+	if (gone)
+	{
+		HOLD_INTERRUPTS();
+		release_locks(gone, ngone, "rollback to savepoint");
+		RESUME_INTERRUPTS();
+		pfree(gone);
+	}
+}
+
+/*
+ * exit_callback: release whatever is still held when the backend exits,
+ * then close the connections.  Interrupts are held: only deadlines end the
+ * waits.
+ */
+static void
+exit_callback(int code, Datum arg)
+{
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+	RedlockLock *gone;
+	int			ngone = 0;
+
+	if (lock_table != NULL && hash_get_num_entries(lock_table) > 0)
+	{
+		gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
+		hash_seq_init(&seq, lock_table);
+		while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+			gone[ngone++] = lock_forget(lock);
+
+		HOLD_INTERRUPTS();
+		release_locks(gone, ngone, "session end");
+		RESUME_INTERRUPTS();
+	}
+	RedisDisconnectAll();
+}
+
+/*
+ * RedlockLockInit: register the transaction callbacks (once per process;
+ * when preloaded, the postmaster's registration is inherited).
+ */
+void
+RedlockLockInit(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+}
+
+/*
+ * report_unreachable: raise the 08xxx error for an acquire that could not
+ * ask a quorum of masters.
+ */
+static void
+report_unreachable(const RedlockTally *tally)
+{
+	StringInfoData detail;
+
+	initStringInfo(&detail);
+	RedlockDescribeTally(tally, &detail);
+	if (tally->nservers == 1)
+		ereport(ERROR,
+				(errcode(failure_sqlstate(tally->first_failure)),
+				 errmsg("could not reach Redis server \"%s\"",
+						tally->first_server),
+				 errdetail_internal("%s", detail.data),
+				 errhint("Check that Redis is running and that redlock.servers names it.")));
+	ereport(ERROR,
+			(errcode(failure_sqlstate(tally->first_failure)),
+			 errmsg("could not reach a majority of the %d Redis servers",
+					tally->nservers),
+			 errdetail_internal("%s", detail.data),
+			 errhint("Check that Redis is running and that redlock.servers names it.")));
+}
+
+/*
+ * RedlockLockAcquire: acquire "key" for the session or the transaction.
+ *
+ * ttl_ms is the lock's TTL (already checked).  wait_ms < 0 means use
+ * redlock.wait_timeout; 0 means no limit of its own (lock_timeout, if set,
+ * still applies).  With "dontwait" a single attempt is made.
+ *
+ * Returns true and sets *token when the lock is held (at once if this
+ * backend already held it); false when dontwait and someone else holds it.
+ * Raises 55P03 when the wait ends, 08xxx when a quorum of masters could not
+ * be asked, 22001/22023 for keys and TTLs that cannot work, and whatever
+ * CHECK_FOR_INTERRUPTS raises (57014 on cancel and statement_timeout).
+ */
+bool
+RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
+				   bool dontwait, int64 *token)
+{
+	char	   *rkey = redis_key(key);
+	const char *limit_name = NULL;
+	int			limit_ms = 0;
+	MemoryContext attempt_cxt;
+	RedlockLock *lock;
+	int64		start;
+	int64		deadline = 0;
+	int64		drift_us;
+
+	lock_table_init();
+	lock = lock_lookup(rkey);
+	if (lock != NULL)
+	{
+		Assert(lock->pending_subid == InvalidSubTransactionId);
+		hold_add(lock, session);
+		*token = lock->token;
+		pfree(rkey);
+		return true;
+	}
+
+	drift_us = (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
+	if ((int64) ttl_ms * 1000 <= drift_us)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock TTL of %d ms is too short", ttl_ms),
+				 errdetail("The clock-drift allowance (redlock.drift_factor * TTL + 2 ms) leaves the lock no validity.")));
+
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(exit_callback, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
+	start = RedlockNowUs();
+	if (!dontwait)
+	{
+		if (wait_ms < 0)
+		{
+			wait_ms = redlock_wait_timeout;
+			limit_name = "redlock.wait_timeout";
+		}
+		else
+			limit_name = "wait_ms";
+		limit_ms = wait_ms;
+		if (LockTimeout > 0 && (limit_ms == 0 || LockTimeout < limit_ms))
+		{
+			limit_ms = LockTimeout;
+			limit_name = "lock_timeout";
+		}
+		if (limit_ms > 0)
+			deadline = start + (int64) limit_ms * 1000;
+	}
+
+	lock = lock_create(rkey, key, ttl_ms);
+	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,
+										"redlock attempt",
+										ALLOCSET_SMALL_SIZES);
+	for (;;)
+	{
+		RedlockTally tally;
+		RedlockVerdict verdict;
+		MemoryContext oldcxt;
+		int64		now;
+		int64		sleep_ms;
+
+		MemoryContextReset(attempt_cxt);
+		oldcxt = MemoryContextSwitchTo(attempt_cxt);
+		verdict = RedlockTryAcquire(lock, &tally);
+		MemoryContextSwitchTo(oldcxt);
+
+		if (verdict == REDLOCK_ACQUIRED)
+		{
+			lock->pending_subid = InvalidSubTransactionId;
+			hold_add(lock, session);
+			*token = lock->token;
+			MemoryContextDelete(attempt_cxt);
+			pfree(rkey);
+			return true;
+		}
+
+		if (verdict == REDLOCK_UNREACHABLE)
+		{
+			RedlockLock gone = lock_forget(lock);
+
+			lock_free_copy(&gone);
+			report_unreachable(&tally);
+		}
+
+		if (dontwait && tally.validity_lost)
+		{
+			RedlockLock gone = lock_forget(lock);
+
+			lock_free_copy(&gone);
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("could not obtain Redis lock \"%s\" within its validity", key),
+					 errdetail("A majority granted it, but acquiring took longer than its TTL of %d ms minus the clock-drift allowance.",
+							   ttl_ms),
+					 errhint("Use a longer TTL.")));
+		}
+
+		if (dontwait)
+		{
+			RedlockLock gone = lock_forget(lock);
+
+			lock_free_copy(&gone);
+			MemoryContextDelete(attempt_cxt);
+			pfree(rkey);
+			return false;
+		}
+
+		now = RedlockNowUs();
+		if (deadline != 0 && now >= deadline)
+		{
+			RedlockLock gone = lock_forget(lock);
+			StringInfoData detail;
+
+			lock_free_copy(&gone);
+			initStringInfo(&detail);
+			appendStringInfo(&detail, "The wait reached its limit of %d ms, set by %s. ",
+							 limit_ms, limit_name);
+			RedlockDescribeTally(&tally, &detail);
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("could not obtain Redis lock \"%s\"", key),
+					 errdetail_internal("%s", detail.data)));
+		}
+
+		/* someone else holds it: pause, at most until it expires */
+		sleep_ms = redlock_retry_delay;
+		if (tally.holder_pttl_ms >= 0 && tally.holder_pttl_ms < sleep_ms)
+			sleep_ms = tally.holder_pttl_ms;
+		if (redlock_retry_jitter > 0)
+			sleep_ms += (int64) pg_prng_uint64_range(&pg_global_prng_state, 0,
+													 redlock_retry_jitter);
+		if (deadline != 0)
+			sleep_ms = Min(sleep_ms, (deadline - now + 999) / 1000);
+		sleep_ms = Max(sleep_ms, 1);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * RedlockLockReleaseSession: give up one session-level acquisition of key.
+ *
+ * Returns true when this session held it at session level; the Redis lock
+ * is released once no hold of either scope is left (a failure to confirm
+ * that release is a WARNING).  Returns false with a WARNING when the
+ * session did not hold it, or when the lock turned out to have expired or
+ * been taken over.
+ */
+bool
+RedlockLockReleaseSession(const char *key)
+{
+	char	   *rkey = redis_key(key);
+	RedlockLock *lock = lock_lookup(rkey);
+	RedlockLock gone;
+
+	pfree(rkey);
+	if (lock == NULL || lock->session_count == 0)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("you do not own a session lock on \"%s\"", key),
+				 lock != NULL ?
+				 errhint("Transaction-scoped locks are released at commit or rollback.") : 0));
+		return false;
+	}
+
+	if (--lock->session_count > 0 || lock->nholds > 0)
+		return true;
+
+	gone = lock_forget(lock);
+	return release_locks(&gone, 1, "redlock_release()") == 0;
+}
+
+/*
+ * RedlockLockReleaseAllSession: drop every session-level hold of this
+ * session, releasing the keys left without transaction-level holds.
+ *
+ * Returns how many keys this session held at session level.
+ */
+int
+RedlockLockReleaseAllSession(void)
+{
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+	RedlockLock *gone;
+	int			ngone = 0;
+	int			nsession = 0;
+
+	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
+		return 0;
+
+	gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
+	hash_seq_init(&seq, lock_table);
+	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+	{
+		if (lock->session_count == 0)
+			continue;
+		nsession++;
+		lock->session_count = 0;
+		if (lock->nholds == 0)
+			gone[ngone++] = lock_forget(lock);
+	}
+	release_locks(gone, ngone, "redlock_release_all()");
+	pfree(gone);
+	return nsession;
+}

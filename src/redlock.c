@@ -1,0 +1,189 @@
+/*-------------------------------------------------------------------------
+ *
+ * redlock.c
+ *	  Module entry point and the SQL-callable functions.
+ *
+ * The functions here only check and default their arguments, then call
+ * into locks.c.  All of them are VOLATILE and PARALLEL UNSAFE (declared in
+ * the install script): a lock belongs to one backend and its transaction.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "redlock.h"
+
+PG_MODULE_MAGIC;
+
+MemoryContext RedlockContext = NULL;
+
+void		_PG_init(void);
+
+PG_FUNCTION_INFO_V1(redlock_acquire);
+PG_FUNCTION_INFO_V1(redlock_try_acquire);
+PG_FUNCTION_INFO_V1(redlock_acquire_session);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_session);
+PG_FUNCTION_INFO_V1(redlock_release);
+PG_FUNCTION_INFO_V1(redlock_release_all);
+
+/*
+ * _PG_init: create the module's memory context, define the settings and
+ * register the transaction callbacks.
+ */
+void
+_PG_init(void)
+{
+	RedlockContext = AllocSetContextCreate(TopMemoryContext, "redlock",
+										   ALLOCSET_DEFAULT_SIZES);
+	RedlockDefineGucs();
+	RedlockLockInit();
+}
+
+/*
+ * arg_key: the lock key argument.  Raises 22004 for NULL and 22023 for an
+ * empty key.  Returns a palloc'd C string.
+ */
+static char *
+arg_key(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *key;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lock key must not be null")));
+	key = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (key[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock key must not be empty")));
+	return key;
+}
+
+/*
+ * arg_ttl: the ttl_ms argument, or redlock.default_ttl when NULL (or not
+ * passed).  Raises 22023 outside 1 .. REDLOCK_MAX_TTL_MS.
+ */
+static int
+arg_ttl(FunctionCallInfo fcinfo, int argno)
+{
+	int			ttl;
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return redlock_default_ttl;
+	ttl = PG_GETARG_INT32(argno);
+	if (ttl < 1 || ttl > REDLOCK_MAX_TTL_MS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl_ms must be between 1 and %d, not %d",
+						REDLOCK_MAX_TTL_MS, ttl)));
+	return ttl;
+}
+
+/*
+ * arg_wait: the wait_ms argument; -1 (use redlock.wait_timeout) when NULL.
+ * Raises 22023 when negative.
+ */
+static int
+arg_wait(FunctionCallInfo fcinfo, int argno)
+{
+	int			wait;
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return -1;
+	wait = PG_GETARG_INT32(argno);
+	if (wait < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait_ms must not be negative"),
+				 errhint("Use 0 to wait without a limit of its own, or a try function not to wait.")));
+	return wait;
+}
+
+/* acquire_common: the four acquire functions differ only in two flags. */
+static Datum
+acquire_common(FunctionCallInfo fcinfo, bool session, bool dontwait)
+{
+	char	   *key = arg_key(fcinfo, 0);
+	int			ttl = arg_ttl(fcinfo, 1);
+	int			wait = dontwait ? 0 : arg_wait(fcinfo, 2);
+	int64		token;
+
+	if (!RedlockLockAcquire(key, ttl, wait, session, dontwait, &token))
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(token);
+}
+
+/*
+ * redlock_acquire(key text, ttl_ms int, wait_ms int) returns bigint
+ *
+ * Waits for the lock and holds it until the transaction ends.  Returns the
+ * fencing token.  Raises 55P03 when the wait ends.
+ */
+Datum
+redlock_acquire(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, false, false);
+}
+
+/*
+ * redlock_try_acquire(key text, ttl_ms int) returns bigint
+ *
+ * One attempt; returns the token, or NULL when someone else holds the key.
+ */
+Datum
+redlock_try_acquire(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, false, true);
+}
+
+/*
+ * redlock_acquire_session(key text, ttl_ms int, wait_ms int) returns bigint
+ *
+ * Like redlock_acquire, but held until released or the session ends.
+ */
+Datum
+redlock_acquire_session(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, true, false);
+}
+
+/*
+ * redlock_try_acquire_session(key text, ttl_ms int) returns bigint
+ *
+ * Like redlock_try_acquire, but held until released or the session ends.
+ */
+Datum
+redlock_try_acquire_session(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, true, true);
+}
+
+/*
+ * redlock_release(key text) returns boolean
+ *
+ * Releases one session-level acquisition.  Returns false with a WARNING
+ * when the session did not hold it, or the lock had been lost.
+ */
+Datum
+redlock_release(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(RedlockLockReleaseSession(arg_key(fcinfo, 0)));
+}
+
+/*
+ * redlock_release_all() returns integer
+ *
+ * Releases every session-level lock of this session; returns how many keys
+ * were held at session level.
+ */
+Datum
+redlock_release_all(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(RedlockLockReleaseAllSession());
+}
