@@ -427,7 +427,11 @@ typedef struct ReleaseBatch
 	int			nlocks;
 } ReleaseBatch;
 
-/* release_settled: every lock's outcome is decided. */
+/*
+ * release_settled: every lock's outcome is decided.  Locks whose acquire
+ * was interrupted (still pending) are not waited for: their release is
+ * cleanup, queued behind the acquire on each server's connection.
+ */
 static bool
 release_settled(RedisCall *calls, int ncalls, void *arg)
 {
@@ -435,9 +439,13 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
 	int			i;
 
 	for (i = 0; i < batch->nlocks; i++)
+	{
+		if (batch->locks[i]->pending_subid != InvalidSubTransactionId)
+			continue;
 		if (release_outcome(count_release(calls, ncalls, i),
 							batch->locks[i]->nservers) < 0)
 			return false;
+	}
 	return true;
 }
 
@@ -446,7 +454,8 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
  * in one pipelined round trip per master.
  *
  * Fills results[i] for locks[i]: released on a quorum, found lost (expired
- * or taken over), or not confirmed (the TTL will end it).  If "tallies" is
+ * or taken over), or not confirmed (the TTL will end it).  Locks still
+ * pending (an interrupted acquire) are released without waiting.  If "tallies" is
  * not NULL, fills the first failure of each.  Raises no ERROR of its own,
  * so it may run in commit and abort callbacks.
  */

@@ -559,7 +559,14 @@ reply_dispatch(RedisServer *srv, redisReply *reply)
 	}
 
 	call = srv->batch_head;
-	Assert(call != NULL);
+	if (call == NULL)
+	{
+		/* owed counted more than this batch sent: never trust the socket */
+		freeReplyObject(reply);
+		server_fail(srv, REDIS_FAIL_PROTOCOL,
+					"a reply arrived that no request was waiting for", false);
+		return;
+	}
 	srv->batch_head = call->next_waiting;
 	if (srv->batch_head == NULL)
 		srv->batch_tail = NULL;

@@ -526,6 +526,11 @@ exit_callback(int code, Datum arg)
 	RedlockLock *gone;
 	int			ngone = 0;
 
+	/* after a FATAL, the current context may be ErrorContext: use our own */
+	MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext,
+												"redlock exit",
+												ALLOCSET_SMALL_SIZES));
+
 	if (lock_table != NULL && hash_get_num_entries(lock_table) > 0)
 	{
 		gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
