@@ -77,10 +77,15 @@ stop_servers() {
 		runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m immediate \
 			-w stop >/dev/null 2>&1 || true
 	fi
-	local pidfile
+	local pidfile pid i
 	for pidfile in "$RUN_DIR"/redis*.pid; do
 		[ -f "$pidfile" ] || continue
-		kill "$(cat "$pidfile")" 2>/dev/null || true
+		pid=$(cat "$pidfile")
+		kill "$pid" 2>/dev/null || true
+		for i in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
 		rm -f "$pidfile"
 	done
 }
