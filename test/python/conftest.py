@@ -1,0 +1,194 @@
+"""Shared fixtures of the scripted tests.
+
+They run against the throwaway cluster and Redis that scripts/test.sh starts
+(PGHOST, PGPORT, PGUSER and REDLOCK_REDIS_PORT come from scripts/lib.sh) and
+start further redis-server processes of their own, on loopback only, when a
+test needs to freeze, kill or restart one.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import psycopg2
+import pytest
+import redis
+
+DBNAME = "redlock_py"
+MAIN_REDIS_PORT = int(os.environ.get("REDLOCK_REDIS_PORT", "16379"))
+
+
+def wait_for(condition, timeout=5.0, interval=0.01, what="condition"):
+    """Poll until condition() is true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A redis-server of a test's own, which it may freeze, kill or restart."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="redlock-redis-")
+        os.chmod(self.dir, 0o755)       # the postgres user reaches the socket
+        self.socket = os.path.join(self.dir, "redis.sock")
+        self.proc = None
+        self.start()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+             "--save", "", "--appendonly", "no", "--dir", self.dir,
+             "--unixsocket", self.socket, "--unixsocketperm", "777",
+             "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, what=f"redis on {self.port}")
+
+    def _answers(self):
+        try:
+            return self.client(socket_timeout=0.2).ping()
+        except redis.RedisError:
+            return False
+
+    def client(self, **kw):
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self):
+        """Gone at once, like a crash: nothing is saved."""
+        self.resume()
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database():
+    """A database with the extension, created afresh for the test run."""
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {DBNAME}")
+    admin.close()
+    conn = psycopg2.connect(dbname=DBNAME)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION redlock")
+    conn.close()
+    return DBNAME
+
+
+class Session:
+    """One PostgreSQL connection, with helpers that keep tests short."""
+
+    def __init__(self, dbname, servers=None, autocommit=True):
+        self.conn = psycopg2.connect(dbname=dbname)
+        self.conn.autocommit = autocommit
+        self.pid = self.value("SELECT pg_backend_pid()")
+        # load the library first: redlock.* are placeholders until then
+        self.execute("LOAD 'redlock'")
+        if servers:
+            self.execute("SET redlock.servers = %s", (servers,))
+
+    def execute(self, sql, args=None):
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else None
+
+    def value(self, sql, args=None):
+        rows = self.execute(sql, args)
+        return rows[0][0] if rows else None
+
+    def error(self, sql, args=None):
+        """Run sql that must fail; return the psycopg2 error."""
+        with pytest.raises(psycopg2.Error) as info:
+            self.execute(sql, args)
+        if not self.conn.autocommit:
+            self.conn.rollback()
+        return info.value
+
+    def close(self):
+        if not self.conn.closed:
+            self.conn.close()
+
+
+def closing_factory(construct):
+    """A fixture body: yields a factory of construct(...) objects and closes
+    every one made when the test ends."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(construct(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for obj in made:
+        obj.close()
+
+
+@pytest.fixture
+def session(database):
+    """Factory of sessions: session(servers=None, autocommit=True)."""
+    yield from closing_factory(lambda servers=None, autocommit=True:
+                               Session(database, servers, autocommit))
+
+
+@pytest.fixture
+def redis_server():
+    """Factory of private redis-server processes: redis_server(port=None)."""
+    yield from closing_factory(RedisProcess)
+
+
+@pytest.fixture
+def main_redis():
+    """A client of the Redis that redlock.servers names by default."""
+    return redis.Redis(host="127.0.0.1", port=MAIN_REDIS_PORT)
+
+
+@pytest.fixture
+def admin(database):
+    """A superuser session on the test database, for checks and signals."""
+    s = Session(database)
+    yield s
+    s.close()
+
+
+def backend_wait_event(admin, pid):
+    """The wait_event_type of a backend, fresh (not from a cached snapshot)."""
+    admin.execute("SELECT pg_stat_clear_snapshot()")
+    return admin.value("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))

@@ -1,0 +1,111 @@
+"""The release happens after the commit is visible, and is done by the time
+COMMIT returns; rollback releases too.
+
+To look inside COMMIT, a synchronous standby that never connects stops the
+committing backend after its commit record is flushed and before the commit
+becomes visible (see CommitTransaction in xact.c).  In that window the lock
+must still be held.  Cancelling the wait lets the commit finish.
+"""
+
+import threading
+
+import psycopg2
+import pytest
+
+from conftest import backend_wait_event, wait_for
+
+
+@pytest.fixture
+def counter(session):
+    s = session()
+    s.execute("CREATE TABLE IF NOT EXISTS commit_order (id int PRIMARY KEY, n int NOT NULL)")
+    s.execute("INSERT INTO commit_order VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET n = 0")
+    return s
+
+
+@pytest.fixture
+def absent_sync_standby(admin):
+    admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'redlock_test_absent_standby'")
+    admin.execute("SELECT pg_reload_conf()")
+    yield
+    admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    admin.execute("SELECT pg_reload_conf()")
+
+
+def test_lock_is_held_until_the_commit_is_visible(session, admin, counter, main_redis,
+                                                  absent_sync_standby):
+    writer = session(autocommit=False)
+    writer.execute("SET synchronous_commit = on")
+    writer.execute("SELECT redlock_acquire('commit-order:1')")
+    writer.execute("UPDATE commit_order SET n = n + 1 WHERE id = 1")
+
+    committed = threading.Event()
+
+    def commit():
+        writer.conn.commit()            # waits for the absent standby
+        committed.set()
+
+    t = threading.Thread(target=commit)
+    t.start()
+    wait_for(lambda: backend_wait_event(admin, writer.pid) == "IPC" and
+             admin.value("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                         (writer.pid,)) == "SyncRep",
+             what="the commit to wait for the synchronous standby")
+
+    # commit record flushed, not yet visible: the lock is still held
+    other = session()
+    assert other.value("SELECT n FROM commit_order WHERE id = 1") == 0
+    assert main_redis.exists("commit-order:1")
+    assert other.value("SELECT redlock_try_acquire('commit-order:1')") is None
+    assert not committed.is_set()
+
+    admin.execute("SELECT pg_cancel_backend(%s)", (writer.pid,))
+    t.join(10)
+    assert committed.is_set()
+    # by the time COMMIT returned, the commit was visible and the lock gone
+    assert not main_redis.exists("commit-order:1")
+    assert other.value("SELECT n FROM commit_order WHERE id = 1") == 1
+    assert other.value("SELECT redlock_try_acquire('commit-order:1')") is not None
+
+
+def test_release_is_finished_when_commit_returns(session, counter, main_redis):
+    s = session(autocommit=False)
+    for _ in range(50):
+        s.execute("SELECT redlock_acquire('commit-order:fast')")
+        s.execute("UPDATE commit_order SET n = n + 1 WHERE id = 1")
+        value = main_redis.get("commit-order:fast")
+        assert value is not None and len(value) == 32
+        s.conn.commit()
+        assert not main_redis.exists("commit-order:fast")
+
+
+def test_rollback_and_error_release(session, main_redis):
+    s = session(autocommit=False)
+    s.execute("SELECT redlock_acquire('commit-order:rb', 60000)")
+    assert main_redis.pttl("commit-order:rb") > 50000
+    s.conn.rollback()
+    assert not main_redis.exists("commit-order:rb")
+
+    # an error aborts the transaction at once (as it releases advisory
+    # locks): its work can never commit, so the lock goes right away
+    s.execute("SELECT redlock_acquire('commit-order:err')")
+    assert main_redis.exists("commit-order:err")
+    with pytest.raises(psycopg2.errors.DivisionByZero):
+        s.execute("SELECT 1/0")
+    assert not main_redis.exists("commit-order:err")
+    s.conn.rollback()
+
+
+def test_lock_value_and_ttl_on_the_wire(session, main_redis):
+    """The key is named exactly as given (after the prefix), holds 32 hex
+    characters and expires after the TTL given."""
+    s = session(autocommit=False)
+    s.execute("SELECT redlock_acquire('wire:check', 12345)")
+    value = main_redis.get("wire:check").decode()
+    assert len(value) == 32 and int(value, 16) >= 0
+    assert 12000 < main_redis.pttl("wire:check") <= 12345
+    s.execute("SET LOCAL redlock.key_prefix = 'app1:'")
+    s.execute("SELECT redlock_acquire('wire:check')")
+    assert 29000 < main_redis.pttl("app1:wire:check") <= 30000
+    s.conn.commit()
+    assert not main_redis.exists("wire:check") and not main_redis.exists("app1:wire:check")
