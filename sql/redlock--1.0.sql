@@ -56,3 +56,11 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION redlock_release_all() IS
 'Release every session-level Redis lock of this session; returns how many';
+
+CREATE FUNCTION redlock_extend(key text, ttl_ms integer)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'redlock_extend'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_extend(text, integer) IS
+'Re-arm the TTL of a Redis lock this session holds; false if not held or lost';

@@ -72,6 +72,19 @@ static RedisScript release_script = {
 };
 
 /*
+ * KEYS[1] lock; ARGV[1] owner value, ARGV[2] TTL.  Re-arms the TTL of our
+ * lock.  Returns 1 if it was ours, 0 otherwise.
+ */
+static RedisScript extend_script = {
+	"extend",
+	"if redis.call('get', KEYS[1]) == ARGV[1] then\n"
+	"  return redis.call('pexpire', KEYS[1], ARGV[2])\n"
+	"end\n"
+	"return 0\n",
+	1, 3, ""
+};
+
+/*
  * KEYS[1] fencing counter; ARGV[1] token.  Raises the counter to the token
  * if it is lower.  Returns the counter afterwards.
  */
@@ -121,27 +134,42 @@ classify(const RedisCall *call)
 }
 
 /*
- * acquire_settled: the acquire's outcome is known once a quorum granted or
- * so many refused or failed that a quorum is out of reach.
+ * acquire_settled: the acquire's outcome is known once a quorum granted,
+ * or once the lock is out of reach *and* it is known whether a quorum
+ * answered: that decides "busy" (someone else holds it) against
+ * "unreachable", which must not depend on which answer came first.
  */
 static bool
 acquire_settled(RedisCall *calls, int ncalls, void *arg)
 {
 	int			quorum = RedlockQuorum(ncalls);
-	int			yes = 0;
-	int			no = 0;
+	int			granted = 0;
+	int			refused = 0;
+	int			failed = 0;
 	int			i;
 
 	for (i = 0; i < ncalls; i++)
 	{
-		Answer		a = classify(&calls[i]);
-
-		if (a == ANSWER_GRANTED)
-			yes++;
-		else if (a != ANSWER_WAITING)
-			no++;
+		switch (classify(&calls[i]))
+		{
+			case ANSWER_GRANTED:
+				granted++;
+				break;
+			case ANSWER_REFUSED:
+				refused++;
+				break;
+			case ANSWER_FAILED:
+				failed++;
+				break;
+			case ANSWER_WAITING:
+				break;
+		}
 	}
-	return yes >= quorum || no > ncalls - quorum;
+	if (granted >= quorum)
+		return true;
+	if (refused + failed <= ncalls - quorum)
+		return false;			/* a quorum may still grant it */
+	return granted + refused >= quorum || failed > ncalls - quorum;
 }
 
 /*
@@ -284,6 +312,7 @@ RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
 	/* hash every script now: a commit or abort callback must not have to */
 	RedisScriptPrepare(&acquire_script);
 	RedisScriptPrepare(&release_script);
+	RedisScriptPrepare(&extend_script);
 	RedisScriptPrepare(&fence_script);
 
 	for (i = 0; i < lock->nservers; i++)
@@ -372,20 +401,21 @@ RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
 	return REDLOCK_UNREACHABLE;
 }
 
-/* Per lock state while releasing several at once. */
-typedef struct ReleaseCount
+/* Per lock answers to an owner-checked script (release or extend). */
+typedef struct OwnerAnswers
 {
-	int			deleted;
-	int			notowned;
+	int			acted;			/* the script acted: our lock */
+	int			notours;	/* not our lock (expired, taken over) */
 	int			failed;
 	int			waiting;
-} ReleaseCount;
+} OwnerAnswers;
 
-/* count_release: tally the release answers of lock number "idx". */
-static ReleaseCount
-count_release(RedisCall *calls, int ncalls, int idx)
+/* count_answers: tally the answers about lock number "idx": 1 means it
+ * acted on our lock, 0 that the lock was not ours. */
+static OwnerAnswers
+count_answers(RedisCall *calls, int ncalls, int idx)
 {
-	ReleaseCount c = {0, 0, 0, 0};
+	OwnerAnswers c = {0, 0, 0, 0};
 	int			i;
 
 	for (i = 0; i < ncalls; i++)
@@ -396,27 +426,27 @@ count_release(RedisCall *calls, int ncalls, int idx)
 			c.waiting++;
 		else if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
 				 calls[i].ints[0] == 1)
-			c.deleted++;
+			c.acted++;
 		else if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1)
-			c.notowned++;
+			c.notours++;
 		else
 			c.failed++;
 	}
 	return c;
 }
 
-/* release_outcome: decided outcome of one lock, or -1 while undecided. */
+/* owner_outcome: decided outcome of one lock, or -1 while undecided. */
 static int
-release_outcome(ReleaseCount c, int nservers)
+owner_outcome(OwnerAnswers c, int nservers)
 {
 	int			quorum = RedlockQuorum(nservers);
 
-	if (c.deleted >= quorum)
+	if (c.acted >= quorum)
 		return REDLOCK_RELEASED;
-	if (c.notowned > nservers - quorum)
+	if (c.notours > nservers - quorum)
 		return REDLOCK_WAS_LOST;
 	if (c.waiting == 0)
-		return c.deleted + c.notowned >= quorum ?
+		return c.acted + c.notours >= quorum ?
 			REDLOCK_WAS_LOST : REDLOCK_RELEASE_FAILED;
 	return -1;
 }
@@ -442,7 +472,7 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
 	{
 		if (batch->locks[i]->pending_subid != InvalidSubTransactionId)
 			continue;
-		if (release_outcome(count_release(calls, ncalls, i),
+		if (owner_outcome(count_answers(calls, ncalls, i),
 							batch->locks[i]->nservers) < 0)
 			return false;
 	}
@@ -492,8 +522,8 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 
 	for (i = 0; i < nlocks; i++)
 	{
-		ReleaseCount c = count_release(calls, ncalls, i);
-		int			outcome = release_outcome(c, locks[i]->nservers);
+		OwnerAnswers c = count_answers(calls, ncalls, i);
+		int			outcome = owner_outcome(c, locks[i]->nservers);
 
 		results[i] = outcome < 0 ? REDLOCK_RELEASE_FAILED :
 			(RedlockReleaseResult) outcome;
@@ -504,8 +534,8 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 
 			memset(t, 0, sizeof(*t));
 			t->nservers = locks[i]->nservers;
-			t->granted = c.deleted;
-			t->refused = c.notowned;
+			t->granted = c.acted;
+			t->refused = c.notours;
 			t->failed = c.failed;
 			t->unanswered = c.waiting;
 			for (j = 0; j < ncalls; j++)
@@ -535,9 +565,84 @@ RedlockDescribeTally(const RedlockTally *tally, StringInfo buf)
 					 tally->granted, tally->nservers, tally->refused,
 					 tally->failed);
 	if (tally->unanswered > 0)
-		appendStringInfo(buf, ", %d did not answer in time", tally->unanswered);
+		appendStringInfo(buf, ", %d %s not waited for", tally->unanswered,
+						 tally->unanswered == 1 ? "was" : "were");
 	appendStringInfoChar(buf, '.');
 	if (tally->first_error)
 		appendStringInfo(buf, " First failure: server \"%s\": %s.",
 						 tally->first_server, tally->first_error);
+}
+
+/* extend_settled: the extend's outcome is decided. */
+static bool
+extend_settled(RedisCall *calls, int ncalls, void *arg)
+{
+	return owner_outcome(count_answers(calls, ncalls, 0), ncalls) >= 0;
+}
+
+/*
+ * RedlockExtend: re-arm a held lock's TTL to ttl_ms on its masters, sent
+ * to all of them at once.
+ *
+ * Returns REDLOCK_RELEASED (here: extended) when a quorum re-armed it and
+ * validity remains, and updates the lock's TTL and validity deadline;
+ * REDLOCK_WAS_LOST when too many masters no longer hold our value; or
+ * REDLOCK_RELEASE_FAILED when too few answered.  "tally" gets the answers.
+ */
+RedlockReleaseResult
+RedlockExtend(RedlockLock *lock, int ttl_ms, RedlockTally *tally)
+{
+	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	char		ttlbuf[16];
+	OwnerAnswers c;
+	int64		start;
+	int64		drift_us;
+	int			outcome;
+	int			i;
+
+	snprintf(ttlbuf, sizeof(ttlbuf), "%d", ttl_ms);
+	for (i = 0; i < lock->nservers; i++)
+	{
+		RedisCallInit(&calls[i], lock->servers[i], &extend_script, 0);
+		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
+		RedisCallArg(&calls[i], lock->value, REDLOCK_VALUE_LEN);
+		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
+	}
+
+	start = RedlockNowUs();
+	RedisRun(calls, lock->nservers, redlock_command_timeout,
+			 extend_settled, NULL);
+
+	c = count_answers(calls, lock->nservers, 0);
+	memset(tally, 0, sizeof(*tally));
+	tally->nservers = lock->nservers;
+	tally->granted = c.acted;
+	tally->refused = c.notours;
+	tally->failed = c.failed;
+	tally->unanswered = c.waiting;
+	for (i = 0; i < lock->nservers; i++)
+	{
+		if (calls[i].state == REDIS_CALL_FAILED)
+		{
+			tally->first_failure = calls[i].failure;
+			tally->first_server = calls[i].server->addr;
+			tally->first_error = calls[i].error;
+			break;
+		}
+	}
+
+	outcome = owner_outcome(c, lock->nservers);
+	if (outcome != REDLOCK_RELEASED)
+		return outcome < 0 ? REDLOCK_RELEASE_FAILED :
+			(RedlockReleaseResult) outcome;
+
+	drift_us = (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
+	if (RedlockNowUs() >= start + (int64) ttl_ms * 1000 - drift_us)
+	{
+		tally->validity_lost = true;
+		return REDLOCK_WAS_LOST;
+	}
+	lock->ttl_ms = ttl_ms;
+	lock->valid_until_us = start + (int64) ttl_ms * 1000 - drift_us;
+	return REDLOCK_RELEASED;
 }

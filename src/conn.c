@@ -32,7 +32,7 @@
  *
  * Connecting.  Non-blocking.  A connection the server closed while we were
  * not using it (restart, CLIENT KILL, idle timeout) looks fine until used:
- * when such an idle connection fails before answering anything, it is
+ * when a connection fails before answering anything in a batch, it is
  * replaced and the batch's calls are sent once more on the new one.  That
  * is safe because every script is idempotent for our owner value (an
  * acquire that finds our own value counts as granted), and it costs no
@@ -325,9 +325,11 @@ server_fail(RedisServer *srv, RedisFailure failure, const char *text,
 
 /*
  * server_broken: the connection failed (EOF, reset, write error).  If it
- * was idle when the batch began and has answered nothing since, the server
+ * was open when the batch began and has answered nothing since, the server
  * most likely closed it earlier: reconnect once and send the waiting calls
- * again.  Otherwise fail the server.
+ * again (requests from earlier batches that were still unanswered are lost
+ * with the old connection, as they would be anyway).  Otherwise fail the
+ * server.
  */
 static void
 server_broken(RedisServer *srv, const char *text)
@@ -544,7 +546,6 @@ reply_dispatch(RedisServer *srv, redisReply *reply)
 		return;
 	}
 	srv->owed--;
-	srv->batch_retry = false;
 
 	if (srv->batch_epoch != batch_epoch)
 	{
@@ -571,6 +572,8 @@ reply_dispatch(RedisServer *srv, redisReply *reply)
 	if (srv->batch_head == NULL)
 		srv->batch_tail = NULL;
 	call->next_waiting = NULL;
+	/* the connection answered this batch: a later failure is real */
+	srv->batch_retry = false;
 	srv->last_rtt_us = RedlockNowUs() - batch_start;
 	reply_store(srv, call, reply);
 }
@@ -737,8 +740,8 @@ batch_waiting(RedisCall *calls, int ncalls)
 /*
  * batch_prepare_server: get a server ready for the batch the first time
  * one of its calls is seen: drop a connection that stopped answering,
- * start a connect if needed, note the replies to skip, and whether the
- * connection was idle (then it may be retried once, see server_broken).
+ * start a connect if needed, note the replies to skip, and that an open
+ * connection may be retried once (see server_broken).
  */
 static void
 batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
@@ -756,7 +759,7 @@ batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
 		server_connect(srv, now);
 
 	srv->batch_epoch = batch_epoch;
-	srv->batch_retry = srv->ctx != NULL && !srv->connecting && srv->owed == 0;
+	srv->batch_retry = srv->ctx != NULL && !srv->connecting;
 	srv->batch_skip = srv->owed;
 	srv->batch_head = srv->batch_tail = NULL;
 	srv->batch_deadline = srv->connecting ? srv->connect_deadline :

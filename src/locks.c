@@ -62,6 +62,8 @@
 #define INITIAL_HOLDS 4
 
 static HTAB *lock_table = NULL;
+
+static void report_unreachable(const RedlockTally *tally) pg_attribute_noreturn();
 static bool exit_callback_registered = false;
 
 /* hash and compare the Redis key a lock entry points to */
@@ -777,6 +779,52 @@ RedlockLockReleaseSession(const char *key)
 
 	gone = lock_forget(lock);
 	return release_locks(&gone, 1, "redlock_release()") == 0;
+}
+
+/*
+ * RedlockLockExtend: re-arm the TTL of a lock this backend holds, at any
+ * scope, to ttl_ms on a quorum of its masters.
+ *
+ * Returns true when extended.  Returns false with a WARNING when this
+ * backend does not hold the key, or when the lock turned out to be lost;
+ * a lost lock is marked so.  Raises 08xxx when too few masters answered.
+ */
+bool
+RedlockLockExtend(const char *key, int ttl_ms)
+{
+	char	   *rkey = redis_key(key);
+	RedlockLock *lock = lock_lookup(rkey);
+	RedlockTally tally;
+
+	pfree(rkey);
+	if (lock == NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("you do not own a lock on \"%s\"", key)));
+		return false;
+	}
+
+	switch (RedlockExtend(lock, ttl_ms, &tally))
+	{
+		case REDLOCK_RELEASED:
+			lock->lost = false;
+			return true;
+		case REDLOCK_WAS_LOST:
+			lock->lost = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("Redis lock \"%s\" has expired or been taken over", key),
+					 tally.validity_lost ?
+					 errdetail("A majority re-armed it, but too late: the new TTL of %d ms left no validity.",
+							   ttl_ms) :
+					 errdetail("%d of %d Redis servers still held it.",
+							   tally.granted, tally.nservers)));
+			return false;
+		case REDLOCK_RELEASE_FAILED:
+			report_unreachable(&tally);
+	}
+	return false;				/* not reached */
 }
 
 /*

@@ -30,6 +30,7 @@ PG_FUNCTION_INFO_V1(redlock_acquire_session);
 PG_FUNCTION_INFO_V1(redlock_try_acquire_session);
 PG_FUNCTION_INFO_V1(redlock_release);
 PG_FUNCTION_INFO_V1(redlock_release_all);
+PG_FUNCTION_INFO_V1(redlock_extend);
 
 /*
  * _PG_init: create the module's memory context, define the settings and
@@ -186,4 +187,20 @@ Datum
 redlock_release_all(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT32(RedlockLockReleaseAllSession());
+}
+
+/*
+ * redlock_extend(key text, ttl_ms int) returns boolean
+ *
+ * Re-arms a lock this backend holds (either scope) to ttl_ms (NULL:
+ * redlock.default_ttl) on a quorum of its masters.  Returns false with a
+ * WARNING when the lock is not held or was lost.
+ */
+Datum
+redlock_extend(PG_FUNCTION_ARGS)
+{
+	char	   *key = arg_key(fcinfo, 0);
+	int			ttl = arg_ttl(fcinfo, 1);
+
+	PG_RETURN_BOOL(RedlockLockExtend(key, ttl));
 }

@@ -154,7 +154,7 @@ typedef struct RedisServer
 	uint64		batch_epoch;
 	int64		batch_deadline; /* us */
 	int			batch_skip;		/* leading replies nobody in it wants */
-	bool		batch_retry;	/* idle at start, nothing heard since */
+	bool		batch_retry;	/* open at start, nothing heard since */
 	struct RedisCall *batch_head;	/* calls waiting, in send order */
 	struct RedisCall *batch_tail;
 
@@ -233,6 +233,7 @@ typedef struct RedlockLock
 	int			maxholds;
 	struct RedlockHold *holds;
 	SubTransactionId pending_subid; /* acquire in flight; else Invalid */
+	bool		lost;			/* an extend found it gone */
 
 	/* the masters asked, fixed at acquisition; release goes to all */
 	int			nservers;
@@ -280,6 +281,8 @@ extern RedlockVerdict RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally);
 extern void RedlockRelease(RedlockLock **locks, int nlocks,
 						   RedlockReleaseResult *results,
 						   RedlockTally *tallies);
+extern RedlockReleaseResult RedlockExtend(RedlockLock *lock, int ttl_ms,
+										  RedlockTally *tally);
 extern void RedlockDescribeTally(const RedlockTally *tally,
 								 StringInfo buf);
 
@@ -292,6 +295,7 @@ extern void RedlockLockInit(void);
 extern bool RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms,
 							   bool session, bool dontwait, int64 *token);
 extern bool RedlockLockReleaseSession(const char *key);
+extern bool RedlockLockExtend(const char *key, int ttl_ms);
 extern int	RedlockLockReleaseAllSession(void);
 
 #endif							/* REDLOCK_H */

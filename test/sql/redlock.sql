@@ -71,6 +71,19 @@ SELECT redlock_acquire_session('regress:s3') > 0 AS ok;
 SELECT redlock_release_all();
 SELECT redlock_release_all();
 
+-- redlock_extend re-arms a held lock of either scope
+SELECT redlock_acquire_session('regress:ext', 1000) > 0 AS ok;
+SELECT redlock_extend('regress:ext', 60000);
+SELECT redlock_extend('regress:ext', NULL);
+BEGIN;
+SELECT redlock_acquire('regress:ext-x', 1000) > 0 AS ok;
+SELECT redlock_extend('regress:ext-x', 5000);
+COMMIT;
+SELECT redlock_extend('regress:ext-x', 5000);
+SELECT redlock_extend('regress:ext', 0);
+SELECT redlock_extend(NULL, 1000);
+SELECT redlock_release('regress:ext');
+
 -- savepoints: a lock taken after a savepoint goes with its rollback ...
 BEGIN;
 SAVEPOINT sp;
