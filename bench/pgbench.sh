@@ -11,6 +11,9 @@
 # trips: what any two extra round trips cost on this machine) and
 # redlock_acquire, three each, under fsync=on (PostgreSQL's default) and
 # fsync=off (commits cost no disk wait, so the lock's CPU cost shows most).
+# With three masters (two more redis-servers on the same machine) it
+# measures the same transaction, and one client's acquire+release pair
+# against one master, to show that requests go to the masters in parallel.
 # Then one client: the latency a transaction gains from redlock, in
 # round trips measured with redis-benchmark in the same run.
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -18,6 +21,10 @@ SECS=${1:-10}
 setup bc
 
 PGBENCH=$PG_BIN/pgbench
+ONE="127.0.0.1:$REDIS_PORT"
+THREE="$ONE, 127.0.0.1:$((REDIS_PORT + 1)), 127.0.0.1:$((REDIS_PORT + 2))"
+start_extra_redis $((REDIS_PORT + 1))
+start_extra_redis $((REDIS_PORT + 2))
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION redlock;
 CREATE TABLE account (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
@@ -51,6 +58,11 @@ UPDATE account SET n = n + 1 WHERE id = :k;
 COMMIT;
 SQL
 
+# masters LIST: what redlock.servers names for the following runs
+masters() {
+	psql -X -q -c "ALTER SYSTEM SET redlock.servers = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
+}
+
 # tps KIND CLIENTS: one pgbench run, prints its tps
 tps() {
 	"$PGBENCH" -n -M prepared -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$SECS" \
@@ -72,20 +84,50 @@ echo "pgbench -M prepared, 8 clients, $SECS s per run; Redis: one master on 127.
 for fsync in on off; do
 	psql -X -q -c "ALTER SYSTEM SET fsync = $fsync" -c "SELECT pg_reload_conf()" >/dev/null
 	say "8 clients, fsync = $fsync"
-	adv=() ctl=() rl=()
+	adv=() ctl=() rl=() rl3=()
 	for run in 1 2 3; do
 		adv+=("$(tps advisory 8)")
 		ctl+=("$(tps advisory+2rt 8)")
+		masters "$ONE"
 		rl+=("$(tps redlock 8)")
-		printf '  run %d: advisory %7.0f tps   advisory+2 round trips %7.0f tps   redlock %7.0f tps\n' \
-			"$run" "${adv[-1]}" "${ctl[-1]}" "${rl[-1]}"
+		masters "$THREE"
+		rl3+=("$(tps redlock 8)")
+		printf '  run %d: advisory %6.0f   advisory+2 round trips %6.0f   redlock 1 master %6.0f   3 masters %6.0f tps\n' \
+			"$run" "${adv[-1]}" "${ctl[-1]}" "${rl[-1]}" "${rl3[-1]}"
 	done
-	a=$(median "${adv[@]}") c=$(median "${ctl[@]}") r=$(median "${rl[@]}")
-	printf '  median: advisory %7.0f tps   advisory+2 round trips %7.0f tps   redlock %7.0f tps\n' \
-		"$a" "$c" "$r"
-	printf '  ratios to pg_advisory_xact_lock (fsync=%s): control %.2f, redlock_acquire %.2f\n' \
-		"$fsync" "$(echo "$c / $a" | bc -l)" "$(echo "$r / $a" | bc -l)"
+	a=$(median "${adv[@]}") c=$(median "${ctl[@]}") r=$(median "${rl[@]}") r3=$(median "${rl3[@]}")
+	printf '  median: advisory %6.0f   advisory+2 round trips %6.0f   redlock 1 master %6.0f   3 masters %6.0f tps\n' \
+		"$a" "$c" "$r" "$r3"
+	printf '  ratios to pg_advisory_xact_lock (fsync=%s): control %.2f, redlock 1 master %.2f, 3 masters %.2f\n' \
+		"$fsync" "$(echo "$c / $a" | bc -l)" "$(echo "$r / $a" | bc -l)" "$(echo "$r3 / $a" | bc -l)"
 done
+masters "$ONE"
+
+say "one client: acquire + release of a session lock, 3 masters against 1"
+# pair_us LIST: average microseconds of one acquire+release pair
+pair_us() {
+	psql -X -At -v ON_ERROR_STOP=1 <<-SQL
+		SET redlock.servers = '$1';
+		SELECT redlock_acquire_session('warm'), redlock_release('warm');
+		DO \$\$
+		DECLARE t0 timestamptz := clock_timestamp();
+		BEGIN
+		    FOR i IN 1..5000 LOOP
+		        PERFORM redlock_acquire_session('pair');
+		        PERFORM redlock_release('pair');
+		    END LOOP;
+		    RAISE NOTICE '%', round(extract(epoch FROM clock_timestamp() - t0) * 1e6 / 5000);
+		END \$\$;
+	SQL
+}
+p1=() p3=()
+for run in 1 2 3; do
+	p1+=("$(pair_us "$ONE" 2>&1 | sed -n 's/^NOTICE: *//p')")
+	p3+=("$(pair_us "$THREE" 2>&1 | sed -n 's/^NOTICE: *//p')")
+done
+a=$(median "${p1[@]}") b=$(median "${p3[@]}")
+printf '  1 master %s us   3 masters %s us per acquire+release (medians of 3 x 5000)   ratio %.2f\n' \
+	"$a" "$b" "$(echo "$b / $a" | bc -l)"
 
 say "one client: latency added per transaction"
 psql -X -q -c "ALTER SYSTEM RESET fsync" -c "SELECT pg_reload_conf()" >/dev/null

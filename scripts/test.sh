@@ -3,12 +3,14 @@
 #
 #     scripts/test.sh
 #
-# installs what is missing, builds and installs the extension, starts a
-# throwaway PostgreSQL cluster and Redis on loopback, runs the pg_regress
-# and isolation tests and the scripted tests (test/python), and stops the
+# installs what is missing (Debian packages, and the npm packages of the
+# interop tests), builds and installs the extension, starts a throwaway
+# PostgreSQL cluster and Redis on loopback, runs the pg_regress and
+# isolation tests and the scripted tests (test/python), and stops the
 # servers again.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
 setup
+install_node_modules
 
 status=0
 
