@@ -64,3 +64,11 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION redlock_extend(text, integer) IS
 'Re-arm the TTL of a Redis lock this session holds; false if not held or lost';
+
+CREATE FUNCTION redlock_token(key text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'redlock_token'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION redlock_token(text) IS
+'The fencing token of a Redis lock this session holds, NULL if none';

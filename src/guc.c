@@ -38,6 +38,15 @@ int			redlock_wait_timeout = 0;
 int			redlock_retry_delay = 100;
 int			redlock_retry_jitter = 100;
 double		redlock_drift_factor = 0.01;
+int			redlock_commit_margin = 2000;
+int			redlock_snapshot_check = REDLOCK_SNAPSHOT_WARNING;
+
+static const struct config_enum_entry snapshot_check_options[] = {
+	{"off", REDLOCK_SNAPSHOT_OFF, false},
+	{"warning", REDLOCK_SNAPSHOT_WARNING, false},
+	{"error", REDLOCK_SNAPSHOT_ERROR, false},
+	{NULL, 0, false}
+};
 
 /* The parsed form of redlock.servers; owned by the GUC machinery. */
 static const RedlockServerList *configured_servers = NULL;
@@ -395,6 +404,26 @@ RedlockDefineGucs(void)
 							 "drift_factor * TTL + 2 ms.",
 							 &redlock_drift_factor,
 							 0.01, 0.0, 0.5,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("redlock.commit_margin",
+							"Validity a transaction-scoped lock must have left at commit.",
+							"At commit, a lock with less validity left is first extended on a majority "
+							"of its masters (to its TTL, at least this margin); if it is lost, the commit fails.",
+							&redlock_commit_margin,
+							2000, 0, REDLOCK_MAX_TTL_MS,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("redlock.snapshot_check",
+							 "What to do when a lock is taken after a REPEATABLE READ or SERIALIZABLE snapshot.",
+							 "Rows read under such a snapshot may predate the commit of the lock's previous holder.",
+							 &redlock_snapshot_check,
+							 REDLOCK_SNAPSHOT_WARNING,
+							 snapshot_check_options,
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);

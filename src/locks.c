@@ -12,6 +12,14 @@
  * returns the same token (and does not extend the TTL).
  *
  * Transaction end (see xact.c's CommitTransaction for the order):
+ *	  PRE_COMMIT	the last point where the transaction can still abort.
+ *					Every transaction-level lock must still be ours: one an
+ *					extend found lost, or one with less validity left than
+ *					redlock.commit_margin that a quorum will not re-arm,
+ *					fails the COMMIT (40001) so that none of the work done
+ *					under it becomes visible.  If the commit releases locks,
+ *					it is made durable first (ForceSyncCommit), even under
+ *					synchronous_commit = off.
  *	  COMMIT_SUB	the subtransaction's holds move to its parent.
  *	  ABORT_SUB		its holds are dropped; keys left without holds are
  *					released (ROLLBACK TO SAVEPOINT, a PL/pgSQL exception).
@@ -54,6 +62,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "utils/snapmgr.h"
 #include "utils/hsearch.h"
 #include "utils/wait_event.h"
 
@@ -330,7 +339,9 @@ release_locks(RedlockLock *locks, int nlocks, const char *when)
 			continue;
 		}
 
-		if (results[i] == REDLOCK_WAS_LOST)
+		if (results[i] == REDLOCK_WAS_LOST && lock->lost)
+			nlost++;			/* already reported */
+		else if (results[i] == REDLOCK_WAS_LOST)
 		{
 			nlost++;
 			ereport(WARNING,
@@ -393,6 +404,88 @@ xact_end(bool commit)
 }
 
 /*
+ * commit_check_lock: make sure a transaction-level lock is still ours
+ * before the commit, extending it when less than redlock.commit_margin of
+ * its validity is left.  Raises 40001 when it is lost, 08xxx when a quorum
+ * of its masters cannot confirm it; either aborts the transaction.
+ */
+static void
+commit_check_lock(RedlockLock *lock)
+{
+	RedlockTally tally;
+
+	if (!lock->lost)
+	{
+		switch (RedlockExtend(lock, Max(lock->ttl_ms, redlock_commit_margin),
+							  &tally))
+		{
+			case REDLOCK_RELEASED:
+				return;			/* re-armed: the commit fits inside it */
+			case REDLOCK_WAS_LOST:
+				lock->lost = true;
+				break;
+			case REDLOCK_RELEASE_FAILED:
+				{
+					StringInfoData detail;
+
+					initStringInfo(&detail);
+					RedlockDescribeTally(&tally, &detail);
+					ereport(ERROR,
+							(errcode(failure_sqlstate(tally.first_failure)),
+							 errmsg("could not confirm Redis lock \"%s\" before commit",
+									lock->key),
+							 errdetail_internal("%s", detail.data),
+							 errhint("The transaction is rolled back: it cannot be known to have held the lock.")));
+				}
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("Redis lock \"%s\" was lost before commit", lock->key),
+			 errdetail("The lock expired or was taken over while the transaction held it (TTL %d ms, taken %.0f ms ago); the transaction is rolled back so that none of its work becomes visible.",
+					   lock->ttl_ms,
+					   (RedlockNowUs() - lock->acquired_us) / 1000.0),
+			 errhint("Retry the transaction. Use a longer TTL, or redlock_extend(), for transactions that take long.")));
+}
+
+/*
+ * pre_commit: the commit-time check of every transaction-level lock, then
+ * durability before the release.
+ */
+static void
+pre_commit(void)
+{
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+	RedlockLock **check;
+	int			ncheck = 0;
+	bool		releases = false;
+	int64		now = RedlockNowUs();
+	int			i;
+
+	check = palloc(sizeof(RedlockLock *) * hash_get_num_entries(lock_table));
+	hash_seq_init(&seq, lock_table);
+	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+	{
+		if (lock->nholds == 0)
+			continue;
+		if (lock->session_count == 0)
+			releases = true;
+		if (lock->lost ||
+			lock->valid_until_us - now < (int64) redlock_commit_margin * 1000)
+			check[ncheck++] = lock;
+	}
+
+	for (i = 0; i < ncheck; i++)
+		commit_check_lock(check[i]);
+	pfree(check);
+
+	/* whoever takes the lock next must find our commit on disk */
+	if (releases)
+		ForceSyncCommit();
+}
+
+/*
  * check_prepare: refuse PREPARE TRANSACTION while transaction-level locks
  * are held; raising here aborts the transaction, which releases them.
  */
@@ -433,6 +526,9 @@ xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_PREPARE:
 			check_prepare();
+			break;
+		case XACT_EVENT_PRE_COMMIT:
+			pre_commit();
 			break;
 		case XACT_EVENT_COMMIT:
 			xact_end(true);
@@ -619,6 +715,24 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		*token = lock->token;
 		pfree(rkey);
 		return true;
+	}
+
+	/*
+	 * Under REPEATABLE READ or SERIALIZABLE the transaction reads from one
+	 * snapshot, taken by its first statement (this one, at the latest): rows
+	 * read after this acquire may predate the previous holder's commit.
+	 */
+	if (redlock_snapshot_check != REDLOCK_SNAPSHOT_OFF &&
+		IsTransactionBlock() && IsolationUsesXactSnapshot() && FirstSnapshotSet)
+	{
+		bool		error = redlock_snapshot_check == REDLOCK_SNAPSHOT_ERROR;
+
+		ereport(error ? ERROR : WARNING,
+				(errcode(error ? ERRCODE_ACTIVE_SQL_TRANSACTION : ERRCODE_WARNING),
+				 errmsg("Redis lock \"%s\" is taken after the transaction's snapshot", key),
+				 errdetail("Under %s, this transaction may read rows as they were before the lock's previous holder committed.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Take the lock in a READ COMMITTED transaction, or take a session lock with redlock_acquire_session() before BEGIN.")));
 	}
 
 	drift_us = (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
@@ -825,6 +939,24 @@ RedlockLockExtend(const char *key, int ttl_ms)
 			report_unreachable(&tally);
 	}
 	return false;				/* not reached */
+}
+
+/*
+ * RedlockLockToken: the fencing token of a lock this backend holds.
+ *
+ * Returns false when it holds no such lock (or one found lost).
+ */
+bool
+RedlockLockToken(const char *key, int64 *token)
+{
+	char	   *rkey = redis_key(key);
+	RedlockLock *lock = lock_lookup(rkey);
+
+	pfree(rkey);
+	if (lock == NULL || lock->lost)
+		return false;
+	*token = lock->token;
+	return true;
 }
 
 /*

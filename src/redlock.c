@@ -31,6 +31,7 @@ PG_FUNCTION_INFO_V1(redlock_try_acquire_session);
 PG_FUNCTION_INFO_V1(redlock_release);
 PG_FUNCTION_INFO_V1(redlock_release_all);
 PG_FUNCTION_INFO_V1(redlock_extend);
+PG_FUNCTION_INFO_V1(redlock_token);
 
 /*
  * _PG_init: create the module's memory context, define the settings and
@@ -203,4 +204,20 @@ redlock_extend(PG_FUNCTION_ARGS)
 	int			ttl = arg_ttl(fcinfo, 1);
 
 	PG_RETURN_BOOL(RedlockLockExtend(key, ttl));
+}
+
+/*
+ * redlock_token(key text) returns bigint
+ *
+ * The fencing token of a lock this backend holds (either scope), NULL when
+ * it holds none on that key.
+ */
+Datum
+redlock_token(PG_FUNCTION_ARGS)
+{
+	int64		token;
+
+	if (!RedlockLockToken(arg_key(fcinfo, 0), &token))
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(token);
 }

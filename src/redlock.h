@@ -99,6 +99,16 @@ extern int	redlock_wait_timeout;
 extern int	redlock_retry_delay;
 extern int	redlock_retry_jitter;
 extern double redlock_drift_factor;
+extern int	redlock_commit_margin;
+extern int	redlock_snapshot_check;
+
+/* values of redlock.snapshot_check */
+typedef enum RedlockSnapshotCheck
+{
+	REDLOCK_SNAPSHOT_OFF,
+	REDLOCK_SNAPSHOT_WARNING,
+	REDLOCK_SNAPSHOT_ERROR
+} RedlockSnapshotCheck;
 
 extern void RedlockDefineGucs(void);
 extern const RedlockServerList *RedlockConfiguredServers(void);
@@ -233,7 +243,7 @@ typedef struct RedlockLock
 	int			maxholds;
 	struct RedlockHold *holds;
 	SubTransactionId pending_subid; /* acquire in flight; else Invalid */
-	bool		lost;			/* an extend found it gone */
+	bool		lost;			/* an extend found it gone; reported */
 
 	/* the masters asked, fixed at acquisition; release goes to all */
 	int			nservers;
@@ -296,6 +306,7 @@ extern bool RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms,
 							   bool session, bool dontwait, int64 *token);
 extern bool RedlockLockReleaseSession(const char *key);
 extern bool RedlockLockExtend(const char *key, int ttl_ms);
+extern bool RedlockLockToken(const char *key, int64 *token);
 extern int	RedlockLockReleaseAllSession(void);
 
 #endif							/* REDLOCK_H */

@@ -192,3 +192,35 @@ def backend_wait_event(admin, pid):
     """The wait_event_type of a backend, fresh (not from a cached snapshot)."""
     admin.execute("SELECT pg_stat_clear_snapshot()")
     return admin.value("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+
+
+@pytest.fixture
+def masters(redis_server):
+    """masters(n) -> n fresh redis-server processes."""
+    return lambda n: [redis_server() for _ in range(n)]
+
+
+def servers(ms):
+    """The redlock.servers value naming these masters."""
+    return ", ".join(m.addr for m in ms)
+
+
+@pytest.fixture
+def absent_sync_standby(admin):
+    """Commits wait for a synchronous standby that never connects: the
+    committing backend stops after flushing its commit record and before the
+    commit becomes visible, until its wait is cancelled."""
+    admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'redlock_test_absent_standby'")
+    admin.execute("SELECT pg_reload_conf()")
+    yield
+    admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    admin.execute("SELECT pg_reload_conf()")
+
+
+def wait_for_syncrep(admin, pid):
+    """Wait until backend pid waits for synchronous replication."""
+    def waiting():
+        admin.execute("SELECT pg_stat_clear_snapshot()")
+        return admin.value("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                           (pid,)) == "SyncRep"
+    wait_for(waiting, what="the commit to wait for the synchronous standby")

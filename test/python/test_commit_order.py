@@ -12,7 +12,7 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import backend_wait_event, wait_for
+from conftest import wait_for_syncrep
 
 
 @pytest.fixture
@@ -21,15 +21,6 @@ def counter(session):
     s.execute("CREATE TABLE IF NOT EXISTS commit_order (id int PRIMARY KEY, n int NOT NULL)")
     s.execute("INSERT INTO commit_order VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET n = 0")
     return s
-
-
-@pytest.fixture
-def absent_sync_standby(admin):
-    admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'redlock_test_absent_standby'")
-    admin.execute("SELECT pg_reload_conf()")
-    yield
-    admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
-    admin.execute("SELECT pg_reload_conf()")
 
 
 def test_lock_is_held_until_the_commit_is_visible(session, admin, counter, main_redis,
@@ -47,10 +38,7 @@ def test_lock_is_held_until_the_commit_is_visible(session, admin, counter, main_
 
     t = threading.Thread(target=commit)
     t.start()
-    wait_for(lambda: backend_wait_event(admin, writer.pid) == "IPC" and
-             admin.value("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
-                         (writer.pid,)) == "SyncRep",
-             what="the commit to wait for the synchronous standby")
+    wait_for_syncrep(admin, writer.pid)
 
     # commit record flushed, not yet visible: the lock is still held
     other = session()

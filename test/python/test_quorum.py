@@ -9,19 +9,9 @@ import time
 
 import pytest
 
-from conftest import RedisProcess, backend_wait_event, wait_for
+from conftest import RedisProcess, backend_wait_event, servers, wait_for
 
 FENCE = b"\x00fence"
-
-
-@pytest.fixture
-def masters(redis_server):
-    """masters(n) -> n fresh redis-server processes."""
-    return lambda n: [redis_server() for _ in range(n)]
-
-
-def servers(ms):
-    return ", ".join(m.addr for m in ms)
 
 
 def holders(ms, key):

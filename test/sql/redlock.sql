@@ -84,6 +84,47 @@ SELECT redlock_extend('regress:ext', 0);
 SELECT redlock_extend(NULL, 1000);
 SELECT redlock_release('regress:ext');
 
+-- redlock_token: the token of a held lock, NULL otherwise
+BEGIN;
+SELECT redlock_acquire('regress:tok') AS ttoken \gset
+SELECT redlock_token('regress:tok') = :ttoken AS same_token,
+       redlock_token('regress:not-held') IS NULL AS not_held;
+COMMIT;
+SELECT redlock_token('regress:tok') IS NULL AS released;
+SELECT redlock_token(NULL);
+
+-- the snapshot guard: under REPEATABLE READ or SERIALIZABLE the snapshot is
+-- taken before the lock, so rows read may predate the last holder's commit
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT redlock_acquire('regress:snap') > 0 AS ok;
+SELECT redlock_acquire('regress:snap') > 0 AS reentrant_no_second_warning;
+COMMIT;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT redlock_acquire_session('regress:snap') > 0 AS ok;
+COMMIT;
+SELECT redlock_release('regress:snap');
+BEGIN ISOLATION LEVEL READ COMMITTED;
+SELECT redlock_acquire('regress:snap') > 0 AS no_warning;
+COMMIT;
+SET redlock.snapshot_check = error;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT redlock_acquire('regress:snap');
+ROLLBACK;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.sqlstate_of($$SELECT redlock_acquire('regress:snap')$$);
+ROLLBACK;
+SET default_transaction_isolation = 'repeatable read';
+-- a single statement outside a transaction block reads nothing afterwards
+SELECT redlock_acquire_session('regress:snap') > 0 AS ok_outside_block;
+SELECT redlock_release('regress:snap');
+RESET default_transaction_isolation;
+SET redlock.snapshot_check = off;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT redlock_acquire('regress:snap') > 0 AS not_checked;
+COMMIT;
+RESET redlock.snapshot_check;
+SET redlock.snapshot_check = sometimes;
+
 -- savepoints: a lock taken after a savepoint goes with its rollback ...
 BEGIN;
 SAVEPOINT sp;
