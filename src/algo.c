@@ -236,6 +236,37 @@ release_partial(RedlockLock *lock, RedisCall *acq)
 				 all_but_frozen_settled, NULL);
 }
 
+/* State of a fencing write-back while it runs. */
+typedef struct FenceWait
+{
+	int			agree;			/* masters known to hold >= the token */
+	int			quorum;
+	long long	token;
+} FenceWait;
+
+/* fence_counted: how many write-back calls confirmed the token. */
+static int
+fence_counted(RedisCall *calls, int ncalls, long long token)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < ncalls; i++)
+		if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
+			calls[i].ints[0] >= token)
+			n++;
+	return n;
+}
+
+/* fence_settled: a majority now holds the token. */
+static bool
+fence_settled(RedisCall *calls, int ncalls, void *arg)
+{
+	FenceWait  *w = (FenceWait *) arg;
+
+	return w->agree + fence_counted(calls, ncalls, w->token) >= w->quorum;
+}
+
 /*
  * fence_write_back: make a quorum of masters hold a counter >= token.
  *
@@ -246,6 +277,7 @@ static bool
 fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
 {
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	FenceWait	wait;
 	char		tokenbuf[32];
 	char	   *fkey;
 	size_t		fkeylen;
@@ -270,12 +302,11 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
 		RedisCallArg(&calls[n], tokenbuf, strlen(tokenbuf));
 		n++;
 	}
-	RedisRun(calls, n, redlock_command_timeout, NULL, NULL);
-	for (i = 0; i < n; i++)
-		if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
-			calls[i].ints[0] >= token)
-			agree++;
-	return agree >= RedlockQuorum(lock->nservers);
+	wait.agree = agree;
+	wait.quorum = RedlockQuorum(lock->nservers);
+	wait.token = token;
+	RedisRun(calls, n, redlock_command_timeout, fence_settled, &wait);
+	return fence_settled(calls, n, &wait);
 }
 
 /*
@@ -458,9 +489,13 @@ typedef struct ReleaseBatch
 } ReleaseBatch;
 
 /*
- * release_settled: every lock's outcome is decided.  Locks whose acquire
- * was interrupted (still pending) are not waited for: their release is
- * cleanup, queued behind the acquire on each server's connection.
+ * release_settled: every lock's outcome is decided, or can only be decided
+ * by servers that are behind: a server that has not answered our earlier
+ * requests will not answer this one sooner, and a commit or abort (or a
+ * cancel) should not wait out its timeout; the release stays queued behind
+ * those requests.  Locks whose acquire was interrupted (still pending) are
+ * not waited for either: their release is cleanup, queued behind the
+ * acquire on each server's connection.
  */
 static bool
 release_settled(RedisCall *calls, int ncalls, void *arg)
@@ -468,12 +503,12 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
 	ReleaseBatch *batch = (ReleaseBatch *) arg;
 	int			i;
 
-	for (i = 0; i < batch->nlocks; i++)
+	for (i = 0; i < ncalls; i++)
 	{
-		if (batch->locks[i]->pending_subid != InvalidSubTransactionId)
-			continue;
-		if (owner_outcome(count_answers(calls, ncalls, i),
-							batch->locks[i]->nservers) < 0)
+		if (calls[i].state == REDIS_CALL_WAITING && !calls[i].behind &&
+			batch->locks[calls[i].tag]->pending_subid == InvalidSubTransactionId &&
+			owner_outcome(count_answers(calls, ncalls, calls[i].tag),
+						  batch->locks[calls[i].tag]->nservers) < 0)
 			return false;
 	}
 	return true;

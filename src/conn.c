@@ -740,8 +740,9 @@ batch_waiting(RedisCall *calls, int ncalls)
 /*
  * batch_prepare_server: get a server ready for the batch the first time
  * one of its calls is seen: drop a connection that stopped answering,
- * start a connect if needed, note the replies to skip, and that an open
- * connection may be retried once (see server_broken).
+ * start a connect if needed, note the replies to skip, that an open
+ * connection may be retried once (see server_broken), and whether the
+ * server is behind: still owing replies to earlier requests.
  */
 static void
 batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
@@ -755,10 +756,14 @@ batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
 				 srv->owed);
 		server_fail(srv, REDIS_FAIL_TIMEOUT, text, false);
 	}
+	/* take what has arrived of earlier replies; what has not is behind */
+	if (srv->ctx && !srv->connecting && srv->owed > 0)
+		server_receive(srv);
 	if (srv->ctx == NULL && now >= srv->retry_after)
 		server_connect(srv, now);
 
 	srv->batch_epoch = batch_epoch;
+	srv->batch_behind = srv->ctx != NULL && srv->owed > 0;
 	srv->batch_retry = srv->ctx != NULL && !srv->connecting;
 	srv->batch_skip = srv->owed;
 	srv->batch_head = srv->batch_tail = NULL;
@@ -818,6 +823,7 @@ RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
 
 		if (srv->batch_epoch != batch_epoch)
 			batch_prepare_server(srv, batch_start, timeout_ms);
+		call->behind = srv->batch_behind;
 
 		if (srv->ctx == NULL)
 		{

@@ -165,6 +165,7 @@ typedef struct RedisServer
 	int64		batch_deadline; /* us */
 	int			batch_skip;		/* leading replies nobody in it wants */
 	bool		batch_retry;	/* open at start, nothing heard since */
+	bool		batch_behind;	/* still owed earlier replies at start */
 	struct RedisCall *batch_head;	/* calls waiting, in send order */
 	struct RedisCall *batch_tail;
 
@@ -203,6 +204,8 @@ typedef struct RedisCall
 	RedisFailure failure;
 	char	   *error;			/* palloc'd text, for FAILED */
 	bool		used_eval;		/* sent as EVAL, not EVALSHA */
+	bool		behind;			/* its server had not answered earlier
+								 * requests when this one was sent */
 	struct RedisCall *next_waiting;
 } RedisCall;
 

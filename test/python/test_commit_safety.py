@@ -12,7 +12,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import servers, wait_for, wait_for_syncrep
+from conftest import backend_wait_event, servers, wait_for, wait_for_syncrep
 
 PREAUTH = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "preauth.sql")
 
@@ -321,3 +321,36 @@ def test_fencing_tokens_refuse_a_stale_holder(session):
     old.conn.rollback()
     assert setup.execute("SELECT body, last_token FROM report WHERE name = 'nightly'") \
         == [("new", new_token)]
+
+
+def test_commit_check_can_be_cancelled(session, admin, redis_server, rows):
+    """The check at COMMIT has its own deadline and answers a cancel: with
+    the only master frozen, a commit that must re-arm its lock waits, and
+    pg_cancel_backend ends the wait at once; nothing is committed."""
+    r = redis_server()
+    s = session(servers=r.addr, autocommit=False)
+    s.execute("SET redlock.command_timeout = 20000")
+    s.execute("SET redlock.commit_margin = 60000")     # every commit re-arms
+    s.execute("SELECT redlock_acquire('cs:cancel', 30000)")
+    s.execute("INSERT INTO cs_rows VALUES ('cs:cancel')")
+    r.freeze()
+    outcome = []
+
+    def commit():
+        try:
+            s.conn.commit()
+            outcome.append("committed")
+        except psycopg2.Error as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=commit)
+    t.start()
+    wait_for(lambda: backend_wait_event(admin, s.pid) == "Extension",
+             what="the commit check to wait for the frozen master")
+    cancelled = time.monotonic()
+    admin.execute("SELECT pg_cancel_backend(%s)", (s.pid,))
+    t.join(10)
+    assert time.monotonic() - cancelled < 2.0
+    assert isinstance(outcome[0], psycopg2.errors.QueryCanceled)
+    assert rows.value("SELECT count(*) FROM cs_rows") == 0
+    r.resume()

@@ -202,14 +202,21 @@ def test_fencing_tokens_strictly_increase(session, masters):
             ms[i % 3].restart()
         tokens.append(s.value("SELECT redlock_acquire('q:fence')"))
     assert all(x < y for x, y in zip(tokens, tokens[1:])), tokens
-    # one master's counter jumps ahead: the next token follows it, and the
-    # write-back raises a majority of counters to that token
+    # one master's counter jumps ahead; with another master frozen the
+    # quorum must include it, so the token follows it, and the write-back
+    # raises a majority of counters to that token
     ms[0].client().set(b"q:fence" + FENCE, 1000)
-    token = s.value("SELECT redlock_acquire('q:fence')")
+    ms[2].freeze()
+    try:
+        token, took = timed(s, "SELECT redlock_acquire('q:fence')")
+    finally:
+        ms[2].resume()
     assert token == 1001
-    counters = sorted(int(m.client().get(b"q:fence" + FENCE)) for m in ms)
-    assert counters[1] >= 1001, counters
-    assert s.value("SELECT redlock_acquire('q:fence')") > 1001
+    assert took < 0.5, "the write-back stops once a majority has the token"
+    assert int(ms[1].client().get(b"q:fence" + FENCE)) >= 1001, "written back"
+    # every later holder's majority includes a master that knows 1001
+    later = [s.value("SELECT redlock_acquire('q:fence')") for _ in range(10)]
+    assert all(x < y for x, y in zip([token] + later, later)), later
 
 
 class BlackHole:
