@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import psycopg2
@@ -224,3 +225,31 @@ def wait_for_syncrep(admin, pid):
         return admin.value("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
                            (pid,)) == "SyncRep"
     wait_for(waiting, what="the commit to wait for the synchronous standby")
+
+
+def in_thread(fn, *args):
+    """Run fn(*args) in a thread; returns (thread, outcome list) where the
+    outcome is fn's result or the psycopg2 error it raised."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(fn(*args))
+        except psycopg2.Error as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, outcome
+
+
+def cancel_while_waiting(admin, pid, fn, *args):
+    """Run fn(*args) in a thread until backend pid waits for Redis, cancel
+    it; returns (fn's outcome, seconds from the cancel to the end)."""
+    t, outcome = in_thread(fn, *args)
+    wait_for(lambda: backend_wait_event(admin, pid) == "Extension",
+             what="the backend to wait for Redis")
+    cancelled = time.monotonic()
+    admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+    t.join(30)
+    return outcome[0], time.monotonic() - cancelled

@@ -12,7 +12,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import backend_wait_event, servers, wait_for, wait_for_syncrep
+from conftest import cancel_while_waiting, in_thread, servers, wait_for, wait_for_syncrep
 
 PREAUTH = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "preauth.sql")
 
@@ -177,21 +177,6 @@ def app_side_lock(s, amount, pause):
     s.execute("SELECT redlock_release('account:1')")
 
 
-def in_thread(fn, *args):
-    """Run fn(*args) in a thread; returns (thread, outcome list)."""
-    outcome = []
-
-    def run():
-        try:
-            outcome.append(fn(*args))
-        except psycopg2.Error as e:
-            outcome.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t, outcome
-
-
 def test_preauthorisation_race_two_clients(session, bank, main_redis):
     """Balance 100, two 60-unit pre-authorisations, the first holder stalls
     past its 500 ms TTL."""
@@ -334,23 +319,8 @@ def test_commit_check_can_be_cancelled(session, admin, redis_server, rows):
     s.execute("SELECT redlock_acquire('cs:cancel', 30000)")
     s.execute("INSERT INTO cs_rows VALUES ('cs:cancel')")
     r.freeze()
-    outcome = []
-
-    def commit():
-        try:
-            s.conn.commit()
-            outcome.append("committed")
-        except psycopg2.Error as e:
-            outcome.append(e)
-
-    t = threading.Thread(target=commit)
-    t.start()
-    wait_for(lambda: backend_wait_event(admin, s.pid) == "Extension",
-             what="the commit check to wait for the frozen master")
-    cancelled = time.monotonic()
-    admin.execute("SELECT pg_cancel_backend(%s)", (s.pid,))
-    t.join(10)
-    assert time.monotonic() - cancelled < 2.0
-    assert isinstance(outcome[0], psycopg2.errors.QueryCanceled)
+    outcome, took = cancel_while_waiting(admin, s.pid, s.conn.commit)
+    assert took < 2.0
+    assert isinstance(outcome, psycopg2.errors.QueryCanceled)
     assert rows.value("SELECT count(*) FROM cs_rows") == 0
     r.resume()

@@ -3,10 +3,9 @@ requests, so only redlock.command_timeout ends the wait.  The acquire fails
 within about that timeout, and the release queued behind it on the same
 connection leaves the server clean when it resumes."""
 
-import threading
 import time
 
-from conftest import backend_wait_event, wait_for
+from conftest import cancel_while_waiting, wait_for
 
 
 def test_frozen_server_times_out_and_ends_clean(session, redis_server):
@@ -37,21 +36,11 @@ def test_cancel_while_frozen_leaves_nothing(session, admin, redis_server):
     s.execute("SET redlock.command_timeout = 10000")
     assert s.value("SELECT redlock_acquire_session('frozen:warm')") > 0
     r.freeze()
-    errors = []
-
-    def acquire():
-        errors.append(s.error("SELECT redlock_acquire('frozen:cancel')"))
-
-    t = threading.Thread(target=acquire)
-    t.start()
-    wait_for(lambda: backend_wait_event(admin, s.pid) == "Extension",
-             what="the acquire to wait for the frozen server")
-    cancelled = time.monotonic()
-    admin.execute("SELECT pg_cancel_backend(%s)", (s.pid,))
-    t.join(15)
-    assert errors and errors[0].pgcode == "57014"
+    err, took = cancel_while_waiting(admin, s.pid, s.execute,
+                                     "SELECT redlock_acquire('frozen:cancel')")
+    assert err.pgcode == "57014"
     # the abort queues the cleanup and does not wait for the frozen server
-    assert time.monotonic() - cancelled < 2.0
+    assert took < 2.0
     r.resume()
     client = r.client()
     wait_for(lambda: client.get("frozen:warm") is not None, what="the server to resume")
