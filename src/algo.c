@@ -34,6 +34,25 @@
  * argument tolerates as long as a majority keeps its counters; and tokens
  * count only acquisitions made through this extension.
  *
+ * Waiting, fairly.  A backend that has to wait for a key queues itself on
+ * each master: a sorted set next to the key (REDLOCK_WAITERS_SUFFIX) holds
+ * its wake channel ordered by a ticket, the Unix time in ms when it
+ * started waiting; another (REDLOCK_WAITEXP_SUFFIX) holds each entry's
+ * deadline, refreshed by every attempt, so that a waiter that died drops
+ * out.  The acquire script grants a free key only to the first live
+ * waiter (or anyone when nobody waits), so the backend that just released
+ * a hot key cannot barge back in front of those who queued before it:
+ * waiters are served in arrival order, like PostgreSQL's own lock queue.
+ * The release script publishes the key on the first waiter's channel:
+ * wake-one, no thundering herd.  Tickets come from the waiter, not from
+ * each master, so every master orders the same waiters the same way; a
+ * waiting acquire that got a partial grant gives it back *and stays
+ * queued* there.  Both together keep the first waiter the same on every
+ * master, which then gets a majority: per-master orderings could give
+ * different masters different first waiters and nobody a majority, for
+ * ever.  Clients that do not know the queue (node-redlock, SET NX) are not
+ * held back by it.
+ *
  * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
  *
  *-------------------------------------------------------------------------
@@ -43,32 +62,108 @@
 #include "redlock.h"
 
 /*
- * KEYS[1] lock, KEYS[2] fencing counter; ARGV[1] owner value, ARGV[2] TTL.
- * Returns {1, token} when set, {0, remaining TTL of the holder} otherwise.
- * Finding our own value (the same request sent again after a dropped
- * connection) counts as set: the TTL is re-armed and a new token drawn,
- * which is still larger than every earlier one.  A key of another type
- * (say, a Redisson lock) is simply held by someone else.
+ * KEYS[1] lock, [2] fencing counter, [3] waiters, [4] their deadlines;
+ * ARGV[1] owner value, [2] TTL, [3] our wake channel (our name in the
+ * queue), [4] our ticket, or '' not to queue, [5] how long a queue entry
+ * lives without being refreshed (ms).
+ *
+ * Returns {1, token} when the lock is set, {0, remaining TTL of the holder
+ * (-2: free, but promised to a waiter ahead of us)} otherwise.  The lock
+ * is granted only if no live waiter is queued ahead of us, so a releasing
+ * backend cannot barge back in front of those waiting; a caller that is
+ * refused and gave a ticket joins (or stays in) the queue, ordered by
+ * ticket, and its deadline is refreshed.  Dead waiters (deadline passed)
+ * are dropped.  Finding our own value (the same request sent again after a
+ * dropped connection) counts as set: the TTL is re-armed and a new token
+ * drawn.  A key of another type (say, a Redisson lock) is held by someone
+ * else.
  */
 static RedisScript acquire_script = {
 	"acquire",
-	"if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or\n"
+	"local now = nil\n"
+	"local ahead = false\n"
+	"if redis.call('exists', KEYS[3]) == 1 then\n"
+	"  local t = redis.call('time')\n"
+	"  now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"  local dead = redis.call('zrangebyscore', KEYS[4], '-inf', now)\n"
+	"  if #dead > 0 then\n"
+	"    redis.call('zrem', KEYS[3], unpack(dead))\n"
+	"    redis.call('zrem', KEYS[4], unpack(dead))\n"
+	"  end\n"
+	"  local head = redis.call('zrange', KEYS[3], 0, 0)[1]\n"
+	"  ahead = head ~= nil and head ~= ARGV[3]\n"
+	"end\n"
+	"if not ahead and (redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or\n"
 	"   (redis.pcall('get', KEYS[1]) == ARGV[1] and\n"
-	"    redis.call('pexpire', KEYS[1], ARGV[2]) == 1) then\n"
+	"    redis.call('pexpire', KEYS[1], ARGV[2]) == 1)) then\n"
+	"  if now then\n"
+	"    redis.call('zrem', KEYS[3], ARGV[3])\n"
+	"    redis.call('zrem', KEYS[4], ARGV[3])\n"
+	"  end\n"
 	"  return {1, redis.call('incr', KEYS[2])}\n"
 	"end\n"
+	"if ARGV[4] ~= '' then\n"
+	"  if not now then\n"
+	"    local t = redis.call('time')\n"
+	"    now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"  end\n"
+	"  redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[3])\n"
+	"  redis.call('zadd', KEYS[4], now + ARGV[5], ARGV[3])\n"
+	"  redis.call('pexpire', KEYS[3], ARGV[5] * 2)\n"
+	"  redis.call('pexpire', KEYS[4], ARGV[5] * 2)\n"
+	"end\n"
 	"return {0, redis.call('pttl', KEYS[1])}\n",
-	2, 0, ""
+	4, 0, ""
 };
 
-/* KEYS[1] lock; ARGV[1] owner value.  Returns 1 if deleted, 0 if not ours. */
+/*
+ * KEYS[1] lock, [2] waiters, [3] their deadlines; ARGV[1] owner value,
+ * [2] our wake channel, [3] our ticket or '', [4] queue entry lifetime.
+ *
+ * Deletes the lock if it is ours.  Without a ticket, also takes us out of
+ * the queue (a release, or a waiter giving up).  With one, keeps us queued
+ * there, joining if need be: that is how a waiting acquire gives back a
+ * grant that did not make a majority, so that it is queued on every master
+ * with the same ticket and every master has the same first waiter.  If the
+ * lock is then free and someone waits, publishes the key on the first live
+ * waiter's channel: wake-one, in queue order.  Returns 1 if our lock was
+ * deleted, 0 if it was not ours.
+ */
 static RedisScript release_script = {
 	"release",
-	"if redis.call('get', KEYS[1]) == ARGV[1] then\n"
-	"  return redis.call('del', KEYS[1])\n"
+	"local released = 0\n"
+	"if redis.pcall('get', KEYS[1]) == ARGV[1] then\n"
+	"  released = redis.call('del', KEYS[1])\n"
 	"end\n"
-	"return 0\n",
-	1, 1, ""
+	"if ARGV[3] ~= '' then\n"
+	"  local t = redis.call('time')\n"
+	"  local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"  redis.call('zadd', KEYS[2], 'NX', ARGV[3], ARGV[2])\n"
+	"  redis.call('zadd', KEYS[3], now + ARGV[4], ARGV[2])\n"
+	"  redis.call('pexpire', KEYS[2], ARGV[4] * 2)\n"
+	"  redis.call('pexpire', KEYS[3], ARGV[4] * 2)\n"
+	"end\n"
+	"if redis.call('exists', KEYS[2]) == 1 then\n"
+	"  if ARGV[3] == '' then\n"
+	"    redis.call('zrem', KEYS[2], ARGV[2])\n"
+	"    redis.call('zrem', KEYS[3], ARGV[2])\n"
+	"  end\n"
+	"  if redis.call('exists', KEYS[1]) == 0 then\n"
+	"    local t = redis.call('time')\n"
+	"    local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"    local dead = redis.call('zrangebyscore', KEYS[3], '-inf', now)\n"
+	"    if #dead > 0 then\n"
+	"      redis.call('zrem', KEYS[2], unpack(dead))\n"
+	"      redis.call('zrem', KEYS[3], unpack(dead))\n"
+	"    end\n"
+	"    local head = redis.call('zrange', KEYS[2], 0, 0)[1]\n"
+	"    if head then\n"
+	"      redis.call('publish', head, KEYS[1])\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"return released\n",
+	3, 1, ""
 };
 
 /*
@@ -189,17 +284,60 @@ all_but_frozen_settled(RedisCall *calls, int ncalls, void *arg)
 }
 
 /*
- * fence_key: the key of the fencing counter of a lock, palloc'd.
+ * companion_key: the lock key followed by a suffix that starts with a NUL
+ * (the fencing counter, the queue), palloc'd; its length goes to *len.
  */
 static char *
-fence_key(const RedlockLock *lock, size_t *len)
+companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
+			  size_t *len)
 {
-	char	   *fkey = palloc(lock->rkeylen + REDLOCK_FENCE_SUFFIX_LEN);
+	char	   *key = palloc(lock->rkeylen + suffixlen);
 
-	memcpy(fkey, lock->rkey, lock->rkeylen);
-	memcpy(fkey + lock->rkeylen, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN);
-	*len = lock->rkeylen + REDLOCK_FENCE_SUFFIX_LEN;
-	return fkey;
+	memcpy(key, lock->rkey, lock->rkeylen);
+	memcpy(key + lock->rkeylen, suffix, suffixlen);
+	*len = lock->rkeylen + suffixlen;
+	return key;
+}
+
+#define fence_key(lock, len) \
+	companion_key(lock, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN, len)
+#define waiters_key(lock, len) \
+	companion_key(lock, REDLOCK_WAITERS_SUFFIX, REDLOCK_WAITERS_SUFFIX_LEN, len)
+#define waitexp_key(lock, len) \
+	companion_key(lock, REDLOCK_WAITEXP_SUFFIX, REDLOCK_WAITEXP_SUFFIX_LEN, len)
+
+/* queue_ttl: how long a waiter's queue entry lives unrefreshed, as text. */
+static const char *
+queue_ttl(void)
+{
+	/* a live waiter refreshes its entry at least this often */
+	return psprintf("%d", redlock_retry_delay + redlock_retry_jitter +
+					redlock_command_timeout + 1000);
+}
+
+/*
+ * release_call: describe the owner-checked release of "lock" on its
+ * server number i.  "ticket" (text, or "" to leave the queue) keeps a
+ * waiter queued.  The strings it names are palloc'd.
+ */
+static void
+release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
+			 const char *ticket)
+{
+	size_t		len;
+	char	   *key;
+	const char *qttl = queue_ttl();
+
+	RedisCallInit(call, lock->servers[i], &release_script, tag);
+	RedisCallArg(call, lock->rkey, lock->rkeylen);
+	key = waiters_key(lock, &len);
+	RedisCallArg(call, key, len);
+	key = waitexp_key(lock, &len);
+	RedisCallArg(call, key, len);
+	RedisCallArg(call, lock->value, REDLOCK_VALUE_LEN);
+	RedisCallArg(call, RedisWakeChannel(), strlen(RedisWakeChannel()));
+	RedisCallArg(call, ticket, strlen(ticket));
+	RedisCallArg(call, qttl, strlen(qttl));
 }
 
 /*
@@ -207,10 +345,11 @@ fence_key(const RedlockLock *lock, size_t *len)
  *
  * Sends the owner-checked release to every master that did not refuse:
  * those that granted (we wait for them), and those that failed or did not
- * answer (queued behind the acquire on their socket; not waited for).
+ * answer (queued behind the acquire on their socket; not waited for).  A
+ * waiting acquire ("ticket" not empty) stays queued on them.
  */
 static void
-release_partial(RedlockLock *lock, RedisCall *acq)
+release_partial(RedlockLock *lock, RedisCall *acq, const char *ticket)
 {
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
 	int			n = 0;
@@ -225,11 +364,7 @@ release_partial(RedlockLock *lock, RedisCall *acq)
 			continue;
 		frozen = a == ANSWER_WAITING ||
 			(a == ANSWER_FAILED && acq[i].failure == REDIS_FAIL_TIMEOUT);
-		RedisCallInit(&calls[n], lock->servers[i], &release_script,
-					  frozen ? 1 : 0);
-		RedisCallArg(&calls[n], lock->rkey, lock->rkeylen);
-		RedisCallArg(&calls[n], lock->value, REDLOCK_VALUE_LEN);
-		n++;
+		release_call(&calls[n++], lock, i, frozen ? 1 : 0, ticket);
 	}
 	if (n > 0)
 		RedisRun(calls, n, redlock_command_timeout,
@@ -312,7 +447,11 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
 /*
  * RedlockTryAcquire: one attempt to take "lock" on its masters.
  *
- * The lock's key, value, TTL and servers must be set.  On success fills in
+ * The lock's key, value, TTL and servers must be set.  With a ticket (> 0:
+ * when the caller started waiting, in Unix milliseconds, the same for all
+ * of its attempts) a refused attempt queues the caller on each master;
+ * every master then orders the same waiters the same way, so no two heads
+ * can split the quorum.  On success fills in
  * token, granted, acquired_at and the validity deadline, and returns
  * REDLOCK_ACQUIRED.  Otherwise nothing of ours is left on any master (or
  * its release is queued on a frozen one) and the result says whether a
@@ -320,12 +459,19 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
  * or not (REDLOCK_UNREACHABLE).  "tally" describes the answers.
  */
 RedlockVerdict
-RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
+RedlockTryAcquire(RedlockLock *lock, int64 ticket, RedlockTally *tally)
 {
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
 	char		ttlbuf[16];
+	char		ticketbuf[32];
+	const char *qttl = queue_ttl();
 	char	   *fkey;
+	char	   *qkey;
+	char	   *qexpkey;
 	size_t		fkeylen;
+	size_t		qkeylen;
+	size_t		qexpkeylen;
+	const char *channel;
 	int			quorum = RedlockQuorum(lock->nservers);
 	int64		start;
 	int64		drift_us;
@@ -338,21 +484,36 @@ RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
 	tally->holder_pttl_ms = -1;
 
 	fkey = fence_key(lock, &fkeylen);
+	qkey = waiters_key(lock, &qkeylen);
+	qexpkey = waitexp_key(lock, &qexpkeylen);
 	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
+	if (ticket > 0)
+		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
+	else
+		ticketbuf[0] = '\0';
 
-	/* hash every script now: a commit or abort callback must not have to */
+	/*
+	 * Hash every script and draw the wake channel now: a commit or abort
+	 * callback must not have to.
+	 */
 	RedisScriptPrepare(&acquire_script);
 	RedisScriptPrepare(&release_script);
 	RedisScriptPrepare(&extend_script);
 	RedisScriptPrepare(&fence_script);
+	channel = RedisWakeChannel();
 
 	for (i = 0; i < lock->nservers; i++)
 	{
 		RedisCallInit(&calls[i], lock->servers[i], &acquire_script, i);
 		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
 		RedisCallArg(&calls[i], fkey, fkeylen);
+		RedisCallArg(&calls[i], qkey, qkeylen);
+		RedisCallArg(&calls[i], qexpkey, qexpkeylen);
 		RedisCallArg(&calls[i], lock->value, REDLOCK_VALUE_LEN);
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
+		RedisCallArg(&calls[i], channel, strlen(channel));
+		RedisCallArg(&calls[i], ticketbuf, strlen(ticketbuf));
+		RedisCallArg(&calls[i], qttl, strlen(qttl));
 	}
 
 	start = RedlockNowUs();
@@ -396,6 +557,11 @@ RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
 
 	drift_us = (int64) (lock->ttl_ms * redlock_drift_factor * 1000.0) + 2000;
 
+	elog(DEBUG1, "redlock: acquire \"%s\" (owner %.8s): %d granted, %d refused, %d failed, %d not waited for, in %.3f ms",
+		 lock->key, lock->value, tally->granted, tally->refused,
+		 tally->failed, tally->unanswered,
+		 (RedlockNowUs() - start) / 1000.0);
+
 	if (tally->granted >= quorum)
 	{
 		bool		fenced = lock->nservers == 1 ||
@@ -425,7 +591,7 @@ RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally)
 		}
 	}
 
-	release_partial(lock, calls);
+	release_partial(lock, calls, ticketbuf);
 
 	if (tally->validity_lost || tally->granted + tally->refused >= quorum)
 		return REDLOCK_BUSY;
@@ -530,6 +696,7 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 {
 	RedisCall  *calls;
 	ReleaseBatch batch;
+	int64		start;
 	int			ncalls = 0;
 	int			i;
 	int			j;
@@ -542,17 +709,12 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 	for (i = 0; i < nlocks; i++)
 	{
 		for (j = 0; j < locks[i]->nservers; j++)
-		{
-			RedisCall  *call = &calls[ncalls++];
-
-			RedisCallInit(call, locks[i]->servers[j], &release_script, i);
-			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
-			RedisCallArg(call, locks[i]->value, REDLOCK_VALUE_LEN);
-		}
+			release_call(&calls[ncalls++], locks[i], j, i, "");
 	}
 
 	batch.locks = locks;
 	batch.nlocks = nlocks;
+	start = RedlockNowUs();
 	RedisRun(calls, ncalls, redlock_command_timeout, release_settled, &batch);
 
 	for (i = 0; i < nlocks; i++)
@@ -562,6 +724,9 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 
 		results[i] = outcome < 0 ? REDLOCK_RELEASE_FAILED :
 			(RedlockReleaseResult) outcome;
+		elog(DEBUG1, "redlock: release \"%s\" (owner %.8s): %d released, %d not ours, %d failed, %d not waited for, in %.3f ms",
+			 locks[i]->key, locks[i]->value, c.acted, c.notours, c.failed,
+			 c.waiting, (RedlockNowUs() - start) / 1000.0);
 
 		if (tallies)
 		{

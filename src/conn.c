@@ -324,15 +324,16 @@ server_fail(RedisServer *srv, RedisFailure failure, const char *text,
 }
 
 /*
- * server_broken: the connection failed (EOF, reset, write error).  If it
- * was open when the batch began and has answered nothing since, the server
- * most likely closed it earlier: reconnect once and send the waiting calls
- * again (requests from earlier batches that were still unanswered are lost
- * with the old connection, as they would be anyway).  Otherwise fail the
- * server.
+ * server_broken: the connection failed (EOF, reset, write error, or a
+ * connect that failed).  If it existed when the batch began and has
+ * answered nothing since, it most likely broke earlier (the server closed
+ * it, or the connect was started before the server came back): reconnect
+ * once and send the waiting calls again (requests from earlier batches
+ * that were still unanswered are lost with the old connection, as they
+ * would be anyway).  Otherwise fail the server.
  */
 static void
-server_broken(RedisServer *srv, const char *text)
+server_broken(RedisServer *srv, RedisFailure failure, const char *text)
 {
 	RedisCall  *calls;
 	RedisCall  *next;
@@ -340,14 +341,14 @@ server_broken(RedisServer *srv, const char *text)
 	if (srv->batch_epoch != batch_epoch || !srv->batch_retry ||
 		srv->batch_head == NULL)
 	{
-		server_fail(srv, REDIS_FAIL_IO, text, false);
+		server_fail(srv, failure, text, false);
 		return;
 	}
 
 	calls = srv->batch_head;
 	srv->batch_head = srv->batch_tail = NULL;
 	srv->batch_retry = false;
-	server_fail(srv, REDIS_FAIL_IO, text, false);
+	server_fail(srv, failure, text, false);
 	server_connect(srv, RedlockNowUs());
 	srv->batch_skip = 0;
 	srv->batch_deadline = srv->connect_deadline;
@@ -445,7 +446,7 @@ server_connected(RedisServer *srv)
 		char		text[REDLOCK_ERROR_LEN];
 
 		snprintf(text, sizeof(text), "could not connect: %s", strerror(err));
-		server_fail(srv, REDIS_FAIL_CONNECT, text, false);
+		server_broken(srv, REDIS_FAIL_CONNECT, text);
 		return false;
 	}
 
@@ -625,53 +626,241 @@ server_receive(RedisServer *srv)
 			snprintf(text, sizeof(text), "the server closed the connection");
 		else
 			snprintf(text, sizeof(text), "connection error: %s", srv->ctx->errstr);
-		server_broken(srv, text);
+		server_broken(srv, REDIS_FAIL_IO, text);
 		return;
 	}
 	server_read(srv);
 }
 
 /*
- * server_flush: write as much of the output buffer as the socket takes.
- *
- * Returns true when everything was written.
+ * server_flush: write as much of the output buffer as the socket takes,
+ * and note in want_write whether some is left for when it is writable.
  */
-static bool
+static void
 server_flush(RedisServer *srv)
 {
 	int			done = 0;
 
+	srv->want_write = false;
 	if (srv->ctx == NULL || srv->connecting)
-		return true;
+		return;
 	if (redisBufferWrite(srv->ctx, &done) != REDIS_OK)
 	{
 		char		text[REDLOCK_ERROR_LEN];
 
 		snprintf(text, sizeof(text), "connection error: %s", srv->ctx->errstr);
-		server_broken(srv, text);
-		return true;
+		server_broken(srv, REDIS_FAIL_IO, text);
+		return;
 	}
-	return done != 0;
+	srv->want_write = !done;
 }
 
+/* ------------------------------------------------------------------------
+ * Subscription connections: how a waiting backend hears that a lock was
+ * released.  Each backend has one channel, "redlock:wake:" followed by 16
+ * random hex characters; the release script publishes the lock's key on
+ * the channel of the first waiter in the key's queue.  The connection is
+ * opened on the first wait, subscribed once, and kept: later waits cost no
+ * SUBSCRIBE.  Its messages are read whenever the wait set reports them;
+ * only one for the key currently waited for (wake_key) counts.
+ * ------------------------------------------------------------------------
+ */
+
+static char wake_channel[64];
+static const char *wake_key = NULL;
+static uint64 wake_count = 0;
 
 /*
- * server_events: the socket events a server needs from the wait set.
+ * RedisWakeChannel: this backend's wake channel, generated on first use.
+ * Raises ERROR if no random bytes are available.
+ */
+const char *
+RedisWakeChannel(void)
+{
+	if (wake_channel[0] == '\0')
+	{
+		uint8		id[8];
+		int			len;
+		int			i;
+
+		if (!pg_strong_random(id, sizeof(id)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random wake channel")));
+		len = snprintf(wake_channel, sizeof(wake_channel), "%s",
+					   REDLOCK_WAKE_CHANNEL_PREFIX);
+		for (i = 0; i < (int) sizeof(id); i++)
+			len += snprintf(wake_channel + len, sizeof(wake_channel) - len,
+							"%02x", id[i]);
+	}
+	return wake_channel;
+}
+
+/* RedisWakeCount: how many wake-ups for the awaited key arrived so far. */
+uint64
+RedisWakeCount(void)
+{
+	return wake_count;
+}
+
+/* sub_close: drop a subscription connection; waits fall back to the timer. */
+static void
+sub_close(RedisServer *srv)
+{
+	if (srv->sub.ctx)
+	{
+		redisFree(srv->sub.ctx);
+		srv->sub.ctx = NULL;
+		conn_generation++;
+	}
+	srv->sub.connecting = false;
+	srv->sub.ready = false;
+	srv->sub.want_write = false;
+}
+
+/*
+ * sub_receive: read what the subscription socket has: the SUBSCRIBE
+ * confirmation, and wake messages.  Anything else closes it.
+ */
+static void
+sub_receive(RedisServer *srv)
+{
+	if (redisBufferRead(srv->sub.ctx) != REDIS_OK)
+	{
+		sub_close(srv);
+		return;
+	}
+	for (;;)
+	{
+		redisReply *r = NULL;
+		bool		ok;
+
+		if (redisGetReplyFromReader(srv->sub.ctx, (void **) &r) != REDIS_OK)
+		{
+			sub_close(srv);
+			return;
+		}
+		if (r == NULL)
+			return;
+		ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+			r->element[0]->type == REDIS_REPLY_STRING;
+		if (ok && strcmp(r->element[0]->str, "subscribe") == 0)
+			srv->sub.ready = true;
+		else if (ok && strcmp(r->element[0]->str, "message") == 0)
+		{
+			if (wake_key && r->element[2]->type == REDIS_REPLY_STRING &&
+				strcmp(r->element[2]->str, wake_key) == 0)
+				wake_count++;
+		}
+		else
+			ok = false;
+		freeReplyObject(r);
+		if (!ok)
+		{
+			sub_close(srv);
+			return;
+		}
+	}
+}
+
+/* sub_flush: write the pending SUBSCRIBE; see server_flush. */
+static void
+sub_flush(RedisServer *srv)
+{
+	int			done = 0;
+
+	srv->sub.want_write = false;
+	if (srv->sub.ctx == NULL || srv->sub.connecting)
+		return;
+	if (redisBufferWrite(srv->sub.ctx, &done) != REDIS_OK)
+		sub_close(srv);
+	else
+		srv->sub.want_write = !done;
+}
+
+/* sub_service: handle wait-set events of a subscription socket. */
+static void
+sub_service(RedisServer *srv, uint32 events)
+{
+	if (srv->sub.ctx == NULL)
+		return;
+	if (srv->sub.connecting)
+	{
+		int			err = 0;
+		socklen_t	len = sizeof(err);
+
+		if (getsockopt(srv->sub.ctx->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ||
+			err != 0)
+		{
+			sub_close(srv);
+			return;
+		}
+		srv->sub.connecting = false;
+	}
+	if (events & WL_SOCKET_READABLE)
+		sub_receive(srv);
+	if (srv->sub.ctx)
+		sub_flush(srv);
+}
+
+/*
+ * sub_start: open the subscription connection of a server and queue the
+ * SUBSCRIBE; it completes in later wait rounds.  Failures leave it closed.
+ */
+static void
+sub_start(RedisServer *srv, int64 deadline)
+{
+	redisContext *c;
+	const char *channel = RedisWakeChannel();
+
+	if (srv->port > 0)
+		c = redisConnectNonBlock(srv->host, srv->port);
+	else
+		c = redisConnectUnixNonBlock(srv->host);
+	if (c == NULL || c->err)
+	{
+		if (c)
+			redisFree(c);
+		return;
+	}
+	if (redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK)
+	{
+		redisFree(c);
+		return;
+	}
+	srv->sub.ctx = c;
+	srv->sub.connecting = true;
+	srv->sub.ready = false;
+	srv->sub.deadline = deadline;
+	conn_generation++;
+}
+
+/* ------------------------------------------------------------------------
+ * The wait set and one round of waiting, shared by batches, subscribing
+ * and waiting for a wake-up.
+ * ------------------------------------------------------------------------
+ */
+
+static bool postmaster_gone = false;
+
+/*
+ * conn_events: the socket events a connection needs from the wait set.
  */
 static uint32
-server_events(RedisServer *srv, bool want_write)
+conn_events(bool connecting, bool want_write)
 {
-	if (srv->connecting)
+	if (connecting)
 		return WL_SOCKET_WRITEABLE;
 	return WL_SOCKET_READABLE | (want_write ? WL_SOCKET_WRITEABLE : 0);
 }
 
 /*
- * wait_set_prepare: make the wait set match the open sockets and the events
- * each needs.  Raises ERROR only if the kernel refuses a new epoll set.
+ * wait_set_prepare: make the wait set match the open sockets (command and
+ * subscription connections) and the events each needs.  Raises ERROR only
+ * if the kernel refuses a new epoll set.
  */
 static void
-wait_set_prepare(const bool *want_write)
+wait_set_prepare(void)
 {
 	int			i;
 
@@ -686,8 +875,7 @@ wait_set_prepare(const bool *want_write)
 			wait_set = NULL;
 		}
 		for (i = 0; i < nservers; i++)
-			if (servers[i]->ctx)
-				nsockets++;
+			nsockets += (servers[i]->ctx != NULL) + (servers[i]->sub.ctx != NULL);
 
 		set = CreateWaitEventSet(RedlockContext, 2 + nsockets);
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -698,11 +886,20 @@ wait_set_prepare(const bool *want_write)
 		{
 			RedisServer *srv = servers[i];
 
-			if (srv->ctx == NULL)
-				continue;
-			srv->wes_events = server_events(srv, want_write[i]);
-			srv->wes_pos = AddWaitEventToSet(set, srv->wes_events,
-											 srv->ctx->fd, NULL, srv);
+			if (srv->ctx)
+			{
+				srv->wes_events = conn_events(srv->connecting, srv->want_write);
+				srv->wes_pos = AddWaitEventToSet(set, srv->wes_events,
+												 srv->ctx->fd, NULL, srv);
+			}
+			if (srv->sub.ctx)
+			{
+				srv->sub.wes_events = conn_events(srv->sub.connecting,
+												  srv->sub.want_write);
+				srv->sub.wes_pos = AddWaitEventToSet(set, srv->sub.wes_events,
+													 srv->sub.ctx->fd, NULL,
+													 &srv->sub);
+			}
 		}
 		wait_set = set;
 		wait_set_generation = conn_generation;
@@ -714,13 +911,86 @@ wait_set_prepare(const bool *want_write)
 		RedisServer *srv = servers[i];
 		uint32		events;
 
-		if (srv->ctx == NULL)
-			continue;
-		events = server_events(srv, want_write[i]);
-		if (events != srv->wes_events)
+		if (srv->ctx)
 		{
-			ModifyWaitEvent(wait_set, srv->wes_pos, events, NULL);
-			srv->wes_events = events;
+			events = conn_events(srv->connecting, srv->want_write);
+			if (events != srv->wes_events)
+			{
+				ModifyWaitEvent(wait_set, srv->wes_pos, events, NULL);
+				srv->wes_events = events;
+			}
+		}
+		if (srv->sub.ctx)
+		{
+			events = conn_events(srv->sub.connecting, srv->sub.want_write);
+			if (events != srv->sub.wes_events)
+			{
+				ModifyWaitEvent(wait_set, srv->sub.wes_pos, events, NULL);
+				srv->sub.wes_events = events;
+			}
+		}
+	}
+}
+
+/*
+ * wait_round: wait at most timeout_ms for anything, and handle what came:
+ * answers on command connections, wake-ups on subscription connections,
+ * the latch (CHECK_FOR_INTERRUPTS, which raises on cancel or timeouts when
+ * interrupts are not held) and postmaster death (exits, or, with
+ * interrupts held, sets postmaster_gone so that callers stop waiting).
+ */
+static void
+wait_round(long timeout_ms)
+{
+	WaitEvent	events[MAX_WAIT_EVENTS];
+	int			nevents;
+	int			i;
+
+	wait_set_prepare();
+	nevents = WaitEventSetWait(wait_set, Max(timeout_ms, 0), events,
+							   lengthof(events), PG_WAIT_EXTENSION);
+	for (i = 0; i < nevents; i++)
+	{
+		WaitEvent  *ev = &events[i];
+		int			j;
+
+		if (ev->events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		if (ev->events & WL_POSTMASTER_DEATH)
+		{
+			if (INTERRUPTS_CAN_BE_PROCESSED())
+				proc_exit(1);
+			postmaster_gone = true;
+			continue;
+		}
+		for (j = 0; j < nservers; j++)
+		{
+			RedisServer *srv = servers[j];
+
+			if (ev->user_data == srv && srv->ctx)
+			{
+				if (srv->connecting)
+				{
+					if (!server_connected(srv))
+						break;
+					srv->want_write = true;
+				}
+				if (ev->events & WL_SOCKET_READABLE)
+					server_receive(srv);
+				if (srv->ctx && (srv->want_write ||
+								 (ev->events & WL_SOCKET_WRITEABLE)))
+					server_flush(srv);
+				break;
+			}
+			if (ev->user_data == &srv->sub)
+			{
+				sub_service(srv, ev->events);
+				break;
+			}
 		}
 	}
 }
@@ -740,7 +1010,7 @@ batch_waiting(RedisCall *calls, int ncalls)
 /*
  * batch_prepare_server: get a server ready for the batch the first time
  * one of its calls is seen: drop a connection that stopped answering,
- * start a connect if needed, note the replies to skip, that an open
+ * start a connect if needed, note the replies to skip, that an existing
  * connection may be retried once (see server_broken), and whether the
  * server is behind: still owing replies to earlier requests.
  */
@@ -764,7 +1034,7 @@ batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
 
 	srv->batch_epoch = batch_epoch;
 	srv->batch_behind = srv->ctx != NULL && srv->owed > 0;
-	srv->batch_retry = srv->ctx != NULL && !srv->connecting;
+	srv->batch_retry = srv->ctx != NULL;
 	srv->batch_skip = srv->owed;
 	srv->batch_head = srv->batch_tail = NULL;
 	srv->batch_deadline = srv->connecting ? srv->connect_deadline :
@@ -787,7 +1057,6 @@ void
 RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
 		 RedisSettledFn settled, void *arg)
 {
-	bool	   *want_write;
 	int			i;
 
 	batch_epoch++;
@@ -845,18 +1114,15 @@ RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
 			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
 	}
 
-	want_write = palloc0(sizeof(bool) * Max(nservers, 1));
 	for (i = 0; i < nservers; i++)
 		if (servers[i]->batch_epoch == batch_epoch)
-			want_write[i] = !server_flush(servers[i]);
+			server_flush(servers[i]);
 
+	postmaster_gone = false;
 	for (;;)
 	{
-		WaitEvent	events[MAX_WAIT_EVENTS];
 		int64		now;
 		int64		next_deadline = PG_INT64_MAX;
-		long		wait_ms;
-		int			nevents;
 
 		if (!batch_waiting(calls, ncalls))
 			break;
@@ -870,80 +1136,107 @@ RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
 
 			if (srv->batch_epoch != batch_epoch || srv->batch_head == NULL)
 				continue;
-			if (now >= srv->batch_deadline)
+			if (postmaster_gone)
+				server_timeout(srv, timeout_ms);	/* the TTL does the rest */
+			else if (now < srv->batch_deadline)
+				next_deadline = Min(next_deadline, srv->batch_deadline);
+			else if (srv->connecting)
 			{
-				if (srv->connecting)
-				{
-					char		text[64];
+				char		text[64];
 
-					snprintf(text, sizeof(text),
-							 "could not connect within %d ms",
-							 redlock_connect_timeout);
-					server_fail(srv, REDIS_FAIL_CONNECT, text, true);
-				}
-				else
-					server_timeout(srv, timeout_ms);
+				snprintf(text, sizeof(text),
+						 "could not connect within %d ms",
+						 redlock_connect_timeout);
+				server_fail(srv, REDIS_FAIL_CONNECT, text, true);
 			}
 			else
-				next_deadline = Min(next_deadline, srv->batch_deadline);
+				server_timeout(srv, timeout_ms);
 		}
 		if (next_deadline == PG_INT64_MAX)
 			break;				/* everything failed or timed out */
 
-		wait_set_prepare(want_write);
-		wait_ms = (long) ((next_deadline - now + 999) / 1000);
-		nevents = WaitEventSetWait(wait_set, wait_ms, events,
-								   lengthof(events), PG_WAIT_EXTENSION);
+		wait_round((long) ((next_deadline - now + 999) / 1000));
 
-		for (i = 0; i < nevents; i++)
-		{
-			WaitEvent  *ev = &events[i];
-			RedisServer *srv = (RedisServer *) ev->user_data;
-			int			j;
-
-			if (ev->events & WL_LATCH_SET)
-			{
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-				continue;
-			}
-			if (ev->events & WL_POSTMASTER_DEATH)
-			{
-				if (INTERRUPTS_CAN_BE_PROCESSED())
-					proc_exit(1);
-				/* in a callback: give up waiting, the TTL does the rest */
-				for (j = 0; j < nservers; j++)
-					if (servers[j]->batch_epoch == batch_epoch &&
-						servers[j]->batch_head != NULL)
-						server_timeout(servers[j], timeout_ms);
-				continue;
-			}
-			if (srv == NULL || srv->ctx == NULL)
-				continue;
-
-			for (j = 0; j < nservers && servers[j] != srv; j++)
-				;
-			if (srv->connecting)
-			{
-				if (!server_connected(srv))
-					continue;
-				want_write[j] = true;
-			}
-			if (ev->events & WL_SOCKET_READABLE)
-				server_receive(srv);
-			if (srv->ctx && (want_write[j] || (ev->events & WL_SOCKET_WRITEABLE)))
-				want_write[j] = !server_flush(srv);
-		}
 		/* a NOSCRIPT re-send may have queued output */
 		for (i = 0; i < nservers; i++)
-			if (servers[i]->batch_epoch == batch_epoch && servers[i]->ctx &&
-				!servers[i]->connecting && !want_write[i])
-				want_write[i] = !server_flush(servers[i]);
+			if (servers[i]->batch_epoch == batch_epoch && !servers[i]->want_write)
+				server_flush(servers[i]);
 	}
 
-	pfree(want_write);
 	/* later replies to this batch's calls belong to nobody */
 	batch_epoch++;
+}
+
+/*
+ * RedisSubscribe: make sure this backend is subscribed to its wake channel
+ * on each of "srvs", waiting at most timeout_ms for the confirmations.
+ * A server that cannot be subscribed to is left to the fallback timer.
+ * Raises only what CHECK_FOR_INTERRUPTS raises.
+ */
+void
+RedisSubscribe(RedisServer **srvs, int n, int timeout_ms)
+{
+	int64		deadline = RedlockNowUs() + (int64) timeout_ms * 1000;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (srvs[i]->sub.ctx == NULL)
+			sub_start(srvs[i], deadline);
+
+	for (;;)
+	{
+		int64		now = RedlockNowUs();
+		bool		pending = false;
+
+		for (i = 0; i < n; i++)
+		{
+			RedisServer *srv = srvs[i];
+
+			if (srv->sub.ctx == NULL || srv->sub.ready)
+				continue;
+			if (now >= srv->sub.deadline)
+				sub_close(srv);
+			else
+				pending = true;
+		}
+		if (!pending || now >= deadline)
+			return;
+		wait_round((long) ((deadline - now + 999) / 1000));
+	}
+}
+
+/*
+ * RedisWaitWake: wait until a wake-up for rkey arrives (one counted after
+ * "seen", a RedisWakeCount() taken before the last attempt, so that none
+ * sent meanwhile is missed) or timeout_ms passes.  Answers to earlier
+ * requests are drained meanwhile.  Returns true when woken.  Raises what
+ * CHECK_FOR_INTERRUPTS raises (cancel, statement_timeout, termination).
+ */
+bool
+RedisWaitWake(const char *rkey, uint64 seen, long timeout_ms)
+{
+	int64		deadline = RedlockNowUs() + (int64) timeout_ms * 1000;
+	bool		woken;
+
+	wake_key = rkey;
+	PG_TRY();
+	{
+		for (;;)
+		{
+			int64		now = RedlockNowUs();
+
+			if (wake_count != seen || now >= deadline)
+				break;
+			wait_round((long) ((deadline - now + 999) / 1000));
+		}
+	}
+	PG_FINALLY();
+	{
+		wake_key = NULL;
+	}
+	PG_END_TRY();
+	woken = wake_count != seen;
+	return woken;
 }
 
 /*
@@ -961,6 +1254,7 @@ RedisDisconnectAll(void)
 			redisFree(servers[i]->ctx);
 			servers[i]->ctx = NULL;
 		}
+		sub_close(servers[i]);
 	}
 	conn_generation++;
 }

@@ -63,6 +63,8 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "datatype/timestamp.h"
 #include "utils/hsearch.h"
 #include "utils/wait_event.h"
 
@@ -165,6 +167,21 @@ lock_free_copy(RedlockLock *copy)
 	pfree(copy->rkey);
 	if (copy->holds)
 		pfree(copy->holds);
+}
+
+static int	release_locks(RedlockLock *locks, int nlocks, const char *when);
+
+/*
+ * lock_abandon: give up an acquire that did not get the lock: forget the
+ * pending entry and send its owner-checked release, which also takes this
+ * backend out of the key's queue of waiters (not waited for).
+ */
+static void
+lock_abandon(RedlockLock *lock)
+{
+	RedlockLock gone = lock_forget(lock);
+
+	release_locks(&gone, 1, "abandon");
 }
 
 /*
@@ -705,6 +722,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	int64		start;
 	int64		deadline = 0;
 	int64		drift_us;
+	int64		ticket = 0;
+	bool		subscribed = false;
 
 	lock_table_init();
 	lock = lock_lookup(rkey);
@@ -768,6 +787,11 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			deadline = start + (int64) limit_ms * 1000;
 	}
 
+	/* waiters are queued in the order they started waiting */
+	if (!dontwait)
+		ticket = GetCurrentTimestamp() / 1000 +
+			(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
 	lock = lock_create(rkey, key, ttl_ms);
 	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,
 										"redlock attempt",
@@ -777,12 +801,13 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		RedlockTally tally;
 		RedlockVerdict verdict;
 		MemoryContext oldcxt;
+		uint64		wakes = RedisWakeCount();
 		int64		now;
 		int64		sleep_ms;
 
 		MemoryContextReset(attempt_cxt);
 		oldcxt = MemoryContextSwitchTo(attempt_cxt);
-		verdict = RedlockTryAcquire(lock, &tally);
+		verdict = RedlockTryAcquire(lock, ticket, &tally);
 		MemoryContextSwitchTo(oldcxt);
 
 		if (verdict == REDLOCK_ACQUIRED)
@@ -797,9 +822,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
-			RedlockLock gone = lock_forget(lock);
-
-			lock_free_copy(&gone);
+			lock_abandon(lock);
 			report_unreachable(&tally);
 		}
 
@@ -829,10 +852,9 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		now = RedlockNowUs();
 		if (deadline != 0 && now >= deadline)
 		{
-			RedlockLock gone = lock_forget(lock);
 			StringInfoData detail;
 
-			lock_free_copy(&gone);
+			lock_abandon(lock);
 			initStringInfo(&detail);
 			appendStringInfo(&detail, "The wait reached its limit of %d ms, set by %s. ",
 							 limit_ms, limit_name);
@@ -843,7 +865,25 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 					 errdetail_internal("%s", detail.data)));
 		}
 
-		/* someone else holds it: pause, at most until it expires */
+		/*
+		 * Someone else holds it, or a waiter ahead of us will get it.  We
+		 * are queued now; subscribe to our wake channel (once per backend)
+		 * before the next attempt, so that no wake-up sent meanwhile is
+		 * lost, and try again at once.
+		 */
+		if (!subscribed)
+		{
+			RedisSubscribe(lock->servers, lock->nservers, redlock_command_timeout);
+			subscribed = true;
+			continue;
+		}
+
+		/*
+		 * Wait for the wake-up sent by the release, or for a fallback timer
+		 * that notices releases this extension does not see (other clients,
+		 * expiry): the holder's remaining TTL, at most redlock.retry_delay,
+		 * plus jitter.
+		 */
 		sleep_ms = redlock_retry_delay;
 		if (tally.holder_pttl_ms >= 0 && tally.holder_pttl_ms < sleep_ms)
 			sleep_ms = tally.holder_pttl_ms;
@@ -854,9 +894,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			sleep_ms = Min(sleep_ms, (deadline - now + 999) / 1000);
 		sleep_ms = Max(sleep_ms, 1);
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		(void) RedisWaitWake(lock->rkey, wakes, (long) sleep_ms);
 		CHECK_FOR_INTERRUPTS();
 	}
 }

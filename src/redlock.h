@@ -58,6 +58,18 @@ typedef struct redisContext redisContext;
 #define REDLOCK_FENCE_SUFFIX		"\0fence"
 #define REDLOCK_FENCE_SUFFIX_LEN	6
 
+/*
+ * The same for the key's queue of waiting backends (a sorted set by
+ * ticket) and their liveness deadlines (a sorted set by expiry time).
+ */
+#define REDLOCK_WAITERS_SUFFIX		"\0waiters"
+#define REDLOCK_WAITERS_SUFFIX_LEN	8
+#define REDLOCK_WAITEXP_SUFFIX		"\0waitexp"
+#define REDLOCK_WAITEXP_SUFFIX_LEN	8
+
+/* Pub/sub channel of a waiting backend: this prefix and 16 hex digits. */
+#define REDLOCK_WAKE_CHANNEL_PREFIX "redlock:wake:"
+
 /* Memory that outlives a statement: servers, lock table, wait set. */
 extern MemoryContext RedlockContext;
 
@@ -143,6 +155,18 @@ typedef enum RedisFailure
 	REDIS_FAIL_REPLY			/* Redis answered with an error */
 } RedisFailure;
 
+/* A server's subscription connection, for wake-ups while waiting. */
+typedef struct RedisSubConn
+{
+	redisContext *ctx;			/* NULL until the first wait */
+	bool		connecting;
+	bool		ready;			/* SUBSCRIBE confirmed */
+	bool		want_write;
+	int64		deadline;		/* us; for connect and SUBSCRIBE */
+	int			wes_pos;
+	uint32		wes_events;
+} RedisSubConn;
+
 /* One Redis server as this backend knows it; never freed once created. */
 typedef struct RedisServer
 {
@@ -157,14 +181,16 @@ typedef struct RedisServer
 	uint32		scripts_loaded; /* bit per RedisScript.id known here */
 	int64		retry_after;	/* us; no new connect attempt before */
 	int			backoff_ms;		/* current backoff, grows on failures */
+	bool		want_write;		/* output left for when it is writable */
 	int			wes_pos;		/* position in the wait set */
 	uint32		wes_events;		/* events registered there */
+	RedisSubConn sub;			/* subscription connection */
 
 	/* state of the batch in progress (valid while batch_epoch matches) */
 	uint64		batch_epoch;
 	int64		batch_deadline; /* us */
 	int			batch_skip;		/* leading replies nobody in it wants */
-	bool		batch_retry;	/* open at start, nothing heard since */
+	bool		batch_retry;	/* existed at start, nothing heard since */
 	bool		batch_behind;	/* still owed earlier replies at start */
 	struct RedisCall *batch_head;	/* calls waiting, in send order */
 	struct RedisCall *batch_tail;
@@ -184,7 +210,7 @@ typedef enum RedisCallState
 	REDIS_CALL_FAILED			/* failure and error say why */
 } RedisCallState;
 
-#define REDIS_CALL_MAX_ARGS	6
+#define REDIS_CALL_MAX_ARGS	10
 
 /* One script call to one server within a batch. */
 typedef struct RedisCall
@@ -220,6 +246,10 @@ extern void RedisCallArg(RedisCall *call, const char *arg, size_t len);
 extern void RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
 					 RedisSettledFn settled, void *arg);
 extern const char *RedisFailureText(RedisFailure failure);
+extern const char *RedisWakeChannel(void);
+extern uint64 RedisWakeCount(void);
+extern void RedisSubscribe(RedisServer **srvs, int n, int timeout_ms);
+extern bool RedisWaitWake(const char *rkey, uint64 seen, long timeout_ms);
 extern void RedisDisconnectAll(void);
 
 /* ------------------------------------------------------------------------
@@ -290,7 +320,8 @@ typedef enum RedlockReleaseResult
 } RedlockReleaseResult;
 
 extern int	RedlockQuorum(int nservers);
-extern RedlockVerdict RedlockTryAcquire(RedlockLock *lock, RedlockTally *tally);
+extern RedlockVerdict RedlockTryAcquire(RedlockLock *lock, int64 ticket,
+										RedlockTally *tally);
 extern void RedlockRelease(RedlockLock **locks, int nlocks,
 						   RedlockReleaseResult *results,
 						   RedlockTally *tallies);
