@@ -72,3 +72,59 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION redlock_token(text) IS
 'The fencing token of a Redis lock this session holds, NULL if none';
+
+-- Introspection.  Each view shows this backend only, except
+-- redlock_stats_cluster (all backends; needs shared_preload_libraries).
+
+CREATE FUNCTION redlock_locks(
+    OUT key text, OUT scope text, OUT token bigint,
+    OUT acquired_at timestamptz, OUT valid_until timestamptz,
+    OUT transaction_holds integer, OUT session_holds integer,
+    OUT lost boolean, OUT masters text[], OUT granted_by text[])
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'redlock_locks'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW redlock_locks AS SELECT * FROM redlock_locks();
+COMMENT ON VIEW redlock_locks IS 'Redis locks this session holds';
+
+CREATE FUNCTION redlock_servers(
+    OUT address text, OUT configured boolean, OUT state text,
+    OUT subscribed boolean, OUT replies_owed integer, OUT connects bigint,
+    OUT last_rtt_ms double precision, OUT last_error text,
+    OUT last_error_at timestamptz, OUT backoff_until timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'redlock_servers_srf'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW redlock_servers AS SELECT * FROM redlock_servers();
+COMMENT ON VIEW redlock_servers IS 'Redis masters as this session sees them';
+
+-- the columns follow enum RedlockCounter in src/redlock.h
+CREATE FUNCTION redlock_stats(
+    OUT acquires bigint, OUT reentries bigint, OUT try_busy bigint,
+    OUT waits bigint, OUT wait_time_us bigint, OUT wakeups bigint,
+    OUT timeouts bigint, OUT unreachable bigint, OUT releases bigint,
+    OUT failed_releases bigint, OUT lost_releases bigint, OUT extends bigint,
+    OUT commit_extends bigint, OUT lost_at_commit bigint,
+    OUT reconnects bigint, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'redlock_stats'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW redlock_stats AS SELECT * FROM redlock_stats();
+COMMENT ON VIEW redlock_stats IS 'What redlock did in this session';
+
+CREATE FUNCTION redlock_stats_cluster(
+    OUT acquires bigint, OUT reentries bigint, OUT try_busy bigint,
+    OUT waits bigint, OUT wait_time_us bigint, OUT wakeups bigint,
+    OUT timeouts bigint, OUT unreachable bigint, OUT releases bigint,
+    OUT failed_releases bigint, OUT lost_releases bigint, OUT extends bigint,
+    OUT commit_extends bigint, OUT lost_at_commit bigint,
+    OUT reconnects bigint, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'redlock_stats_cluster'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE VIEW redlock_stats_cluster AS SELECT * FROM redlock_stats_cluster();
+COMMENT ON VIEW redlock_stats_cluster IS 'What redlock did in every session since the server started (needs shared_preload_libraries)';

@@ -155,6 +155,17 @@ RedisServerGet(const RedlockServerSpec *spec)
 }
 
 /*
+ * RedisServers: every server this backend has used (or was asked about),
+ * in creation order; *n gets how many.
+ */
+RedisServer **
+RedisServers(int *n)
+{
+	*n = nservers;
+	return servers;
+}
+
+/*
  * RedisScriptPrepare: compute the SHA1 a script is known by in Redis, once.
  *
  * Must run in a normal transaction context (the OpenSSL-backed hash uses the
@@ -452,7 +463,8 @@ server_connected(RedisServer *srv)
 
 	srv->connecting = false;
 	srv->backoff_ms = 0;
-	srv->connects++;
+	if (srv->connects++ > 0)
+		RedlockCount(REDLOCK_RECONNECTS, 1);
 	if (srv->batch_epoch == batch_epoch)
 		srv->batch_deadline = RedlockNowUs() +
 			(int64) redlock_command_timeout * 1000;

@@ -356,6 +356,9 @@ release_locks(RedlockLock *locks, int nlocks, const char *when)
 			continue;
 		}
 
+		RedlockCount(results[i] == REDLOCK_RELEASED ? REDLOCK_RELEASES :
+					 results[i] == REDLOCK_WAS_LOST ? REDLOCK_LOST_RELEASES :
+					 REDLOCK_FAILED_RELEASES, 1);
 		if (results[i] == REDLOCK_WAS_LOST && lock->lost)
 			nlost++;			/* already reported */
 		else if (results[i] == REDLOCK_WAS_LOST)
@@ -437,6 +440,7 @@ commit_check_lock(RedlockLock *lock)
 							  &tally))
 		{
 			case REDLOCK_RELEASED:
+				RedlockCount(REDLOCK_COMMIT_EXTENDS, 1);
 				return;			/* re-armed: the commit fits inside it */
 			case REDLOCK_WAS_LOST:
 				lock->lost = true;
@@ -456,6 +460,7 @@ commit_check_lock(RedlockLock *lock)
 				}
 		}
 	}
+	RedlockCount(REDLOCK_LOST_AT_COMMIT, 1);
 	ereport(ERROR,
 			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 			 errmsg("Redis lock \"%s\" was lost before commit", lock->key),
@@ -660,6 +665,13 @@ exit_callback(int code, Datum arg)
 	RedisDisconnectAll();
 }
 
+/* RedlockLockTable: the lock table, for the views; NULL before first use. */
+HTAB *
+RedlockLockTable(void)
+{
+	return lock_table;
+}
+
 /*
  * RedlockLockInit: register the transaction callbacks (once per process;
  * when preloaded, the postmaster's registration is inherited).
@@ -698,6 +710,20 @@ report_unreachable(const RedlockTally *tally)
 }
 
 /*
+ * count_wait: count an acquisition that had to wait (it subscribed) and
+ * its time, however it ended.
+ */
+static void
+count_wait(bool waited, int64 start)
+{
+	if (waited)
+	{
+		RedlockCount(REDLOCK_WAITS, 1);
+		RedlockCount(REDLOCK_WAIT_TIME_US, RedlockNowUs() - start);
+	}
+}
+
+/*
  * RedlockLockAcquire: acquire "key" for the session or the transaction.
  *
  * ttl_ms is the lock's TTL (already checked).  wait_ms < 0 means use
@@ -733,6 +759,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		hold_add(lock, session);
 		*token = lock->token;
 		pfree(rkey);
+		RedlockCount(REDLOCK_REENTRIES, 1);
 		return true;
 	}
 
@@ -817,11 +844,15 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			*token = lock->token;
 			MemoryContextDelete(attempt_cxt);
 			pfree(rkey);
+			RedlockCount(REDLOCK_ACQUIRES, 1);
+			count_wait(subscribed, start);
 			return true;
 		}
 
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
+			RedlockCount(REDLOCK_UNREACHABLES, 1);
+			count_wait(subscribed, start);
 			lock_abandon(lock);
 			report_unreachable(&tally);
 		}
@@ -846,6 +877,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			lock_free_copy(&gone);
 			MemoryContextDelete(attempt_cxt);
 			pfree(rkey);
+			RedlockCount(REDLOCK_TRY_BUSY, 1);
 			return false;
 		}
 
@@ -854,6 +886,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			StringInfoData detail;
 
+			RedlockCount(REDLOCK_TIMEOUTS, 1);
+			count_wait(subscribed, start);
 			lock_abandon(lock);
 			initStringInfo(&detail);
 			appendStringInfo(&detail, "The wait reached its limit of %d ms, set by %s. ",
@@ -894,7 +928,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			sleep_ms = Min(sleep_ms, (deadline - now + 999) / 1000);
 		sleep_ms = Max(sleep_ms, 1);
 
-		(void) RedisWaitWake(lock->rkey, wakes, (long) sleep_ms);
+		if (RedisWaitWake(lock->rkey, wakes, (long) sleep_ms))
+			RedlockCount(REDLOCK_WAKEUPS, 1);
 		CHECK_FOR_INTERRUPTS();
 	}
 }
@@ -961,6 +996,7 @@ RedlockLockExtend(const char *key, int ttl_ms)
 	{
 		case REDLOCK_RELEASED:
 			lock->lost = false;
+			RedlockCount(REDLOCK_EXTENDS, 1);
 			return true;
 		case REDLOCK_WAS_LOST:
 			lock->lost = true;

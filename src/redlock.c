@@ -44,6 +44,7 @@ _PG_init(void)
 										   ALLOCSET_DEFAULT_SIZES);
 	RedlockDefineGucs();
 	RedlockLockInit();
+	RedlockStatsInit();
 }
 
 /*

@@ -16,6 +16,8 @@
  *				tokens (Redlock* functions that talk to Redis)
  *	  locks.c	this backend's lock table, (sub)transaction and exit
  *				callbacks (RedlockLock* functions)
+ *	  stats.c	counters per backend and, when preloaded, per cluster
+ *	  views.c	what the redlock_locks and redlock_servers views show
  *	  redlock.c	_PG_init and the SQL-callable functions (argument checks)
  *
  * Everything here is per backend: there is no shared memory, so no lock
@@ -35,6 +37,7 @@
 
 #include "access/xact.h"
 #include "lib/stringinfo.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 #include "utils/memutils.h"
 
@@ -239,6 +242,7 @@ typedef struct RedisCall
 typedef bool (*RedisSettledFn) (RedisCall *calls, int ncalls, void *arg);
 
 extern RedisServer *RedisServerGet(const RedlockServerSpec *spec);
+extern RedisServer **RedisServers(int *n);
 extern void RedisScriptPrepare(RedisScript *script);
 extern void RedisCallInit(RedisCall *call, RedisServer *server,
 						  RedisScript *script, int tag);
@@ -336,11 +340,41 @@ extern void RedlockDescribeTally(const RedlockTally *tally,
  */
 
 extern void RedlockLockInit(void);
+extern HTAB *RedlockLockTable(void);
 extern bool RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms,
 							   bool session, bool dontwait, int64 *token);
 extern bool RedlockLockReleaseSession(const char *key);
 extern bool RedlockLockExtend(const char *key, int ttl_ms);
 extern bool RedlockLockToken(const char *key, int64 *token);
 extern int	RedlockLockReleaseAllSession(void);
+
+/* ------------------------------------------------------------------------
+ * stats.c: counters.  The SQL definitions of redlock_stats and
+ * redlock_stats_cluster list the same columns in the same order.
+ * ------------------------------------------------------------------------
+ */
+
+typedef enum RedlockCounter
+{
+	REDLOCK_ACQUIRES,			/* locks newly taken in Redis */
+	REDLOCK_REENTRIES,			/* acquisitions of a lock already held */
+	REDLOCK_TRY_BUSY,			/* try functions that returned NULL */
+	REDLOCK_WAITS,				/* acquisitions that had to wait */
+	REDLOCK_WAIT_TIME_US,		/* time spent in those waits */
+	REDLOCK_WAKEUPS,			/* wake-ups received while waiting */
+	REDLOCK_TIMEOUTS,			/* waits ended by a limit (55P03) */
+	REDLOCK_UNREACHABLES,		/* acquisitions that failed with 08xxx */
+	REDLOCK_RELEASES,			/* locks released on a majority */
+	REDLOCK_FAILED_RELEASES,	/* releases a majority did not confirm */
+	REDLOCK_LOST_RELEASES,		/* locks found lost when released */
+	REDLOCK_EXTENDS,			/* redlock_extend calls that succeeded */
+	REDLOCK_COMMIT_EXTENDS,		/* locks re-armed by the commit check */
+	REDLOCK_LOST_AT_COMMIT,		/* commits refused: a lock was lost */
+	REDLOCK_RECONNECTS,			/* connections to a master re-established */
+	REDLOCK_NUM_COUNTERS
+} RedlockCounter;
+
+extern void RedlockCount(RedlockCounter counter, int64 n);
+extern void RedlockStatsInit(void);
 
 #endif							/* REDLOCK_H */
