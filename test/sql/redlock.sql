@@ -5,10 +5,22 @@
 --
 CREATE EXTENSION redlock;
 
--- the functions and their signatures
+-- the functions and their signatures (those behind views are listed with
+-- the views)
 SELECT p.proname, pg_get_function_arguments(p.oid) AS arguments,
        pg_get_function_result(p.oid) AS result, p.provolatile, p.proparallel
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+FROM pg_proc p
+WHERE p.proname LIKE 'redlock%'
+  AND NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = p.proname)
+ORDER BY 1;
+
+-- the views and their columns
+SELECT table_name, column_name, data_type
+FROM information_schema.columns
+WHERE table_name LIKE 'redlock%'
+ORDER BY table_name, ordinal_position;
+SELECT p.proname, p.provolatile, p.proparallel
+FROM pg_proc p JOIN pg_class c ON c.relname = p.proname
 WHERE p.proname LIKE 'redlock%' ORDER BY 1;
 
 -- the settings: defaults, units, who may set them
