@@ -24,3 +24,8 @@ RETURNS boolean LANGUAGE sql AS $$
         RETURNING 1)
     SELECT EXISTS (SELECT FROM written)
 $$;
+
+-- In the job's transaction (psql):
+--     SELECT redlock_acquire('report:nightly') AS token \gset
+--     ... long work ...
+--     SELECT publish_report('nightly', '...', :token);  -- false: a newer holder has written

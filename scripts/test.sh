@@ -9,7 +9,9 @@
 # isolation tests and the scripted tests (test/python), and stops the
 # servers again.  Exits non-zero if anything failed.
 source "$(dirname "$0")/lib.sh"
-setup
+# besides the extension's needs: what the examples in examples/ run with
+setup default-jdk-headless libpostgresql-jdbc-java libspring-context-java \
+	libspring-transaction-java libspring-jdbc-java python3-sqlalchemy
 install_node_modules
 
 status=0

@@ -9,7 +9,9 @@
 //       apart, up to 100 ms jitter) before printing "busy".
 //   node redlock_client.js SERVERS counter KEY ROUNDS PGURL
 //       ROUNDS times: take the lock (retrying), read a counter row, wait a
-//       little, write it back plus one, release; prints "done".
+//       little, write it back plus one, commit, release; prints "done".
+//   node redlock_client.js SERVERS counter-unlocked KEY ROUNDS PGURL
+//       the same without the lock: the control that loses updates.
 //
 // SERVERS is a comma-separated list of host:port, as in redlock.servers.
 
@@ -57,19 +59,19 @@ async function holdOnce(retryCount) {
   console.log('released');
 }
 
-async function counter() {
+async function counter(locked) {
   const { Client } = require('pg');
   const db = new Client({ connectionString: pgUrl });
   await db.connect();
   const locker = redlock(1000);
   for (let i = 0; i < Number(arg); i++) {
-    const lock = await locker.lock(key, 10000);
+    const lock = locked ? await locker.lock(key, 10000) : null;
     await db.query('BEGIN');
     const { rows } = await db.query('SELECT n FROM interop_counter WHERE id = 1');
     await new Promise((r) => setTimeout(r, 2));
     await db.query('UPDATE interop_counter SET n = $1 WHERE id = 1', [rows[0].n + 1]);
     await db.query('COMMIT');
-    await lock.unlock();
+    if (lock) await lock.unlock();
   }
   await db.end();
   console.log('done');
@@ -79,7 +81,8 @@ async function main() {
   await ready;
   if (mode === 'try') await holdOnce(0);
   else if (mode === 'hold') await holdOnce(undefined);
-  else if (mode === 'counter') await counter();
+  else if (mode === 'counter') await counter(true);
+  else if (mode === 'counter-unlocked') await counter(false);
   else throw new Error(`unknown mode ${mode}`);
   clients.forEach((c) => c.disconnect());
 }

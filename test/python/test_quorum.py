@@ -276,8 +276,9 @@ def node(ms, *args):
                             text=True)
 
 
-def test_node_redlock_and_redlock_exclude_each_other(session, admin, masters):
-    ms = masters(3)
+@pytest.mark.parametrize("n", [1, 3])
+def test_node_redlock_and_redlock_exclude_each_other(session, admin, masters, n):
+    ms = masters(n)
     s = session(servers=servers(ms))
 
     # node-redlock holds the key on the three masters

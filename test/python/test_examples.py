@@ -1,0 +1,183 @@
+"""Every example the README shows runs here: the SQL patterns (with an
+unlocked control where they show a race), the client libraries (node-postgres,
+psycopg2, SQLAlchemy, JDBC, Spring), and node-redlock and SQL procedures
+sharing one counter."""
+
+import os
+import shutil
+import subprocess
+import threading
+
+import psycopg2
+import pytest
+
+from conftest import servers
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+EXAMPLES = os.path.join(ROOT, "examples")
+NODE_MODULES = os.path.join(ROOT, "test", "node", "node_modules")
+
+
+@pytest.fixture
+def exampledb(database):
+    """A fresh database with redlock, and the environment that points the
+    example programs at it."""
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS redlock_examples WITH (FORCE)")
+        cur.execute("CREATE DATABASE redlock_examples")
+    admin.close()
+    env = dict(os.environ, PGDATABASE="redlock_examples", NODE_PATH=NODE_MODULES)
+    subprocess.run(["psql", "-X", "-q", "-c", "CREATE EXTENSION redlock"], env=env, check=True)
+    return env
+
+
+def load(env, name):
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f",
+                    os.path.join(EXAMPLES, name)], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def connect(env):
+    c = psycopg2.connect(dbname=env["PGDATABASE"])
+    c.autocommit = True
+    return c
+
+
+def concurrently(env, n, sql, args_of):
+    """Run sql in n sessions at once; returns each one's value or error."""
+    conns = [connect(env) for _ in range(n)]
+    start = threading.Barrier(n)
+    out = [None] * n
+
+    def one(i):
+        start.wait()
+        try:
+            with conns[i].cursor() as cur:
+                cur.execute(sql, args_of(i))
+                out[i] = cur.fetchone()[0]
+        except psycopg2.Error as e:
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in conns:
+        c.close()
+    return out
+
+
+def test_quickstart(exampledb):
+    load(exampledb, "quickstart.sql")
+    with connect(exampledb).cursor() as cur:
+        cur.execute("SELECT status FROM orders WHERE id = 42")
+        assert cur.fetchone() == ("paid",)
+
+
+def test_count_limit(exampledb):
+    load(exampledb, "count_limit.sql")
+    for use_lock, check in ((False, lambda n: n > 3), (True, lambda n: n == 3)):
+        with connect(exampledb).cursor() as cur:
+            cur.execute("TRUNCATE export_job")
+        out = concurrently(exampledb, 8, "SELECT start_export('acme', %s)",
+                           lambda i: (use_lock,))
+        started = [o for o in out if not isinstance(o, Exception)]
+        refused = [o for o in out if isinstance(o, psycopg2.errors.CheckViolation)]
+        assert len(started) + len(refused) == 8
+        assert check(len(started)), (use_lock, len(started))
+
+
+def test_nightly_job(exampledb):
+    load(exampledb, "nightly_job.sql")
+    for use_lock, runs in ((False, lambda n: n > 1), (True, lambda n: n == 1)):
+        with connect(exampledb).cursor() as cur:
+            cur.execute("TRUNCATE job_run")
+        out = concurrently(exampledb, 4, "SELECT run_nightly_report(%s, %s)",
+                           lambda i: (f"replica-{i}", use_lock))
+        assert runs(out.count("ran")), (use_lock, out)
+    # a replica that starts after the winner finished skips too
+    out = concurrently(exampledb, 1, "SELECT run_nightly_report('late')", lambda i: ())
+    assert out == ["skipped: already ran today"]
+
+
+def run_example(env, *cmd):
+    return subprocess.run(list(cmd), env=env, check=True, capture_output=True,
+                          text=True, timeout=120).stdout.strip()
+
+
+def test_node_postgres(exampledb):
+    assert run_example(exampledb, "node", os.path.join(EXAMPLES, "node_postgres.js")) \
+        == "counter = 8"
+
+
+def test_psycopg2_and_sqlalchemy(exampledb):
+    assert run_example(exampledb, "/usr/bin/python3",
+                       os.path.join(EXAMPLES, "python_clients.py")) == "counter = 16"
+
+
+def test_jdbc_and_spring(exampledb, tmp_path):
+    jars = ["postgresql", "spring3-core", "spring3-beans", "spring3-context", "spring3-aop",
+            "spring3-expression", "spring3-jdbc", "spring3-transaction", "commons-logging",
+            "aopalliance"]
+    cp = ":".join(f"/usr/share/java/{j}.jar" for j in jars)
+    run_example(exampledb, "javac", "-cp", cp, "-d", str(tmp_path),
+                os.path.join(EXAMPLES, "java", "RedlockExample.java"))
+    assert run_example(exampledb, "java", "-cp", f"{cp}:{tmp_path}", "RedlockExample") \
+        == "counter = 16"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_node_redlock_and_sql_share_a_counter(exampledb, masters, n):
+    """node-postgres clients holding node-redlock and SQL functions holding
+    redlock_acquire increment one counter (read, then write) at once."""
+    ms = masters(n)
+    env = exampledb
+    with connect(env).cursor() as cur:
+        cur.execute("CREATE TABLE interop_counter (id int PRIMARY KEY, n int NOT NULL)")
+        cur.execute("""CREATE FUNCTION bump(use_lock boolean) RETURNS void LANGUAGE plpgsql AS $$
+                       DECLARE v int;
+                       BEGIN
+                         IF use_lock THEN PERFORM redlock_acquire('interop:counter'); END IF;
+                         SELECT n INTO v FROM interop_counter WHERE id = 1;
+                         PERFORM pg_sleep(0.002);
+                         UPDATE interop_counter SET n = v + 1 WHERE id = 1;
+                       END $$""")
+    pgurl = f"postgresql://{env['PGUSER']}@localhost:{env['PGPORT']}/{env['PGDATABASE']}?host={env['PGHOST']}"
+    rounds = 15
+
+    def race(locked):
+        with connect(env).cursor() as cur:
+            cur.execute("INSERT INTO interop_counter VALUES (1, 0) "
+                        "ON CONFLICT (id) DO UPDATE SET n = 0")
+        mode = "counter" if locked else "counter-unlocked"
+        nodes = [subprocess.Popen(["node", "redlock_client.js", ",".join(m.addr for m in ms),
+                                   mode, "interop:counter", str(rounds), pgurl],
+                                  cwd=os.path.join(ROOT, "test", "node"), stdout=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        conns = [connect(env) for _ in range(2)]
+        for c in conns:
+            with c.cursor() as cur:
+                cur.execute("SET redlock.servers = %s", (servers(ms),))
+
+        def sql_side(c):
+            with c.cursor() as cur:
+                for _ in range(rounds):
+                    cur.execute("SELECT bump(%s)", (locked,))
+
+        threads = [threading.Thread(target=sql_side, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for p in nodes:
+            assert p.stdout.read().strip() == "done"
+            p.wait(60)
+        with connect(env).cursor() as cur:
+            cur.execute("SELECT n FROM interop_counter WHERE id = 1")
+            return cur.fetchone()[0]
+
+    assert race(locked=False) < 4 * rounds, "the unlocked control loses updates"
+    assert race(locked=True) == 4 * rounds
