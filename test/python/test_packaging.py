@@ -1,0 +1,64 @@
+"""Packaging: the control file, install script, META.json and CHANGELOG
+agree on the version; every upgrade script leads to the same objects as a
+fresh install of the version it reaches."""
+
+import glob
+import json
+import os
+import re
+
+import psycopg2
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def default_version():
+    control = open(os.path.join(ROOT, "redlock.control")).read()
+    return re.search(r"default_version\s*=\s*'([^']+)'", control).group(1)
+
+
+def test_versions_agree():
+    v = default_version()
+    assert os.path.exists(os.path.join(ROOT, "sql", f"redlock--{v}.sql"))
+    meta = json.load(open(os.path.join(ROOT, "META.json")))
+    assert meta["provides"]["redlock"]["file"] == f"sql/redlock--{v}.sql"
+    assert meta["version"].startswith(v)
+    assert f"## {v}" in open(os.path.join(ROOT, "CHANGELOG.md")).read()
+
+
+def upgrade_scripts():
+    return [os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "sql", "redlock--*--*.sql"))]
+
+
+def objects(cur):
+    """What the extension installed, described."""
+    cur.execute("""SELECT pg_describe_object(classid, objid, objsubid)
+                     || coalesce(' ' || pg_get_function_identity_arguments(objid)
+                                 || ' -> ' || pg_get_function_result(objid), '')
+                   FROM pg_depend d
+                  WHERE refclassid = 'pg_extension'::regclass
+                    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'redlock')
+                    AND deptype = 'e'
+                  ORDER BY 1""")
+    return [r[0] for r in cur.fetchall()]
+
+
+@pytest.mark.skipif(not upgrade_scripts(), reason="only one version exists so far")
+@pytest.mark.parametrize("script", upgrade_scripts())
+def test_upgrade_path_matches_a_fresh_install(database, script):
+    start, end = re.match(r"redlock--(.+)--(.+)\.sql", script).groups()
+    conn = psycopg2.connect(dbname=database)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("DROP EXTENSION redlock CASCADE")
+    try:
+        cur.execute(f"CREATE EXTENSION redlock VERSION '{end}'")
+        fresh = objects(cur)
+        cur.execute("DROP EXTENSION redlock")
+        cur.execute(f"CREATE EXTENSION redlock VERSION '{start}'")
+        cur.execute(f"ALTER EXTENSION redlock UPDATE TO '{end}'")
+        assert objects(cur) == fresh
+    finally:
+        cur.execute("DROP EXTENSION IF EXISTS redlock")
+        cur.execute("CREATE EXTENSION redlock")
