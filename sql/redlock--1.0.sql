@@ -73,6 +73,25 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION redlock_token(text) IS
 'The fencing token of a Redis lock this session holds, NULL if none';
 
+-- Who may take locks: a role that could call these could hold any key
+-- (under its redlock.key_prefix) for up to a day, so they are granted to
+-- nobody by default.  Grant them to the roles that need them:
+--   GRANT EXECUTE ON FUNCTION redlock_acquire(text, integer, integer),
+--     redlock_try_acquire(text, integer), redlock_acquire_session(text, integer, integer),
+--     redlock_try_acquire_session(text, integer), redlock_release(text),
+--     redlock_release_all(), redlock_extend(text, integer), redlock_token(text)
+--     TO app;
+REVOKE EXECUTE ON FUNCTION
+    redlock_acquire(text, integer, integer),
+    redlock_try_acquire(text, integer),
+    redlock_acquire_session(text, integer, integer),
+    redlock_try_acquire_session(text, integer),
+    redlock_release(text),
+    redlock_release_all(),
+    redlock_extend(text, integer),
+    redlock_token(text)
+FROM PUBLIC;
+
 -- Introspection.  Each view shows this backend only, except
 -- redlock_stats_cluster (all backends; needs shared_preload_libraries).
 
@@ -86,6 +105,7 @@ AS 'MODULE_PATHNAME', 'redlock_locks'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE VIEW redlock_locks AS SELECT * FROM redlock_locks();
+GRANT SELECT ON redlock_locks TO PUBLIC;
 COMMENT ON VIEW redlock_locks IS 'Redis locks this session holds';
 
 CREATE FUNCTION redlock_servers(
@@ -98,6 +118,7 @@ AS 'MODULE_PATHNAME', 'redlock_servers_srf'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE VIEW redlock_servers AS SELECT * FROM redlock_servers();
+GRANT SELECT ON redlock_servers TO PUBLIC;
 COMMENT ON VIEW redlock_servers IS 'Redis masters as this session sees them';
 
 -- the columns follow enum RedlockCounter in src/redlock.h
@@ -113,6 +134,7 @@ AS 'MODULE_PATHNAME', 'redlock_stats'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE VIEW redlock_stats AS SELECT * FROM redlock_stats();
+GRANT SELECT ON redlock_stats TO PUBLIC;
 COMMENT ON VIEW redlock_stats IS 'What redlock did in this session';
 
 CREATE FUNCTION redlock_stats_cluster(
@@ -127,4 +149,5 @@ AS 'MODULE_PATHNAME', 'redlock_stats_cluster'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE VIEW redlock_stats_cluster AS SELECT * FROM redlock_stats_cluster();
+GRANT SELECT ON redlock_stats_cluster TO PUBLIC;
 COMMENT ON VIEW redlock_stats_cluster IS 'What redlock did in every session since the server started (needs shared_preload_libraries)';

@@ -53,6 +53,7 @@
 #include "postgres.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <hiredis/hiredis.h>
 
@@ -68,6 +69,7 @@
 #define BACKOFF_MAX_MS		5000
 #define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
 #define MAX_OWED			1024	/* a server this far behind is dropped */
+#define MAX_PENDING_BYTES	(1024 * 1024)	/* unparsed reply bytes we hold */
 #define MAX_WAIT_EVENTS		16
 
 /* Every server this backend has used, in creation order. */
@@ -84,6 +86,9 @@ static uint64 conn_generation = 1;
 static uint64 batch_epoch = 0;
 static int64 batch_start = 0;
 static MemoryContext batch_context = NULL;
+
+/* Why the password file was not used, for the text of an AUTH failure. */
+static char passfile_problem[REDLOCK_ERROR_LEN];
 
 static void server_fail(RedisServer *srv, RedisFailure failure,
 						const char *text, bool backoff);
@@ -112,6 +117,10 @@ RedisFailureText(RedisFailure failure)
 			return "protocol error";
 		case REDIS_FAIL_REPLY:
 			return "error reply";
+		case REDIS_FAIL_AUTH:
+			return "authentication";
+		case REDIS_FAIL_PERM:
+			return "permission";
 	}
 	return "unknown";
 }
@@ -130,7 +139,14 @@ RedisServerGet(const RedlockServerSpec *spec)
 	for (i = 0; i < nservers; i++)
 	{
 		if (strcmp(servers[i]->addr, spec->addr) == 0)
-			return servers[i];
+		{
+			/* credentials apply to connections opened from now on */
+			srv = servers[i];
+			strlcpy(srv->user, spec->user, sizeof(srv->user));
+			strlcpy(srv->password, spec->password, sizeof(srv->password));
+			srv->db = spec->db;
+			return srv;
+		}
 	}
 
 	if (nservers == maxservers)
@@ -149,6 +165,9 @@ RedisServerGet(const RedlockServerSpec *spec)
 	strlcpy(srv->addr, spec->addr, sizeof(srv->addr));
 	strlcpy(srv->host, spec->host, sizeof(srv->host));
 	srv->port = spec->port;
+	strlcpy(srv->user, spec->user, sizeof(srv->user));
+	strlcpy(srv->password, spec->password, sizeof(srv->password));
+	srv->db = spec->db;
 	srv->wes_pos = -1;
 	servers[nservers++] = srv;
 	return srv;
@@ -401,6 +420,207 @@ server_timeout(RedisServer *srv, int timeout_ms)
 }
 
 /*
+ * passfile_field: cut the next ':'-separated field off *line, undoing
+ * backslash escapes, into out (of outsize).  Returns false at the end.
+ */
+static bool
+passfile_field(char **line, char *out, size_t outsize)
+{
+	char	   *p = *line;
+	size_t		n = 0;
+
+	if (p == NULL)
+		return false;
+	while (*p && *p != ':' && *p != '\n' && *p != '\r')
+	{
+		if (*p == '\\' && p[1])
+			p++;
+		if (n + 1 < outsize)
+			out[n++] = *p;
+		p++;
+	}
+	out[n] = '\0';
+	*line = *p == ':' ? p + 1 : NULL;
+	return true;
+}
+
+/*
+ * passfile_lookup: find the credentials for srv in redlock.passfile, in
+ * the form host:port:user:password (* matches anything; the first match
+ * wins; # starts a comment).  The file must belong to no group or others,
+ * as libpq asks of its password file.  Returns true and fills user and
+ * password when a line matches.  Raises no ERROR: it runs at connect
+ * time, which may be in a commit or abort callback.
+ */
+static bool
+passfile_lookup(const RedisServer *srv, char *user, char *password)
+{
+	struct stat st;
+	char		line[1024];
+	char		port[16];
+	FILE	   *f;
+	bool		found = false;
+
+	passfile_problem[0] = '\0';
+	if (redlock_passfile == NULL || redlock_passfile[0] == '\0')
+		return false;
+	if (stat(redlock_passfile, &st) != 0)
+	{
+		snprintf(passfile_problem, sizeof(passfile_problem),
+				 "redlock.passfile \"%s\" cannot be read: %s",
+				 redlock_passfile, strerror(errno));
+		return false;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO))
+	{
+		snprintf(passfile_problem, sizeof(passfile_problem),
+				 "redlock.passfile \"%s\" is ignored: it is readable by group or others (chmod 0600 it)",
+				 redlock_passfile);
+		return false;
+	}
+	f = fopen(redlock_passfile, "r");
+	if (f == NULL)
+	{
+		snprintf(passfile_problem, sizeof(passfile_problem),
+				 "redlock.passfile \"%s\" cannot be read: %s",
+				 redlock_passfile, strerror(errno));
+		return false;
+	}
+	snprintf(port, sizeof(port), "%d", srv->port);
+	while (!found && fgets(line, sizeof(line), f))
+	{
+		char	   *p = line;
+		char		fhost[REDLOCK_ADDR_LEN];
+		char		fport[16];
+
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		if (!passfile_field(&p, fhost, sizeof(fhost)) ||
+			!passfile_field(&p, fport, sizeof(fport)) ||
+			!passfile_field(&p, user, REDLOCK_CRED_LEN) ||
+			!passfile_field(&p, password, REDLOCK_CRED_LEN))
+			continue;
+		found = (strcmp(fhost, "*") == 0 || strcmp(fhost, srv->host) == 0) &&
+			(strcmp(fport, "*") == 0 || strcmp(fport, port) == 0 ||
+			 (srv->port == 0 && fport[0] == '\0'));
+	}
+	fclose(f);
+	if (!found)
+		user[0] = password[0] = '\0';
+	return found;
+}
+
+/*
+ * Reply objects.  hiredis 0.14 allocates an array reply's element vector as
+ * soon as it reads the length, and frees it element by element: a server
+ * announcing "*2147483647" gets gigabytes reserved and a free that loops
+ * for minutes, uninterruptibly.  Our replies are arrays of at most three
+ * elements, so every connection's reader gets hiredis's own functions but
+ * for arrays, which refuse more than MAX_ARRAY_ELEMENTS (the reader then
+ * reports an error and the connection is dropped).
+ */
+#define MAX_ARRAY_ELEMENTS 8
+
+static redisReplyObjectFunctions reply_functions;
+static void *(*reply_functions_default_create_array) (const redisReadTask *, int);
+static bool reply_functions_ready = false;
+
+static void *
+create_array(const redisReadTask *task, int elements)
+{
+	if (elements > MAX_ARRAY_ELEMENTS)
+		return NULL;
+	return reply_functions_default_create_array(task, elements);
+}
+
+/*
+ * limit_reader: give a new context's reader the capped functions.
+ * Returns false if hiredis could not create the reader to copy from.
+ */
+static bool
+limit_reader(redisContext *c)
+{
+	if (!reply_functions_ready)
+	{
+		redisReader *r = redisReaderCreate();
+
+		if (r == NULL)
+			return false;
+		reply_functions = *r->fn;
+		reply_functions_default_create_array = reply_functions.createArray;
+		reply_functions.createArray = create_array;
+		redisReaderFree(r);
+		reply_functions_ready = true;
+	}
+	c->reader->fn = &reply_functions;
+	return true;
+}
+
+/*
+ * append_auth: queue AUTH on a new connection when credentials are set:
+ * the server entry's own, else a matching line of redlock.passfile, else
+ * redlock.username and redlock.password.  Returns how many commands were
+ * queued (0 or 1), or -1 if hiredis failed.
+ */
+static int
+append_auth(redisContext *c, const RedisServer *srv)
+{
+	char		fuser[REDLOCK_CRED_LEN];
+	char		fpassword[REDLOCK_CRED_LEN];
+	const char *user;
+	const char *password;
+	const char *argv[3];
+	size_t		argvlen[3];
+	int			argc = 0;
+
+	if (srv->user[0] || srv->password[0])
+	{
+		user = srv->user;
+		password = srv->password;
+	}
+	else if (passfile_lookup(srv, fuser, fpassword))
+	{
+		user = fuser;
+		password = fpassword;
+	}
+	else
+	{
+		user = redlock_username ? redlock_username : "";
+		password = redlock_password ? redlock_password : "";
+	}
+
+	if (password[0] == '\0')
+		return 0;
+	argv[argc] = "AUTH";
+	argvlen[argc++] = 4;
+	if (user[0])
+	{
+		argv[argc] = user;
+		argvlen[argc++] = strlen(user);
+	}
+	argv[argc] = password;
+	argvlen[argc++] = strlen(password);
+	return redisAppendCommandArgv(c, argc, argv, argvlen) == REDIS_OK ? 1 : -1;
+}
+
+/*
+ * classify_error: the failure kind of an error reply from Redis.
+ */
+static RedisFailure
+classify_error(const char *text)
+{
+	if (strncmp(text, "NOAUTH", 6) == 0 || strncmp(text, "WRONGPASS", 9) == 0 ||
+		strncmp(text, "ERR AUTH", 8) == 0 ||
+		strncmp(text, "ERR invalid password", 20) == 0 ||
+		strstr(text, "unauthenticated") != NULL)
+		return REDIS_FAIL_AUTH;
+	if (strncmp(text, "NOPERM", 6) == 0 ||
+		strstr(text, "user executing the script can't run") != NULL)
+		return REDIS_FAIL_PERM;
+	return REDIS_FAIL_REPLY;
+}
+
+/*
  * server_connect: start a non-blocking connect.
  *
  * On an immediate failure the server is failed (with backoff when the
@@ -418,10 +638,10 @@ server_connect(RedisServer *srv, int64 now)
 	else
 		c = redisConnectUnixNonBlock(srv->host);
 
-	if (c == NULL || c->err)
+	if (c == NULL || c->err || !limit_reader(c))
 	{
 		snprintf(text, sizeof(text), "could not connect: %s",
-				 c ? c->errstr : "out of memory");
+				 c && c->err ? c->errstr : "out of memory");
 		if (c)
 			redisFree(c);
 		server_fail(srv, REDIS_FAIL_CONNECT, text,
@@ -430,12 +650,30 @@ server_connect(RedisServer *srv, int64 now)
 	}
 
 	srv->ctx = c;
+	srv->credentials = redlock_credentials_generation;
 	srv->connecting = true;
 	srv->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
 	srv->owed = 0;
+	srv->handshake = 0;
 	srv->scripts_loaded = 0;
 	srv->wes_pos = -1;
 	conn_generation++;
+
+	/* authenticate and choose the database before anything else */
+	{
+		int			db = srv->db >= 0 ? srv->db : redlock_database;
+		int			n = append_auth(c, srv);
+
+		if (n >= 0 && db > 0)
+			n = redisAppendCommand(c, "SELECT %d", db) == REDIS_OK ? n + 1 : -1;
+		if (n < 0)
+		{
+			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
+			return;
+		}
+		srv->handshake = n;
+		srv->owed = n;
+	}
 }
 
 /*
@@ -529,7 +767,13 @@ reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
 			}
 			snprintf(text, sizeof(text), "%s", reply->str);
 			freeReplyObject(reply);
-			call_fail(call, REDIS_FAIL_REPLY, text);
+			if (classify_error(text) == REDIS_FAIL_AUTH && passfile_problem[0])
+				snprintf(text + strlen(text), sizeof(text) - strlen(text),
+						 " (%s)", passfile_problem);
+			call_fail(call, classify_error(text), text);
+			/* credentials go with the connect: try them afresh next time */
+			if (call->failure == REDIS_FAIL_AUTH)
+				server_fail(srv, REDIS_FAIL_AUTH, text, false);
 			return;
 
 		default:
@@ -559,6 +803,24 @@ reply_dispatch(RedisServer *srv, redisReply *reply)
 		return;
 	}
 	srv->owed--;
+
+	if (srv->handshake > 0)
+	{
+		/* the answer to AUTH or SELECT: only an error matters */
+		char		text[REDLOCK_ERROR_LEN];
+		bool		error = reply->type == REDIS_REPLY_ERROR;
+
+		srv->handshake--;
+		if (error)
+			snprintf(text, sizeof(text), "%s", reply->str);
+		freeReplyObject(reply);
+		if (error && passfile_problem[0])
+			snprintf(text + strlen(text), sizeof(text) - strlen(text),
+					 " (%s)", passfile_problem);
+		if (error)
+			server_fail(srv, classify_error(text), text, false);
+		return;
+	}
 
 	if (srv->batch_epoch != batch_epoch)
 	{
@@ -620,6 +882,8 @@ server_read(RedisServer *srv)
 
 /*
  * server_receive: one non-blocking read from the socket, then dispatch.
+ * Our scripts answer with a few integers: a server that makes hiredis
+ * buffer more than MAX_PENDING_BYTES of one reply is not one to trust.
  */
 static void
 server_receive(RedisServer *srv)
@@ -642,6 +906,9 @@ server_receive(RedisServer *srv)
 		return;
 	}
 	server_read(srv);
+	if (srv->ctx && srv->ctx->reader->len - srv->ctx->reader->pos > MAX_PENDING_BYTES)
+		server_fail(srv, REDIS_FAIL_PROTOCOL,
+					"protocol error: a reply of more than 1 MB", false);
 }
 
 /*
@@ -754,6 +1021,19 @@ sub_receive(RedisServer *srv)
 		}
 		if (r == NULL)
 			return;
+		if (srv->sub.handshake > 0)
+		{
+			/* AUTH: OK, or the connection is no use */
+			ok = r->type == REDIS_REPLY_STATUS;
+			srv->sub.handshake--;
+			freeReplyObject(r);
+			if (!ok)
+			{
+				sub_close(srv);
+				return;
+			}
+			continue;
+		}
 		ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
 			r->element[0]->type == REDIS_REPLY_STRING;
 		if (ok && strcmp(r->element[0]->str, "subscribe") == 0)
@@ -829,18 +1109,21 @@ sub_start(RedisServer *srv, int64 deadline)
 		c = redisConnectNonBlock(srv->host, srv->port);
 	else
 		c = redisConnectUnixNonBlock(srv->host);
-	if (c == NULL || c->err)
+	if (c == NULL || c->err || !limit_reader(c))
 	{
 		if (c)
 			redisFree(c);
 		return;
 	}
-	if (redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK)
+	srv->sub.handshake = append_auth(c, srv);
+	if (srv->sub.handshake < 0 ||
+		redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK)
 	{
 		redisFree(c);
 		return;
 	}
 	srv->sub.ctx = c;
+	srv->sub.credentials = redlock_credentials_generation;
 	srv->sub.connecting = true;
 	srv->sub.ready = false;
 	srv->sub.deadline = deadline;
@@ -1038,6 +1321,16 @@ batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
 				 srv->owed);
 		server_fail(srv, REDIS_FAIL_TIMEOUT, text, false);
 	}
+	/* opened under other credentials: replace it (what it owes is lost) */
+	if (srv->ctx && srv->credentials != redlock_credentials_generation)
+	{
+		redisFree(srv->ctx);
+		srv->ctx = NULL;
+		srv->connecting = false;
+		srv->owed = 0;
+		srv->handshake = 0;
+		conn_generation++;
+	}
 	/* take what has arrived of earlier replies; what has not is behind */
 	if (srv->ctx && !srv->connecting && srv->owed > 0)
 		server_receive(srv);
@@ -1047,7 +1340,7 @@ batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
 	srv->batch_epoch = batch_epoch;
 	srv->batch_behind = srv->ctx != NULL && srv->owed > 0;
 	srv->batch_retry = srv->ctx != NULL;
-	srv->batch_skip = srv->owed;
+	srv->batch_skip = srv->owed - srv->handshake;
 	srv->batch_head = srv->batch_tail = NULL;
 	srv->batch_deadline = srv->connecting ? srv->connect_deadline :
 		now + (int64) timeout_ms * 1000;
@@ -1192,8 +1485,13 @@ RedisSubscribe(RedisServer **srvs, int n, int timeout_ms)
 	int			i;
 
 	for (i = 0; i < n; i++)
+	{
+		if (srvs[i]->sub.ctx &&
+			srvs[i]->sub.credentials != redlock_credentials_generation)
+			sub_close(srvs[i]);
 		if (srvs[i]->sub.ctx == NULL)
 			sub_start(srvs[i], deadline);
+	}
 
 	for (;;)
 	{

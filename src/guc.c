@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <sys/un.h>
 
+#include "lib/stringinfo.h"
 #include "utils/guc.h"
 
 #include "redlock.h"
@@ -39,6 +40,16 @@ int			redlock_retry_delay = 100;
 int			redlock_retry_jitter = 100;
 double		redlock_drift_factor = 0.01;
 int			redlock_commit_margin = 2000;
+char	   *redlock_username = NULL;
+char	   *redlock_password = NULL;
+char	   *redlock_passfile = NULL;
+
+/*
+ * Bumped whenever a setting that decides how we authenticate changes:
+ * connections opened before are replaced at their next use.
+ */
+uint64		redlock_credentials_generation = 0;
+int			redlock_database = 0;
 int			redlock_snapshot_check = REDLOCK_SNAPSHOT_WARNING;
 
 static const struct config_enum_entry snapshot_check_options[] = {
@@ -88,11 +99,130 @@ parse_port(const char *text, const char *item)
 }
 
 /*
+ * url_decode: copy "len" bytes of src to dst (of size dstsize), decoding
+ * %XX escapes.  Returns false when an escape is malformed or dst is too
+ * small.
+ */
+static bool
+url_decode(const char *src, size_t len, char *dst, size_t dstsize)
+{
+	size_t		i;
+	size_t		n = 0;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = src[i];
+
+		if (c == '%')
+		{
+			char		hex[3] = {0};
+
+			if (i + 2 >= len)
+				return false;
+			if (!isxdigit((unsigned char) src[i + 1]) ||
+				!isxdigit((unsigned char) src[i + 2]))
+				return false;
+			hex[0] = src[i + 1];
+			hex[1] = src[i + 2];
+			c = (char) strtol(hex, NULL, 16);
+			i += 2;
+		}
+		if (n + 1 >= dstsize || c == '\0')
+			return false;
+		dst[n++] = c;
+	}
+	dst[n] = '\0';
+	return true;
+}
+
+static bool parse_server(const char *item, RedlockServerSpec *spec);
+
+/*
+ * parse_url: parse "redis://[user][:password]@host[:port][/db]" into spec.
+ * User and password may use %XX escapes.  Returns false, with the check
+ * hook's detail set (never showing the password), when it is malformed.
+ */
+static bool
+parse_url(const char *item, RedlockServerSpec *spec)
+{
+	const char *rest = item + strlen("redis://");
+	const char *at = strrchr(rest, '@');
+	const char *slash;
+	char		hostport[REDLOCK_ADDR_LEN];
+	int			db = -1;
+
+	if (at)
+	{
+		const char *colon = memchr(rest, ':', at - rest);
+		size_t		userlen = colon ? (size_t) (colon - rest) : (size_t) (at - rest);
+
+		if (!url_decode(rest, userlen, spec->user, sizeof(spec->user)) ||
+			(colon && !url_decode(colon + 1, at - colon - 1, spec->password,
+								  sizeof(spec->password))))
+		{
+			GUC_check_errdetail("A redis:// entry has a malformed or too long user name or password (write special characters as %%XX).");
+			return false;
+		}
+		rest = at + 1;
+	}
+
+	if (rest[0] == '/')
+	{
+		GUC_check_errdetail("redis:// entries name a TCP host; write a unix socket as its path, and give its credentials in redlock.passfile or redlock.username and redlock.password.");
+		return false;
+	}
+
+	slash = strchr(rest, '/');
+	if (slash)
+	{
+		const char *p;
+
+		if (slash[1] == '\0')
+			db = -1;
+		else
+		{
+			long		v = 0;
+
+			for (p = slash + 1; *p; p++)
+			{
+				if (!isdigit((unsigned char) *p) || v > 1000000)
+				{
+					GUC_check_errdetail("A redis:// entry for \"%.*s\" has an invalid database number \"%s\".",
+										(int) (slash - rest), rest, slash + 1);
+					return false;
+				}
+				v = v * 10 + (*p - '0');
+			}
+			db = (int) v;
+		}
+	}
+	snprintf(hostport, sizeof(hostport), "%.*s",
+			 (int) (slash ? slash - rest : (ptrdiff_t) strlen(rest)), rest);
+	{
+		char		user[REDLOCK_CRED_LEN];
+		char		password[REDLOCK_CRED_LEN];
+
+		memcpy(user, spec->user, sizeof(user));
+		memcpy(password, spec->password, sizeof(password));
+		if (!parse_server(hostport, spec))
+			return false;
+		memcpy(spec->user, user, sizeof(user));
+		memcpy(spec->password, password, sizeof(password));
+	}
+	spec->db = db;
+	if (db >= 0)
+		snprintf(spec->addr + strlen(spec->addr),
+				 sizeof(spec->addr) - strlen(spec->addr), "/%d", db);
+	return true;
+}
+
+/*
  * parse_server: parse one entry of redlock.servers into "spec".
  *
- * Accepted forms: "host", "host:port", "[ipv6]", "[ipv6]:port" and an
- * absolute unix socket path.  Returns false, with the check hook's detail
- * set, when the entry is malformed.
+ * Accepted forms: "host", "host:port", "[ipv6]", "[ipv6]:port", an
+ * absolute unix socket path, and redis://[user:password@]host[:port][/db].
+ * Returns false, with the check hook's detail set, when the entry is
+ * malformed.  The canonical address (spec->addr) never holds credentials.
  */
 static bool
 parse_server(const char *item, RedlockServerSpec *spec)
@@ -103,6 +233,15 @@ parse_server(const char *item, RedlockServerSpec *spec)
 	const char *p;
 
 	memset(spec, 0, sizeof(*spec));
+	spec->db = -1;
+
+	if (strncmp(item, "rediss://", 9) == 0)
+	{
+		GUC_check_errdetail("TLS (rediss://) is not supported: hiredis 0.14, which redlock is built with, has no TLS.");
+		return false;
+	}
+	if (strncmp(item, "redis://", 8) == 0)
+		return parse_url(item, spec);
 
 	if (item[0] == '/')
 	{
@@ -276,6 +415,9 @@ check_servers(char **newval, void **extra, GucSource source)
 	return true;
 
 fail:
+	/* PostgreSQL would quote the whole value: not with a password in it */
+	if (*newval && strchr(*newval, '@'))
+		GUC_check_errmsg("invalid value for parameter \"redlock.servers\" (not shown: it may hold credentials)");
 	free(copy);
 	free(list);
 	return false;
@@ -286,6 +428,77 @@ static void
 assign_servers(const char *newval, void *extra)
 {
 	configured_servers = (const RedlockServerList *) extra;
+	redlock_credentials_generation++;
+}
+
+/* assign_credential_*: assign hooks of the settings that authenticate. */
+static void
+assign_credential_string(const char *newval, void *extra)
+{
+	redlock_credentials_generation++;
+}
+
+static void
+assign_credential_int(int newval, void *extra)
+{
+	redlock_credentials_generation++;
+}
+
+/*
+ * show_servers: what SHOW, pg_settings and current_setting() show of
+ * redlock.servers: the list with every password replaced by ********.
+ */
+static const char *
+show_servers(void)
+{
+	static char *shown = NULL;
+	StringInfoData buf;
+	const char *p = redlock_servers ? redlock_servers : "";
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		const char *url = strstr(p, "redis://");
+		const char *end;
+		const char *at;
+		const char *colon;
+
+		if (url == NULL)
+		{
+			appendStringInfoString(&buf, p);
+			break;
+		}
+		end = strchr(url, ',');
+		if (end == NULL)
+			end = url + strlen(url);
+		appendBinaryStringInfo(&buf, p, url - p);
+		at = NULL;
+		for (colon = url; colon < end; colon++)
+			if (*colon == '@')
+				at = colon;
+		colon = at ? memchr(url + 8, ':', at - (url + 8)) : NULL;
+		if (colon)
+		{
+			appendBinaryStringInfo(&buf, url, colon + 1 - url);
+			appendStringInfoString(&buf, "********");
+			appendBinaryStringInfo(&buf, at, end - at);
+		}
+		else
+			appendBinaryStringInfo(&buf, url, end - url);
+		p = end;
+	}
+	if (shown)
+		free(shown);
+	shown = strdup(buf.data);
+	pfree(buf.data);
+	return shown ? shown : "";
+}
+
+/* show_password: redlock.password is never shown, only whether it is set. */
+static const char *
+show_password(void)
+{
+	return redlock_password && redlock_password[0] ? "********" : "";
 }
 
 /*
@@ -303,6 +516,24 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * RedlockCredentialsInSettings: whether a secret sits in a setting
+ * (redlock.password, or a password in a redis:// entry of
+ * redlock.servers) rather than in redlock.passfile.
+ */
+bool
+RedlockCredentialsInSettings(void)
+{
+	int			i;
+
+	if (redlock_password && redlock_password[0])
+		return true;
+	for (i = 0; configured_servers && i < configured_servers->nservers; i++)
+		if (configured_servers->servers[i].password[0])
+			return true;
+	return false;
 }
 
 /*
@@ -326,13 +557,51 @@ RedlockDefineGucs(void)
 {
 	DefineCustomStringVariable("redlock.servers",
 							   "Redis masters that hold the locks.",
-							   "A comma-separated list of host, host:port, [ipv6]:port or unix socket paths. "
-							   "A lock is held when a majority of them granted it.",
+							   "A comma-separated list of host, host:port, [ipv6]:port, unix socket paths or "
+							   "redis://user:password@host:port/db. A lock is held when a majority of them granted it.",
 							   &redlock_servers,
 							   "localhost:6379",
 							   PGC_SUSET,
 							   0,
-							   check_servers, assign_servers, NULL);
+							   check_servers, assign_servers, show_servers);
+
+	DefineCustomStringVariable("redlock.username",
+							   "Redis ACL user for servers whose entry names none.",
+							   "Empty: authenticate with the password alone (or not at all).",
+							   &redlock_username,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, assign_credential_string, NULL);
+
+	DefineCustomStringVariable("redlock.password",
+							   "Redis password for servers whose entry gives none.",
+							   "Never shown; settable and visible as set only by superusers.",
+							   &redlock_password,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, assign_credential_string, show_password);
+
+	DefineCustomStringVariable("redlock.passfile",
+							   "File of Redis credentials, in the form host:port:user:password.",
+							   "Used for servers whose redis:// entry gives none, before redlock.username and "
+							   "redlock.password. Like libpq's password file: * matches anything, and the file "
+							   "must not be readable by group or others.",
+							   &redlock_passfile,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, assign_credential_string, NULL);
+
+	DefineCustomIntVariable("redlock.database",
+							"Redis database number for servers whose entry names none.",
+							NULL,
+							&redlock_database,
+							0, 0, 1000000,
+							PGC_SUSET,
+							0,
+							NULL, assign_credential_int, NULL);
 
 	DefineCustomStringVariable("redlock.key_prefix",
 							   "Prefix put in front of every lock key in Redis.",

@@ -311,6 +311,10 @@ failure_sqlstate(RedisFailure failure)
 			return ERRCODE_PROTOCOL_VIOLATION;
 		case REDIS_FAIL_REPLY:
 			return ERRCODE_CONNECTION_EXCEPTION;
+		case REDIS_FAIL_AUTH:
+			return ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		case REDIS_FAIL_PERM:
+			return ERRCODE_INSUFFICIENT_PRIVILEGE;
 		default:
 			return ERRCODE_CONNECTION_FAILURE;
 	}
@@ -687,6 +691,21 @@ RedlockLockInit(void)
  * report_unreachable: raise the 08xxx error for an acquire that could not
  * ask a quorum of masters.
  */
+/* failure_hint: what to do about a kind of failure. */
+static const char *
+failure_hint(RedisFailure failure)
+{
+	switch (failure)
+	{
+		case REDIS_FAIL_AUTH:
+			return "Set redlock.username and redlock.password, or credentials in a redis:// entry of redlock.servers, to what the Redis server expects.";
+		case REDIS_FAIL_PERM:
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels redlock:wake:*.";
+		default:
+			return "Check that Redis is running and that redlock.servers names it.";
+	}
+}
+
 static void
 report_unreachable(const RedlockTally *tally)
 {
@@ -700,13 +719,13 @@ report_unreachable(const RedlockTally *tally)
 				 errmsg("could not reach Redis server \"%s\"",
 						tally->first_server),
 				 errdetail_internal("%s", detail.data),
-				 errhint("Check that Redis is running and that redlock.servers names it.")));
+				 errhint("%s", failure_hint(tally->first_failure))));
 	ereport(ERROR,
 			(errcode(failure_sqlstate(tally->first_failure)),
 			 errmsg("could not reach a majority of the %d Redis servers",
 					tally->nservers),
 			 errdetail_internal("%s", detail.data),
-			 errhint("Check that Redis is running and that redlock.servers names it.")));
+			 errhint("%s", failure_hint(tally->first_failure))));
 }
 
 /*

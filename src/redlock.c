@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "redlock.h"
@@ -45,6 +46,16 @@ _PG_init(void)
 	RedlockDefineGucs();
 	RedlockLockInit();
 	RedlockStatsInit();
+
+	/*
+	 * Before the library is loaded, redlock.* settings are placeholders any
+	 * role can read.  Say so where a DBA looks, once per backend.
+	 */
+	if (!process_shared_preload_libraries_in_progress &&
+		RedlockCredentialsInSettings())
+		ereport(LOG,
+				(errmsg("Redis credentials in redlock.password or redlock.servers are readable by every role in sessions that have not loaded redlock"),
+				 errhint("Add redlock to shared_preload_libraries, or move the credentials to redlock.passfile.")));
 }
 
 /*

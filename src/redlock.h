@@ -52,6 +52,7 @@ typedef struct redisContext redisContext;
 #define REDLOCK_MAX_SERVERS		16
 #define REDLOCK_ADDR_LEN		272 /* "[" host "]:" port, or a socket path */
 #define REDLOCK_ERROR_LEN		256 /* last error kept per server */
+#define REDLOCK_CRED_LEN		256 /* Redis user names and passwords */
 
 /*
  * Suffix that turns a lock key into the key of its fencing counter.  It
@@ -94,9 +95,13 @@ RedlockNowUs(void)
 /* One entry of redlock.servers, as parsed by the check hook. */
 typedef struct RedlockServerSpec
 {
-	char		addr[REDLOCK_ADDR_LEN]; /* canonical form, the identity */
+	char		addr[REDLOCK_ADDR_LEN]; /* canonical form, the identity; never
+										 * holds credentials */
 	char		host[REDLOCK_ADDR_LEN]; /* host name or IP, or socket path */
 	int			port;			/* TCP port; 0 for a unix socket */
+	char		user[REDLOCK_CRED_LEN]; /* from a redis:// URL, or "" */
+	char		password[REDLOCK_CRED_LEN];	/* from a redis:// URL, or "" */
+	int			db;				/* from a redis:// URL, or -1 */
 } RedlockServerSpec;
 
 typedef struct RedlockServerList
@@ -115,6 +120,11 @@ extern int	redlock_retry_delay;
 extern int	redlock_retry_jitter;
 extern double redlock_drift_factor;
 extern int	redlock_commit_margin;
+extern char *redlock_username;
+extern char *redlock_password;
+extern char *redlock_passfile;
+extern uint64 redlock_credentials_generation;
+extern int	redlock_database;
 extern int	redlock_snapshot_check;
 
 /* values of redlock.snapshot_check */
@@ -126,6 +136,7 @@ typedef enum RedlockSnapshotCheck
 } RedlockSnapshotCheck;
 
 extern void RedlockDefineGucs(void);
+extern bool RedlockCredentialsInSettings(void);
 extern const RedlockServerList *RedlockConfiguredServers(void);
 
 /* ------------------------------------------------------------------------
@@ -155,13 +166,17 @@ typedef enum RedisFailure
 	REDIS_FAIL_IO,				/* connection lost or reset */
 	REDIS_FAIL_TIMEOUT,			/* no answer within the deadline */
 	REDIS_FAIL_PROTOCOL,		/* an answer hiredis or we could not parse */
-	REDIS_FAIL_REPLY			/* Redis answered with an error */
+	REDIS_FAIL_REPLY,			/* Redis answered with an error */
+	REDIS_FAIL_AUTH,			/* authentication missing or refused */
+	REDIS_FAIL_PERM				/* the ACL user may not do what we asked */
 } RedisFailure;
 
 /* A server's subscription connection, for wake-ups while waiting. */
 typedef struct RedisSubConn
 {
 	redisContext *ctx;			/* NULL until the first wait */
+	int			handshake;		/* AUTH replies still to come */
+	uint64		credentials;	/* redlock_credentials_generation at connect */
 	bool		connecting;
 	bool		ready;			/* SUBSCRIBE confirmed */
 	bool		want_write;
@@ -176,8 +191,13 @@ typedef struct RedisServer
 	char		addr[REDLOCK_ADDR_LEN];
 	char		host[REDLOCK_ADDR_LEN];
 	int			port;
+	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
+	char		password[REDLOCK_CRED_LEN];
+	int			db;				/* from its redis:// entry, or -1 */
 
 	redisContext *ctx;			/* NULL while disconnected */
+	int			handshake;		/* AUTH/SELECT replies still to come */
+	uint64		credentials;	/* redlock_credentials_generation at connect */
 	bool		connecting;		/* non-blocking connect not confirmed yet */
 	int64		connect_deadline;	/* us; while connecting */
 	int			owed;			/* replies the server still owes us */

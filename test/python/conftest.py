@@ -45,8 +45,9 @@ def free_port():
 class RedisProcess:
     """A redis-server of a test's own, which it may freeze, kill or restart."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, args=()):
         self.port = port or free_port()
+        self.args = list(args)
         self.dir = tempfile.mkdtemp(prefix="redlock-redis-")
         os.chmod(self.dir, 0o755)       # the postgres user reaches the socket
         self.socket = os.path.join(self.dir, "redis.sock")
@@ -61,7 +62,7 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
              "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--unixsocket", self.socket, "--unixsocketperm", "777",
+             "--unixsocket", self.socket, "--unixsocketperm", "777", *self.args,
              "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, what=f"redis on {self.port}")
@@ -69,11 +70,21 @@ class RedisProcess:
     def _answers(self):
         try:
             return self.client(socket_timeout=0.2).ping()
+        except redis.AuthenticationError:
+            return True             # up, and asking for a password
+        except redis.ResponseError as e:
+            return "NOAUTH" in str(e)
         except redis.RedisError:
             return False
 
     def client(self, **kw):
+        kw.setdefault("password", self.password)
+        kw.setdefault("username", self.username)
         return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+
+    # credentials the test's own client uses (see test_security.py)
+    password = None
+    username = None
 
     def freeze(self):
         self.proc.send_signal(signal.SIGSTOP)
@@ -171,7 +182,8 @@ def session(database):
 
 @pytest.fixture
 def redis_server():
-    """Factory of private redis-server processes: redis_server(port=None)."""
+    """Factory of private redis-server processes: redis_server(port=None,
+    args=()), args going to redis-server."""
     yield from closing_factory(RedisProcess)
 
 
@@ -253,3 +265,31 @@ def cancel_while_waiting(admin, pid, fn, *args):
     admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
     t.join(30)
     return outcome[0], time.monotonic() - cancelled
+
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def preloaded_cluster():
+    """A second throwaway cluster with redlock in shared_preload_libraries;
+    yields psycopg2 connection arguments (superuser postgres)."""
+    work = tempfile.mkdtemp(prefix="redlock-preload-")
+    shutil.chown(work, "postgres")
+    port = free_port()
+    data = os.path.join(work, "pg")
+    run = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(run + [f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust",
+                          "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write(f"listen_addresses = ''\nport = {port}\nunix_socket_directories = '{work}'\n"
+                f"fsync = off\nshared_preload_libraries = 'redlock'\n"
+                f"redlock.servers = '127.0.0.1:{MAIN_REDIS_PORT}'\n")
+    subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(work, "log"),
+                          "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        yield {"host": work, "port": port, "dbname": "postgres", "user": "postgres"}
+    finally:
+        subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
+                       stdout=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)

@@ -4,7 +4,6 @@ psycopg2, SQLAlchemy, JDBC, Spring), and node-redlock and SQL procedures
 sharing one counter."""
 
 import os
-import shutil
 import subprocess
 import threading
 

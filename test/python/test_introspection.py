@@ -2,22 +2,14 @@
 backend, without preloading), redlock_stats_cluster (all backends, with
 redlock in shared_preload_libraries), and DEBUG lines with timings."""
 
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
 import time
 
 import psycopg2
 import pytest
 
-from conftest import RedisProcess, backend_wait_event, free_port, in_thread, servers, wait_for
+from conftest import RedisProcess, backend_wait_event, in_thread, servers, wait_for
 
 from test_quorum import BlackHole
-
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
-
 
 def row(s, sql, args=None):
     with s.conn.cursor() as cur:
@@ -165,30 +157,6 @@ def test_debug_lines_with_timings(session):
     lines = [n for n in s.conn.notices if "redlock:" in n]
     assert any('redlock: acquire "i:dbg"' in n and "1 granted" in n and " ms" in n for n in lines)
     assert any('redlock: release "i:dbg"' in n and "1 released" in n for n in lines)
-
-
-@pytest.fixture
-def preloaded_cluster():
-    """A second throwaway cluster with redlock in shared_preload_libraries."""
-    work = tempfile.mkdtemp(prefix="redlock-preload-")
-    shutil.chown(work, "postgres")
-    port = free_port()
-    data = os.path.join(work, "pg")
-    run = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(run + [f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust",
-                          "--no-sync"], check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(data, "postgresql.conf"), "a") as f:
-        f.write(f"listen_addresses = ''\nport = {port}\nunix_socket_directories = '{work}'\n"
-                f"fsync = off\nshared_preload_libraries = 'redlock'\n"
-                f"redlock.servers = '127.0.0.1:{os.environ.get('REDLOCK_REDIS_PORT', '16379')}'\n")
-    subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(work, "log"),
-                          "-w", "start"], check=True, stdout=subprocess.DEVNULL)
-    try:
-        yield {"host": work, "port": port, "dbname": "postgres", "user": "postgres"}
-    finally:
-        subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_cluster_stats_with_preload(preloaded_cluster):

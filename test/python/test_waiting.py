@@ -6,7 +6,6 @@ subscription connections are opened on the first wait, reused, and closed
 with the backend; an uncontended acquire and release send one command each
 to every master; memory stays flat."""
 
-import os
 import threading
 import time
 

@@ -247,14 +247,35 @@ SET redlock.default_ttl = '2s';
 SHOW redlock.default_ttl;
 RESET redlock.default_ttl;
 
--- only superusers choose servers and prefixes
+-- only superusers choose servers and prefixes; taking locks needs a grant
 CREATE ROLE regress_redlock_user;
 SET ROLE regress_redlock_user;
+SELECT redlock_try_acquire('regress:role');
+SELECT count(*) >= 0 AS views_are_public FROM redlock_locks, redlock_servers, redlock_stats;
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION redlock_acquire(text, integer, integer),
+    redlock_try_acquire(text, integer), redlock_acquire_session(text, integer, integer),
+    redlock_try_acquire_session(text, integer), redlock_release(text),
+    redlock_release_all(), redlock_extend(text, integer), redlock_token(text)
+    TO regress_redlock_user;
+SET ROLE regress_redlock_user;
+SELECT redlock_try_acquire('regress:role') > 0 AS granted;
+SHOW redlock.password;
+SHOW redlock.username;
 SET redlock.servers = '127.0.0.1:6379';
 SET redlock.key_prefix = 'other-tenant:';
 SET redlock.default_ttl = '5s';
 SELECT pg_temp.sqlstate_of($$SET redlock.key_prefix = 'x'$$);
 RESET ROLE;
+SET redlock.servers = 'redis://app:pa%3Ass@127.0.0.1:1/2, 127.0.0.1:2';
+SHOW redlock.servers;
+SELECT redlock_try_acquire('regress:creds');
+RESET redlock.servers;
+SET redlock.servers = 'rediss://app:pass@host';
+SET redlock.servers = 'redis://app:pa%4@host';
+SET redlock.servers = 'redis://host/x';
+SET redlock.servers = 'redis:///tmp/redis.sock';
+DROP OWNED BY regress_redlock_user;
 DROP ROLE regress_redlock_user;
 
 -- a server that cannot be reached is an error (08xxx), in try functions too
