@@ -120,8 +120,25 @@ start_servers() {
 		fsync = off
 		redlock.servers = '127.0.0.1:$REDIS_PORT'
 	EOF
-	runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" \
+	local postgres=()
+	if [ -n "${REDLOCK_VALGRIND:-}" ]; then
+		# every backend under memcheck, one report file per process
+		cat >"$RUN_DIR/postgres-valgrind" <<-EOF2
+			#!/bin/sh
+			exec valgrind --quiet --trace-children=yes --error-limit=no \\
+				--read-var-info=no --suppressions=$ROOT/test/valgrind.supp \\
+				--log-file=$RUN_DIR/valgrind.%p.log $PG_BIN/postgres "\$@"
+		EOF2
+		chmod 755 "$RUN_DIR/postgres-valgrind"
+		postgres=(-p "$RUN_DIR/postgres-valgrind" -t 120)
+	fi
+	runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" "${postgres[@]}" \
 		-l "$RUN_DIR/postgresql.log" -w start >/dev/null
+}
+
+# valgrind_reports: list the report files memcheck wrote (empty is clean).
+valgrind_reports() {
+	find "$RUN_DIR" -name 'valgrind.*.log' -size +0 2>/dev/null
 }
 
 # start_extra_redis PORT: one more redis-server on 127.0.0.1:PORT (a master

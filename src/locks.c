@@ -232,7 +232,7 @@ static RedlockLock *
 lock_create(const char *rkey, const char *key, int ttl_ms)
 {
 	const RedlockServerList *list = RedlockConfiguredServers();
-	RedisServer *srvs[REDLOCK_MAX_SERVERS];
+	RedisServer *srvs[REDLOCK_MAX_SERVERS] = {0};
 	char		value[REDLOCK_VALUE_LEN + 1];
 	char	   *rkey_copy;
 	RedlockHold *holds;
@@ -831,12 +831,11 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		}
 		if (limit_ms > 0)
 			deadline = start + (int64) limit_ms * 1000;
-	}
 
-	/* waiters are queued in the order they started waiting */
-	if (!dontwait)
+		/* waiters are queued in the order they started waiting */
 		ticket = GetCurrentTimestamp() / 1000 +
 			(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	}
 
 	lock = lock_create(rkey, key, ttl_ms);
 	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,

@@ -126,7 +126,7 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	const RedlockServerList *list = RedlockConfiguredServers();
 	RedisServer **srvs;
-	int64		now = RedlockNowUs();
+	int64		now_us = RedlockNowUs();
 	int			nsrvs;
 	int			i;
 
@@ -151,7 +151,7 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 
 		values[0] = CStringGetTextDatum(srv->addr);
 		values[1] = BoolGetDatum(configured);
-		values[2] = CStringGetTextDatum(server_state(srv, now));
+		values[2] = CStringGetTextDatum(server_state(srv, now_us));
 		values[3] = BoolGetDatum(srv->sub.ready);
 		values[4] = Int32GetDatum(srv->owed);
 		values[5] = Int64GetDatum(srv->connects);
@@ -166,7 +166,7 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 		}
 		else
 			nulls[7] = nulls[8] = true;
-		if (now < srv->retry_after)
+		if (now_us < srv->retry_after)
 			values[9] = TimestampTzGetDatum(monotonic_to_wall(srv->retry_after));
 		else
 			nulls[9] = true;

@@ -22,9 +22,14 @@ import redis
 DBNAME = "redlock_py"
 MAIN_REDIS_PORT = int(os.environ.get("REDLOCK_REDIS_PORT", "16379"))
 
+# under scripts/test.sh --valgrind every backend is tens of times slower
+SLOW = 20 if os.environ.get("REDLOCK_VALGRIND") else 1
+
 
 def wait_for(condition, timeout=5.0, interval=0.01, what="condition"):
-    """Poll until condition() is true; fail the test after timeout seconds."""
+    """Poll until condition() is true; fail the test after timeout seconds
+    (times SLOW)."""
+    timeout *= SLOW
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -13,7 +13,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import servers, wait_for
+from conftest import SLOW, servers, wait_for
 
 HOSTILE = {
     "garbage": b"!this is not RESP\r\n",
@@ -98,11 +98,12 @@ def test_misbehaving_server(session, behaviour):
                    "redlock_acquire_session('h:k')"):
             started = time.monotonic()
             err = s.error(f"SELECT {fn}")
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 2.0 * SLOW
             assert err.pgcode.startswith("08"), (behaviour, err.pgcode, str(err))
             assert fake.addr in err.diag.message_primary
         assert s.value("SELECT 1") == 1, "the backend is alive"
-        assert rss_kb(s.pid) - before < 20 * 1024, "no memory blow-up"
+        if SLOW == 1:       # under valgrind, resident size is valgrind's
+            assert rss_kb(s.pid) - before < 20 * 1024, "no memory blow-up"
         # and it goes away promptly when the session ends
         pid = s.pid
         s.close()
@@ -221,4 +222,5 @@ def test_fuzz_every_function(session):
     assert s.value("SELECT 1") == 1
     s.execute("SELECT redlock_release_all()")
     assert s.value("SELECT count(*) FROM redlock_locks") == 0
-    assert rss_kb(s.pid) - before < 10 * 1024
+    if SLOW == 1:           # under valgrind, resident size is valgrind's
+        assert rss_kb(s.pid) - before < 10 * 1024

@@ -6,7 +6,6 @@ log line shows; tenants kept apart by redlock.key_prefix set per role or
 database, which they cannot change."""
 
 import os
-import stat
 import tempfile
 
 import psycopg2
