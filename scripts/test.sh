@@ -7,7 +7,8 @@
 # interop tests), builds and installs the extension, starts a throwaway
 # PostgreSQL cluster and Redis on loopback, runs the pg_regress and
 # isolation tests and the scripted tests (test/python), and stops the
-# servers again.  Exits non-zero if anything failed.
+# servers again.  It starts with the static checks (scripts/lint.sh:
+# -Werror build, cppcheck, clang-tidy).  Exits non-zero if anything failed.
 #
 #     scripts/test.sh --valgrind
 #
@@ -27,6 +28,12 @@ setup default-jdk-headless libpostgresql-jdbc-java libspring-context-java \
 install_node_modules
 
 status=0
+
+if [ -z "${REDLOCK_VALGRIND:-}" ]; then
+	say "static checks (scripts/lint.sh)"
+	"$ROOT/scripts/lint.sh" || status=1
+	build_install	# lint.sh rebuilt the tree; install what it built
+fi
 
 say "pg_regress and isolation tests (make installcheck)"
 if ! make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" installcheck; then

@@ -69,7 +69,7 @@
 #define BACKOFF_MAX_MS		5000
 #define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
 #define MAX_OWED			1024	/* a server this far behind is dropped */
-#define MAX_PENDING_BYTES	(1024 * 1024)	/* unparsed reply bytes we hold */
+#define MAX_PENDING_BYTES	((size_t) 1 << 20)	/* unparsed reply bytes we hold */
 #define MAX_WAIT_EVENTS		16
 
 /* Every server this backend has used, in creation order. */
@@ -221,7 +221,7 @@ RedisScriptPrepare(RedisScript *script)
 	pg_cryptohash_free(ctx);
 
 	for (i = 0; i < 20; i++)
-		snprintf(script->sha + 2 * i, 3, "%02x", digest[i]);
+		snprintf(script->sha + (size_t) 2 * i, 3, "%02x", digest[i]);
 }
 
 /*
@@ -1441,11 +1441,10 @@ RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
 
 			if (srv->batch_epoch != batch_epoch || srv->batch_head == NULL)
 				continue;
-			if (postmaster_gone)
-				server_timeout(srv, timeout_ms);	/* the TTL does the rest */
-			else if (now < srv->batch_deadline)
+			/* when the postmaster is gone, give up at once: the TTL does the rest */
+			if (!postmaster_gone && now < srv->batch_deadline)
 				next_deadline = Min(next_deadline, srv->batch_deadline);
-			else if (srv->connecting)
+			else if (!postmaster_gone && srv->connecting)
 			{
 				char		text[64];
 

@@ -123,7 +123,6 @@ redis_key(const char *key)
 	const char *prefix = redlock_key_prefix ? redlock_key_prefix : "";
 	size_t		plen = strlen(prefix);
 	size_t		klen = strlen(key);
-	char	   *rkey;
 
 	if (plen + klen > REDLOCK_MAX_KEY_LEN)
 		ereport(ERROR,
@@ -132,10 +131,7 @@ redis_key(const char *key)
 				 errdetail("The key is %zu bytes long with redlock.key_prefix; at most %d bytes are allowed.",
 						   plen + klen, REDLOCK_MAX_KEY_LEN)));
 
-	rkey = palloc(plen + klen + 1);
-	memcpy(rkey, prefix, plen);
-	memcpy(rkey + plen, key, klen + 1);
-	return rkey;
+	return psprintf("%s%s", prefix, key);
 }
 
 /* lock_lookup: the entry for a Redis key, or NULL. */
@@ -201,7 +197,7 @@ static void
 owner_value(char *out)
 {
 	static const char hex[] = "0123456789abcdef";
-	int			i;
+	size_t		i;
 
 	if (random_used + REDLOCK_VALUE_LEN / 2 > (int) sizeof(random_pool))
 	{

@@ -75,6 +75,7 @@ redlock_locks(PG_FUNCTION_ARGS)
 		Datum		values[10];
 		bool		nulls[10] = {0};
 		int			xact_holds = 0;
+		const char *scope;
 		int			i;
 
 		if (lock->pending_subid != InvalidSubTransactionId)
@@ -83,9 +84,13 @@ redlock_locks(PG_FUNCTION_ARGS)
 			xact_holds += lock->holds[i].count;
 
 		values[0] = CStringGetTextDatum(lock->key);
-		values[1] = CStringGetTextDatum(xact_holds > 0 && lock->session_count > 0 ?
-										"both" : xact_holds > 0 ?
-										"transaction" : "session");
+		if (xact_holds == 0)
+			scope = "session";
+		else if (lock->session_count > 0)
+			scope = "both";
+		else
+			scope = "transaction";
+		values[1] = CStringGetTextDatum(scope);
 		values[2] = Int64GetDatum(lock->token);
 		values[3] = TimestampTzGetDatum(lock->acquired_at);
 		values[4] = TimestampTzGetDatum(lock->acquired_at +
