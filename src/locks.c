@@ -683,10 +683,6 @@ RedlockLockInit(void)
 	RegisterSubXactCallback(subxact_callback, NULL);
 }
 
-/*
- * report_unreachable: raise the 08xxx error for an acquire that could not
- * ask a quorum of masters.
- */
 /* failure_hint: what to do about a kind of failure. */
 static const char *
 failure_hint(RedisFailure failure)
@@ -694,7 +690,7 @@ failure_hint(RedisFailure failure)
 	switch (failure)
 	{
 		case REDIS_FAIL_AUTH:
-			return "Set redlock.username and redlock.password, or credentials in a redis:// entry of redlock.servers, to what the Redis server expects.";
+			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
 			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels redlock:wake:*.";
 		default:
@@ -702,6 +698,10 @@ failure_hint(RedisFailure failure)
 	}
 }
 
+/*
+ * report_unreachable: raise the 08xxx/28000/42501 error for an acquire that
+ * could not ask a quorum of masters.
+ */
 static void
 report_unreachable(const RedlockTally *tally)
 {

@@ -88,6 +88,17 @@ def test_acl_user_and_database(session, redis_server):
     assert s.value("SELECT address FROM redlock_servers WHERE configured") == f"127.0.0.1:{r.port}/3"
     s.execute("SELECT redlock_release_all()")
 
+    # the same user and database given by settings instead of the entry
+    s.execute("SET redlock.servers = %s", (r.addr,))
+    s.execute("SET redlock.username = 'locker'")
+    s.execute("SET redlock.password = 'p@ss:w,rd'")
+    s.execute("SET redlock.database = 5")
+    assert s.value("SELECT redlock_acquire_session('sec:acl2')") > 0
+    assert r.client(db=5).exists("sec:acl2") and not r.client(db=0).exists("sec:acl2")
+    s.execute("SELECT redlock_release_all()")
+    for name in ("username", "password", "database"):
+        s.execute(f"RESET redlock.{name}")
+
     # a user the ACL does not let run scripts
     admin.acl_setuser("weak", enabled=True, passwords=["+weak"], keys=["~*"], commands=["+get"])
     s.execute("SET redlock.servers = %s", (f"redis://weak:weak@127.0.0.1:{r.port}",))
