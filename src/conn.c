@@ -765,7 +765,13 @@ reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
 					server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
 				return;
 			}
-			snprintf(text, sizeof(text), "%s", reply->str);
+			/* Redis 7 answers a long command without AUTH with this riddle */
+			if (strstr(reply->str, "unauthenticated") != NULL)
+				snprintf(text, sizeof(text),
+						 "the server requires authentication and was given none (it answered: %s)",
+						 reply->str);
+			else
+				snprintf(text, sizeof(text), "%s", reply->str);
 			freeReplyObject(reply);
 			if (classify_error(text) == REDIS_FAIL_AUTH && passfile_problem[0])
 				snprintf(text + strlen(text), sizeof(text) - strlen(text),

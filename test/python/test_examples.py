@@ -1,7 +1,7 @@
 """Every example the README shows runs here: the SQL patterns (with an
 unlocked control where they show a race), the client libraries (node-postgres,
-psycopg2, SQLAlchemy, JDBC, Spring), and node-redlock and SQL procedures
-sharing one counter."""
+psycopg2, SQLAlchemy, JDBC, Spring), grants and per-tenant prefixes, and
+node-redlock and SQL procedures sharing one counter."""
 
 import os
 import subprocess
@@ -100,6 +100,60 @@ def test_nightly_job(exampledb):
     # a replica that starts after the winner finished skips too
     out = concurrently(exampledb, 1, "SELECT run_nightly_report('late')", lambda i: ())
     assert out == ["skipped: already ran today"]
+
+
+ROLES = ("acme_app", "globex_app", "lock_users", "no_grant_app")
+
+
+@pytest.fixture
+def roles(exampledb):
+    """examples/roles.sql loaded; its roles (cluster-wide) dropped again."""
+    def drop():
+        with connect(exampledb).cursor() as cur:
+            for role in ROLES:
+                if role_exists(cur, role):
+                    cur.execute(f"DROP OWNED BY {role}")
+                    cur.execute(f"DROP ROLE {role}")
+    drop()                                    # leftovers of an interrupted run
+    load(exampledb, "roles.sql")
+    with connect(exampledb).cursor() as cur:
+        cur.execute("CREATE ROLE no_grant_app LOGIN")
+    yield exampledb
+    drop()
+
+
+def role_exists(cur, role):
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    return cur.fetchone() is not None
+
+
+def as_role(env, role):
+    c = psycopg2.connect(dbname=env["PGDATABASE"], user=role)
+    c.autocommit = True
+    return c.cursor()
+
+
+def test_roles_and_tenants(roles, main_redis):
+    # the control: without prefixes, two applications' 'invoice:7' is one lock
+    plain_a, plain_b = connect(roles).cursor(), connect(roles).cursor()
+    plain_a.execute("SELECT redlock_acquire_session('invoice:7')")
+    plain_b.execute("SELECT redlock_try_acquire('invoice:7')")
+    assert plain_b.fetchone()[0] is None
+    plain_a.execute("SELECT redlock_release_all()")
+
+    # a role outside lock_users may not take locks
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        as_role(roles, "no_grant_app").execute("SELECT redlock_try_acquire('invoice:7')")
+
+    acme, globex = as_role(roles, "acme_app"), as_role(roles, "globex_app")
+    acme.execute("SELECT redlock_acquire_session('invoice:7')")
+    assert main_redis.exists("acme:invoice:7") and not main_redis.exists("invoice:7")
+    globex.execute("SELECT redlock_try_acquire('invoice:7')")
+    assert globex.fetchone()[0] is not None, "each tenant has its own 'invoice:7'"
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        acme.execute("SET redlock.key_prefix = 'globex:'")
+    acme.execute("SELECT redlock_release_all()")
+    assert not main_redis.exists("acme:invoice:7")
 
 
 def run_example(env, *cmd):
