@@ -13,7 +13,9 @@
 # fsync=off (commits cost no disk wait, so the lock's CPU cost shows most).
 # With three masters (two more redis-servers on the same machine) it
 # measures the same transaction, and one client's acquire+release pair
-# against one master, to show that requests go to the masters in parallel.
+# against one master, on loopback and with every master 2 ms away (a
+# delaying proxy in front of each), to show that requests go to the masters
+# in parallel.
 # Then one client: the latency a transaction gains from redlock, in
 # round trips measured with redis-benchmark in the same run.
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -103,31 +105,59 @@ for fsync in on off; do
 done
 masters "$ONE"
 
+proxies=()
 say "one client: acquire + release of a session lock, 3 masters against 1"
-# pair_us LIST: average microseconds of one acquire+release pair
+# pair_us LIST N: average microseconds of one acquire+release pair, over N
 pair_us() {
-	psql -X -At -v ON_ERROR_STOP=1 <<-SQL
+	psql -X -At -v ON_ERROR_STOP=1 <<-SQL 2>&1 | sed -n 's/^NOTICE: *//p'
 		SET redlock.servers = '$1';
 		SELECT redlock_acquire_session('warm'), redlock_release('warm');
 		DO \$\$
 		DECLARE t0 timestamptz := clock_timestamp();
 		BEGIN
-		    FOR i IN 1..5000 LOOP
+		    FOR i IN 1..$2 LOOP
 		        PERFORM redlock_acquire_session('pair');
 		        PERFORM redlock_release('pair');
 		    END LOOP;
-		    RAISE NOTICE '%', round(extract(epoch FROM clock_timestamp() - t0) * 1e6 / 5000);
+		    RAISE NOTICE '%', round(extract(epoch FROM clock_timestamp() - t0) * 1e6 / $2);
 		END \$\$;
 	SQL
 }
-p1=() p3=()
-for run in 1 2 3; do
-	p1+=("$(pair_us "$ONE" 2>&1 | sed -n 's/^NOTICE: *//p')")
-	p3+=("$(pair_us "$THREE" 2>&1 | sed -n 's/^NOTICE: *//p')")
+# pairs ONE THREE N: medians of three runs each, and their ratio
+pairs() {
+	local p1=() p3=() a b
+	for run in 1 2 3; do
+		p1+=("$(pair_us "$1" "$3")")
+		p3+=("$(pair_us "$2" "$3")")
+	done
+	a=$(median "${p1[@]}") b=$(median "${p3[@]}")
+	printf '  1 master %s us   3 masters %s us per acquire+release (medians of 3 x %d)   ratio %.2f\n' \
+		"$a" "$b" "$3" "$(echo "$b / $a" | bc -l)"
+}
+pairs "$ONE" "$THREE" 5000
+
+# On loopback the three masters share the two cores with the backend, so
+# their CPU, not the network, sets the cost.  With each master DELAY_MS
+# away (bench/delay_proxy.py delays every request), asking them one after
+# another would cost three delays per request; in parallel, one.
+DELAY_MS=2
+say "one client: the same, each master $DELAY_MS ms away (bench/delay_proxy.py)"
+for i in 0 1 2; do
+	/usr/bin/python3 "$ROOT/bench/delay_proxy.py" $((REDIS_PORT + 10 + i)) \
+		$((REDIS_PORT + i)) "$DELAY_MS" &
+	proxies+=($!)
 done
-a=$(median "${p1[@]}") b=$(median "${p3[@]}")
-printf '  1 master %s us   3 masters %s us per acquire+release (medians of 3 x 5000)   ratio %.2f\n' \
-	"$a" "$b" "$(echo "$b / $a" | bc -l)"
+trap 'kill "${proxies[@]}" 2>/dev/null || true; stop_servers' EXIT
+for i in 0 1 2; do
+	for _ in $(seq 50); do
+		redis-cli -p $((REDIS_PORT + 10 + i)) ping >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+done
+FAR1="127.0.0.1:$((REDIS_PORT + 10))"
+pairs "$FAR1" "$FAR1, 127.0.0.1:$((REDIS_PORT + 11)), 127.0.0.1:$((REDIS_PORT + 12))" 500
+echo "  (asked one after another, 3 masters would take about 3 times as long)"
+kill "${proxies[@]}"
 
 say "one client: latency added per transaction"
 psql -X -q -c "ALTER SYSTEM RESET fsync" -c "SELECT pg_reload_conf()" >/dev/null
