@@ -88,7 +88,6 @@ static int64 batch_start = 0;
 static MemoryContext batch_context = NULL;
 
 /* Why the password file was not used, for the text of an AUTH failure. */
-static char passfile_problem[REDLOCK_ERROR_LEN];
 
 static void server_fail(RedisServer *srv, RedisFailure failure,
 						const char *text, bool backoff);
@@ -260,7 +259,7 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 }
 
 /*
- * call_append: queue one call on a connected (or connecting) server.
+ * call_write: write one call to its server's output buffer.
  *
  * Sends EVALSHA when this connection already ran the script, EVAL (which
  * also loads it) otherwise.  Arguments travel as separate bulk strings, so
@@ -269,7 +268,7 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
  * the server.
  */
 static bool
-call_append(RedisServer *srv, RedisCall *call)
+call_write(RedisServer *srv, RedisCall *call)
 {
 	const char *argv[REDIS_CALL_MAX_ARGS + 3];
 	size_t		argvlen[REDIS_CALL_MAX_ARGS + 3];
@@ -296,17 +295,52 @@ call_append(RedisServer *srv, RedisCall *call)
 
 	srv->owed++;
 	call->used_eval = !use_sha;
+	call->held = false;
+
+	/* Redis has it cached once the EVAL before it has run. */
+	if (!use_sha && call->script->sha[0] != '\0')
+		srv->scripts_loaded |= bit;
+	return true;
+}
+
+/*
+ * call_append: put a call on its server's list for this batch, and write
+ * it to the connection's output buffer -- unless the connection's AUTH or
+ * SELECT have not answered yet.  Redis runs what follows a refused AUTH as
+ * the default user, and what follows a refused SELECT in database 0, so
+ * the call is held until they succeed (release_held) and fails with them
+ * if they do not.  Returns false if hiredis ran out of memory.
+ */
+static bool
+call_append(RedisServer *srv, RedisCall *call)
+{
 	call->state = REDIS_CALL_WAITING;
 	call->next_waiting = NULL;
+	call->held = true;
+	if (srv->handshake == 0 && !call_write(srv, call))
+		return false;
 	if (srv->batch_tail)
 		srv->batch_tail->next_waiting = call;
 	else
 		srv->batch_head = call;
 	srv->batch_tail = call;
+	return true;
+}
 
-	/* Redis has it cached once the EVAL before it has run. */
-	if (!use_sha && call->script->sha[0] != '\0')
-		srv->scripts_loaded |= bit;
+/*
+ * release_held: the handshake succeeded; write the calls of the batch in
+ * progress that waited for it, in their order.
+ */
+static bool
+release_held(RedisServer *srv)
+{
+	RedisCall  *call;
+
+	if (srv->batch_epoch != batch_epoch)
+		return true;
+	for (call = srv->batch_head; call; call = call->next_waiting)
+		if (call->held && !call_write(srv, call))
+			return false;
 	return true;
 }
 
@@ -421,7 +455,8 @@ server_timeout(RedisServer *srv, int timeout_ms)
 
 /*
  * passfile_field: cut the next ':'-separated field off *line, undoing
- * backslash escapes, into out (of outsize).  Returns false at the end.
+ * backslash escapes, into out (of outsize).  Returns false at the end of
+ * the line, or when the field does not fit (it is never cut short).
  */
 static bool
 passfile_field(char **line, char *out, size_t outsize)
@@ -435,8 +470,9 @@ passfile_field(char **line, char *out, size_t outsize)
 	{
 		if (*p == '\\' && p[1])
 			p++;
-		if (n + 1 < outsize)
-			out[n++] = *p;
+		if (n + 1 >= outsize)
+			return false;
+		out[n++] = *p;
 		p++;
 	}
 	out[n] = '\0';
@@ -447,43 +483,45 @@ passfile_field(char **line, char *out, size_t outsize)
 /*
  * passfile_lookup: find the credentials for srv in redlock.passfile, in
  * the form host:port:user:password (* matches anything; the first match
- * wins; # starts a comment).  The file must belong to no group or others,
- * as libpq asks of its password file.  Returns true and fills user and
- * password when a line matches.  Raises no ERROR: it runs at connect
- * time, which may be in a commit or abort callback.
+ * wins; # starts a comment).  The file must be a regular file that belongs
+ * to no group or others, as libpq asks of its password file.  Returns true
+ * and fills user and password when a line matches; otherwise notes in
+ * srv->passfile_note why the file was not used, if it was not.  Raises no
+ * ERROR: it runs at connect time, which may be in a commit or abort
+ * callback.
  */
 static bool
-passfile_lookup(const RedisServer *srv, char *user, char *password)
+passfile_lookup(RedisServer *srv, char *user, char *password)
 {
 	struct stat st;
 	char		line[1024];
 	char		port[16];
 	FILE	   *f;
 	bool		found = false;
+	bool		tail = false;	/* in the rest of an overlong line */
+	int			lineno = 0;
 
-	passfile_problem[0] = '\0';
+	srv->passfile_note[0] = '\0';
 	if (redlock_passfile == NULL || redlock_passfile[0] == '\0')
 		return false;
-	if (stat(redlock_passfile, &st) != 0)
-	{
-		snprintf(passfile_problem, sizeof(passfile_problem),
-				 "redlock.passfile \"%s\" cannot be read: %s",
-				 redlock_passfile, strerror(errno));
-		return false;
-	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO))
-	{
-		snprintf(passfile_problem, sizeof(passfile_problem),
-				 "redlock.passfile \"%s\" is ignored: it is readable by group or others (chmod 0600 it)",
-				 redlock_passfile);
-		return false;
-	}
 	f = fopen(redlock_passfile, "r");
-	if (f == NULL)
+	if (f == NULL || fstat(fileno(f), &st) != 0)
 	{
-		snprintf(passfile_problem, sizeof(passfile_problem),
+		snprintf(srv->passfile_note, sizeof(srv->passfile_note),
 				 "redlock.passfile \"%s\" cannot be read: %s",
 				 redlock_passfile, strerror(errno));
+		if (f)
+			fclose(f);
+		return false;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO)))
+	{
+		snprintf(srv->passfile_note, sizeof(srv->passfile_note),
+				 S_ISREG(st.st_mode) ?
+				 "redlock.passfile \"%s\" is ignored: it is readable by group or others (chmod 0600 it)" :
+				 "redlock.passfile \"%s\" is ignored: it is not a regular file",
+				 redlock_passfile);
+		fclose(f);
 		return false;
 	}
 	snprintf(port, sizeof(port), "%d", srv->port);
@@ -492,20 +530,34 @@ passfile_lookup(const RedisServer *srv, char *user, char *password)
 		char	   *p = line;
 		char		fhost[REDLOCK_ADDR_LEN];
 		char		fport[16];
+		bool		was_tail = tail;
 
-		if (line[0] == '#' || line[0] == '\n')
+		/* a line longer than the buffer: skip it whole, and say so */
+		tail = strchr(line, '\n') == NULL && !feof(f);
+		if (was_tail)
 			continue;
-		if (!passfile_field(&p, fhost, sizeof(fhost)) ||
+		lineno++;
+		if (line[0] == '#' || line[0] == '\n' || line[0] == '\r')
+			continue;
+		if (tail ||
+			!passfile_field(&p, fhost, sizeof(fhost)) ||
 			!passfile_field(&p, fport, sizeof(fport)) ||
 			!passfile_field(&p, user, REDLOCK_CRED_LEN) ||
 			!passfile_field(&p, password, REDLOCK_CRED_LEN))
+		{
+			snprintf(srv->passfile_note, sizeof(srv->passfile_note),
+					 "line %d of redlock.passfile \"%s\" is skipped: it is not host:port:user:password, or a field is too long",
+					 lineno, redlock_passfile);
 			continue;
+		}
 		found = (strcmp(fhost, "*") == 0 || strcmp(fhost, srv->host) == 0) &&
 			(strcmp(fport, "*") == 0 || strcmp(fport, port) == 0 ||
 			 (srv->port == 0 && fport[0] == '\0'));
 	}
 	fclose(f);
-	if (!found)
+	if (found)
+		srv->passfile_note[0] = '\0';
+	else
 		user[0] = password[0] = '\0';
 	return found;
 }
@@ -528,7 +580,8 @@ static bool reply_functions_ready = false;
 static void *
 create_array(const redisReadTask *task, int elements)
 {
-	if (elements > MAX_ARRAY_ELEMENTS)
+	/* nested arrays would multiply the limit: none of our replies has one */
+	if (elements > MAX_ARRAY_ELEMENTS || task->parent != NULL)
 		return NULL;
 	return reply_functions_default_create_array(task, elements);
 }
@@ -559,11 +612,12 @@ limit_reader(redisContext *c)
 /*
  * append_auth: queue AUTH on a new connection when credentials are set:
  * the server entry's own, else a matching line of redlock.passfile, else
- * redlock.username and redlock.password.  Returns how many commands were
+ * redlock.username and redlock.password; a user named in the entry is the
+ * user in every case.  Returns how many commands were
  * queued (0 or 1), or -1 if hiredis failed.
  */
 static int
-append_auth(redisContext *c, const RedisServer *srv)
+append_auth(redisContext *c, RedisServer *srv)
 {
 	char		fuser[REDLOCK_CRED_LEN];
 	char		fpassword[REDLOCK_CRED_LEN];
@@ -573,7 +627,7 @@ append_auth(redisContext *c, const RedisServer *srv)
 	size_t		argvlen[3];
 	int			argc = 0;
 
-	if (srv->user[0] || srv->password[0])
+	if (srv->password[0])
 	{
 		user = srv->user;
 		password = srv->password;
@@ -588,6 +642,9 @@ append_auth(redisContext *c, const RedisServer *srv)
 		user = redlock_username ? redlock_username : "";
 		password = redlock_password ? redlock_password : "";
 	}
+	/* an entry that names a user, and no password, names the user */
+	if (srv->user[0])
+		user = srv->user;
 
 	if (password[0] == '\0')
 		return 0;
@@ -615,7 +672,7 @@ classify_error(const char *text)
 		strstr(text, "unauthenticated") != NULL)
 		return REDIS_FAIL_AUTH;
 	if (strncmp(text, "NOPERM", 6) == 0 ||
-		strstr(text, "user executing the script can't run") != NULL)
+		strstr(text, "user executing the script") != NULL)
 		return REDIS_FAIL_PERM;
 	return REDIS_FAIL_REPLY;
 }
@@ -773,9 +830,9 @@ reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
 			else
 				snprintf(text, sizeof(text), "%s", reply->str);
 			freeReplyObject(reply);
-			if (classify_error(text) == REDIS_FAIL_AUTH && passfile_problem[0])
+			if (classify_error(text) == REDIS_FAIL_AUTH && srv->passfile_note[0])
 				snprintf(text + strlen(text), sizeof(text) - strlen(text),
-						 " (%s)", passfile_problem);
+						 " (%s)", srv->passfile_note);
 			call_fail(call, classify_error(text), text);
 			/* credentials go with the connect: try them afresh next time */
 			if (call->failure == REDIS_FAIL_AUTH)
@@ -820,11 +877,13 @@ reply_dispatch(RedisServer *srv, redisReply *reply)
 		if (error)
 			snprintf(text, sizeof(text), "%s", reply->str);
 		freeReplyObject(reply);
-		if (error && passfile_problem[0])
+		if (error && srv->passfile_note[0])
 			snprintf(text + strlen(text), sizeof(text) - strlen(text),
-					 " (%s)", passfile_problem);
+					 " (%s)", srv->passfile_note);
 		if (error)
 			server_fail(srv, classify_error(text), text, false);
+		else if (srv->handshake == 0 && !release_held(srv))
+			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
 		return;
 	}
 

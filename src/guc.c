@@ -417,7 +417,14 @@ check_servers(char **newval, void **extra, GucSource source)
 fail:
 	/* PostgreSQL would quote the whole value: not with a password in it */
 	if (*newval && strchr(*newval, '@'))
+	{
 		GUC_check_errmsg("invalid value for parameter \"redlock.servers\" (not shown: it may hold credentials)");
+		/* a detail that quotes an entry may quote a piece of a password */
+		if (GUC_check_errdetail_string && strchr(GUC_check_errdetail_string, '"'))
+			GUC_check_errdetail("The faulty entry is not shown either. Entries are host, host:port, "
+								"[ipv6]:port, a unix socket path, or redis://user:password@host:port/db "
+								"with special characters in the user name and password written as %%XX.");
+	}
 	free(copy);
 	free(list);
 	return false;
@@ -562,7 +569,7 @@ RedlockDefineGucs(void)
 							   &redlock_servers,
 							   "localhost:6379",
 							   PGC_SUSET,
-							   0,
+							   GUC_SUPERUSER_ONLY,	/* pg_settings.reset_val is not masked */
 							   check_servers, assign_servers, show_servers);
 
 	DefineCustomStringVariable("redlock.username",

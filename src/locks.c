@@ -692,7 +692,7 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels redlock:wake:*.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels redlock:wake:*; and SELECT when a database other than 0 is used.";
 		default:
 			return "Check that Redis is running and that redlock.servers names it.";
 	}

@@ -194,6 +194,8 @@ typedef struct RedisServer
 	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
 	char		password[REDLOCK_CRED_LEN];
 	int			db;				/* from its redis:// entry, or -1 */
+	char		passfile_note[REDLOCK_ERROR_LEN];	/* why redlock.passfile was
+													 * not used, or "" */
 
 	redisContext *ctx;			/* NULL while disconnected */
 	int			handshake;		/* AUTH/SELECT replies still to come */
@@ -253,6 +255,8 @@ typedef struct RedisCall
 	RedisFailure failure;
 	char	   *error;			/* palloc'd text, for FAILED */
 	bool		used_eval;		/* sent as EVAL, not EVALSHA */
+	bool		held;			/* queued, not written: the connection's
+								 * AUTH/SELECT have not answered yet */
 	bool		behind;			/* its server had not answered earlier
 								 * requests when this one was sent */
 	struct RedisCall *next_waiting;
