@@ -164,6 +164,23 @@ class Session:
             self.conn.close()
 
 
+def cursor_as(dbname, role):
+    """An autocommit cursor of a new connection as role."""
+    c = psycopg2.connect(dbname=dbname, user=role)
+    c.autocommit = True
+    return c.cursor()
+
+
+def drop_roles(cur, roles):
+    """Drop the (cluster-wide) roles that exist, with what they own or were
+    granted in cur's database: a test's, or an interrupted run's."""
+    for role in roles:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        if cur.fetchone():
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
+
+
 def closing_factory(construct):
     """A fixture body: yields a factory of construct(...) objects and closes
     every one made when the test ends."""

@@ -10,7 +10,7 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import servers
+from conftest import cursor_as, drop_roles, servers
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -108,29 +108,18 @@ ROLES = ("acme_app", "globex_app", "lock_users", "no_grant_app")
 @pytest.fixture
 def roles(exampledb):
     """examples/roles.sql loaded; its roles (cluster-wide) dropped again."""
-    def drop():
-        with connect(exampledb).cursor() as cur:
-            for role in ROLES:
-                if role_exists(cur, role):
-                    cur.execute(f"DROP OWNED BY {role}")
-                    cur.execute(f"DROP ROLE {role}")
-    drop()                                    # leftovers of an interrupted run
+    with connect(exampledb).cursor() as cur:
+        drop_roles(cur, ROLES)
     load(exampledb, "roles.sql")
     with connect(exampledb).cursor() as cur:
         cur.execute("CREATE ROLE no_grant_app LOGIN")
     yield exampledb
-    drop()
-
-
-def role_exists(cur, role):
-    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-    return cur.fetchone() is not None
+    with connect(exampledb).cursor() as cur:
+        drop_roles(cur, ROLES)
 
 
 def as_role(env, role):
-    c = psycopg2.connect(dbname=env["PGDATABASE"], user=role)
-    c.autocommit = True
-    return c.cursor()
+    return cursor_as(env["PGDATABASE"], role)
 
 
 def test_roles_and_tenants(roles, main_redis):

@@ -11,6 +11,8 @@ import tempfile
 import psycopg2
 import pytest
 
+from conftest import cursor_as, drop_roles
+
 PASSWORD = "S3cr3t-pw-4-redlock"
 
 
@@ -204,13 +206,16 @@ def test_log_warns_of_credentials_in_settings_without_preload(session):
         assert "readable by every role in sessions that have not loaded redlock" in f.read()
 
 
+TENANTS = ("rl_tenant_a", "rl_tenant_b")
+
+
 @pytest.fixture
 def tenants(database):
     admin = psycopg2.connect(dbname=database)
     admin.autocommit = True
     cur = admin.cursor()
-    for role, prefix in (("rl_tenant_a", "a:"), ("rl_tenant_b", "b:")):
-        cur.execute(f"DROP ROLE IF EXISTS {role}")  # from an interrupted run
+    drop_roles(cur, TENANTS)                        # from an interrupted run
+    for role, prefix in zip(TENANTS, ("a:", "b:")):
         cur.execute(f"CREATE ROLE {role} LOGIN")
         cur.execute(f"ALTER ROLE {role} SET redlock.key_prefix = '{prefix}'")
         cur.execute(f"""GRANT EXECUTE ON FUNCTION redlock_acquire(text, integer, integer),
@@ -218,19 +223,11 @@ def tenants(database):
                         redlock_acquire_session(text, integer, integer),
                         redlock_release(text), redlock_release_all() TO {role}""")
     yield database
-    for role in ("rl_tenant_a", "rl_tenant_b"):
-        cur.execute(f"DROP OWNED BY {role}")
-        cur.execute(f"DROP ROLE {role}")
-
-
-def tenant(database, role):
-    c = psycopg2.connect(dbname=database, user=role)
-    c.autocommit = True
-    return c.cursor()
+    drop_roles(cur, TENANTS)
 
 
 def test_tenants_are_kept_apart_by_their_prefix(tenants, main_redis):
-    a, b = tenant(tenants, "rl_tenant_a"), tenant(tenants, "rl_tenant_b")
+    a, b = cursor_as(tenants, "rl_tenant_a"), cursor_as(tenants, "rl_tenant_b")
     a.execute("SELECT redlock_acquire_session('order:1')")
     assert main_redis.exists("a:order:1") and not main_redis.exists("order:1")
     b.execute("SELECT redlock_try_acquire('order:1')")
@@ -240,7 +237,7 @@ def test_tenants_are_kept_apart_by_their_prefix(tenants, main_redis):
     with pytest.raises(psycopg2.errors.InsufficientPrivilege):
         b.execute("SET redlock.key_prefix = 'a:'")
     # ... nor by a SET before it is loaded: discarded when it loads
-    c = tenant(tenants, "rl_tenant_b")
+    c = cursor_as(tenants, "rl_tenant_b")
     c.execute("SET redlock.key_prefix = 'a:'")
     c.execute("SELECT redlock_try_acquire('order:1')")
     assert c.fetchone()[0] is not None, "still under b:, so a:order:1 was not in the way"
