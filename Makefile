@@ -28,5 +28,5 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# PGXS tracks no header dependencies: every module includes the shared one.
-$(OBJS): src/redlock.h
+# PGXS tracks no header dependencies: every module includes the shared ones.
+$(OBJS): src/redlock.h src/redis.h

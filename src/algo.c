@@ -53,6 +53,26 @@
  * ever.  Clients that do not know the queue (node-redlock, SET NX) are not
  * held back by it.
  *
+ * Liveness of the queue, whatever a waiter's own settings say (they are
+ * USERSET, and a waiter may be frozen, dead, or unable ever to succeed):
+ *	  - an entry lives QUEUE_ENTRY_MS (3 s) without a refresh; the
+ *		scripts clamp what a client asks for to 1 to 5 s, and a live waiter
+ *		refreshes at least every REDLOCK_QUEUE_REFRESH_MS (1 s: its fallback
+ *		timer is capped there, see locks.c);
+ *	  - the sets' own TTL is only ever lengthened, so a waiter asking for a
+ *		short life cannot expire the others' entries;
+ *	  - a head that keeps a free key from the others for more than 3 s
+ *		(it cannot succeed: its TTL is shorter than its round
+ *		trip, or its attempts keep failing) is moved behind every waiter;
+ *		the note of since when a free key waits for that head lives in a
+ *		companion key (REDLOCK_PROMISED_SUFFIX) with a short TTL;
+ *	  - a ticket is clamped to Redis's clock +/- 2 s, so a
+ *		PostgreSQL host whose clock is far behind cannot jump the queue by
+ *		more than that.
+ * So a waiter that is frozen, gone or stuck keeps a free key from the
+ * others for at most 5 s, which the README states.  A lone stuck head
+ * that was just moved lets the caller through once.
+ *
  * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
  *
  *-------------------------------------------------------------------------
@@ -62,58 +82,121 @@
 #include "redlock.h"
 
 /*
- * KEYS[1] lock, [2] fencing counter, [3] waiters, [4] their deadlines;
- * ARGV[1] owner value, [2] TTL, [3] our wake channel (our name in the
- * queue), [4] our ticket, or '' not to queue, [5] how long a queue entry
- * lives without being refreshed (ms).
+ * Queue liveness bounds (see the file header).  The Lua below writes the
+ * numbers out (1000, 5000, 3000, 2000, and 6000 for the note's TTL): keep
+ * them in step.  REDLOCK_QUEUE_REFRESH_MS is in redlock.h, for locks.c.
+ */
+#define QUEUE_ENTRY_MS		3000	/* the life a waiter asks for its entry */
+
+/*
+ * Lua shared by the acquire and release scripts: Redis's clock in ms, and
+ * queueing ARGV's channel with its ticket (clamped) and entry life
+ * (clamped), lengthening the sets' TTL to twice that life if need be.
+ * Expects KEYS[q], KEYS[q+1] = waiters, their deadlines (local q), the
+ * channel in local ch, the ticket in local tk and the life in local lf.
+ */
+#define LUA_NOW \
+	"local function now_ms()\n" \
+	"  local t = redis.call('time')\n" \
+	"  return t[1] * 1000 + math.floor(t[2] / 1000)\n" \
+	"end\n"
+#define LUA_ENQUEUE \
+	"local function enqueue(now)\n" \
+	"  local life = math.min(math.max(tonumber(lf) or 3000, 1000), 5000)\n" \
+	"  local ticket = math.min(math.max(tonumber(tk) or now, now - 2000), now + 2000)\n" \
+	"  redis.call('zadd', KEYS[q], 'NX', ticket, ch)\n" \
+	"  redis.call('zadd', KEYS[q + 1], now + life, ch)\n" \
+	"  for i = q, q + 1 do\n" \
+	"    if redis.call('pttl', KEYS[i]) < life * 2 then\n" \
+	"      redis.call('pexpire', KEYS[i], life * 2)\n" \
+	"    end\n" \
+	"  end\n" \
+	"end\n" \
+	"local function drop_dead(now)\n" \
+	"  local dead = redis.call('zrangebyscore', KEYS[q + 1], '-inf', now)\n" \
+	"  if #dead > 0 then\n" \
+	"    redis.call('zrem', KEYS[q], unpack(dead))\n" \
+	"    redis.call('zrem', KEYS[q + 1], unpack(dead))\n" \
+	"  end\n" \
+	"end\n"
+
+/*
+ * KEYS[1] lock, [2] fencing counter, [3] waiters, [4] their deadlines,
+ * [5] the "promised since" note; ARGV[1] owner value, [2] TTL, [3] our wake
+ * channel (our name in the queue), [4] our ticket, or '' not to queue,
+ * [5] how long a queue entry lives without being refreshed (ms).
  *
- * Returns {1, token} when the lock is set, {0, remaining TTL of the holder
- * (-2: free, but promised to a waiter ahead of us)} otherwise.  The lock
- * is granted only if no live waiter is queued ahead of us, so a releasing
- * backend cannot barge back in front of those waiting; a caller that is
- * refused and gave a ticket joins (or stays in) the queue, ordered by
- * ticket, and its deadline is refreshed.  Dead waiters (deadline passed)
- * are dropped.  Finding our own value (the same request sent again after a
- * dropped connection) counts as set: the TTL is re-armed and a new token
- * drawn.  A key of another type (say, a Redisson lock) is held by someone
+ * Returns {1, token} when the lock is ours, {0, remaining TTL of the
+ * holder (-2: free, but promised to a waiter ahead of us)} otherwise.
+ * Our own value counts first: it is the same request sent again after a
+ * dropped connection, so the TTL is re-armed and a token drawn, whatever
+ * the queue says.  Otherwise a free key goes only to the first live
+ * waiter (or anyone when nobody waits), but a head that has kept it free
+ * for more than 3 s is moved behind everyone first.  A refused
+ * caller with a ticket joins (or stays in) the queue and refreshes its
+ * entry.  A key of another type (say, a Redisson lock) is held by someone
  * else.
  */
 static RedisScript acquire_script = {
 	"acquire",
+	"local q, ch, tk, lf = 3, ARGV[3], ARGV[4], ARGV[5]\n"
+	LUA_NOW
+	LUA_ENQUEUE
+	"local mine = redis.pcall('get', KEYS[1])\n"
+	"local queued = redis.call('exists', KEYS[3]) == 1\n"
 	"local now = nil\n"
-	"local ahead = false\n"
-	"if redis.call('exists', KEYS[3]) == 1 then\n"
-	"  local t = redis.call('time')\n"
-	"  now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"  local dead = redis.call('zrangebyscore', KEYS[4], '-inf', now)\n"
-	"  if #dead > 0 then\n"
-	"    redis.call('zrem', KEYS[3], unpack(dead))\n"
-	"    redis.call('zrem', KEYS[4], unpack(dead))\n"
-	"  end\n"
-	"  local head = redis.call('zrange', KEYS[3], 0, 0)[1]\n"
-	"  ahead = head ~= nil and head ~= ARGV[3]\n"
-	"end\n"
-	"if not ahead and (redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or\n"
-	"   (redis.pcall('get', KEYS[1]) == ARGV[1] and\n"
-	"    redis.call('pexpire', KEYS[1], ARGV[2]) == 1)) then\n"
-	"  if now then\n"
-	"    redis.call('zrem', KEYS[3], ARGV[3])\n"
-	"    redis.call('zrem', KEYS[4], ARGV[3])\n"
+	"local function grant()\n"
+	"  if queued then\n"
+	"    redis.call('zrem', KEYS[3], ch)\n"
+	"    redis.call('zrem', KEYS[4], ch)\n"
+	"    redis.call('del', KEYS[5])\n"
 	"  end\n"
 	"  return {1, redis.call('incr', KEYS[2])}\n"
 	"end\n"
-	"if ARGV[4] ~= '' then\n"
-	"  if not now then\n"
-	"    local t = redis.call('time')\n"
-	"    now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"if mine == ARGV[1] then\n"
+	"  redis.call('pexpire', KEYS[1], ARGV[2])\n"
+	"  return grant()\n"
+	"end\n"
+	"local ahead = false\n"
+	"if queued then\n"
+	"  now = now_ms()\n"
+	"  drop_dead(now)\n"
+	"  if mine == false then\n"
+	"    local head = redis.call('zrange', KEYS[3], 0, 0)[1]\n"
+	"    if head ~= nil and head ~= ch then\n"
+	"      local note = redis.call('get', KEYS[5])\n"
+	"      local since = nil\n"
+	"      if note then\n"
+	"        local bar = string.find(note, '|[^|]*$')\n"
+	"        if bar and string.sub(note, 1, bar - 1) == head then\n"
+	"          since = tonumber(string.sub(note, bar + 1))\n"
+	"        end\n"
+	"      end\n"
+	"      local stuck = nil\n"
+	"      if since ~= nil and now - since > 3000 then\n"
+	"        local last = redis.call('zrange', KEYS[3], -1, -1, 'WITHSCORES')\n"
+	"        redis.call('zadd', KEYS[3], 'XX', tonumber(last[2]) + 1, head)\n"
+	"        stuck = head\n"
+	"        head = redis.call('zrange', KEYS[3], 0, 0)[1]\n"
+	"        since = nil\n"
+	"      end\n"
+	"      if head ~= nil and head ~= ch and head ~= stuck then\n"
+	"        ahead = true\n"
+	"        if since == nil then\n"
+	"          redis.call('set', KEYS[5], head .. '|' .. now, 'PX', 6000)\n"
+	"        end\n"
+	"      end\n"
+	"    end\n"
 	"  end\n"
-	"  redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[3])\n"
-	"  redis.call('zadd', KEYS[4], now + ARGV[5], ARGV[3])\n"
-	"  redis.call('pexpire', KEYS[3], ARGV[5] * 2)\n"
-	"  redis.call('pexpire', KEYS[4], ARGV[5] * 2)\n"
+	"end\n"
+	"if not ahead and redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+	"  return grant()\n"
+	"end\n"
+	"if tk ~= '' then\n"
+	"  enqueue(now or now_ms())\n"
 	"end\n"
 	"return {0, redis.call('pttl', KEYS[1])}\n",
-	4, 0, ""
+	5, 0, ""
 };
 
 /*
@@ -131,31 +214,23 @@ static RedisScript acquire_script = {
  */
 static RedisScript release_script = {
 	"release",
+	"local q, ch, tk, lf = 2, ARGV[2], ARGV[3], ARGV[4]\n"
+	LUA_NOW
+	LUA_ENQUEUE
 	"local released = 0\n"
 	"if redis.pcall('get', KEYS[1]) == ARGV[1] then\n"
 	"  released = redis.call('del', KEYS[1])\n"
 	"end\n"
-	"if ARGV[3] ~= '' then\n"
-	"  local t = redis.call('time')\n"
-	"  local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"  redis.call('zadd', KEYS[2], 'NX', ARGV[3], ARGV[2])\n"
-	"  redis.call('zadd', KEYS[3], now + ARGV[4], ARGV[2])\n"
-	"  redis.call('pexpire', KEYS[2], ARGV[4] * 2)\n"
-	"  redis.call('pexpire', KEYS[3], ARGV[4] * 2)\n"
+	"if tk ~= '' then\n"
+	"  enqueue(now_ms())\n"
 	"end\n"
 	"if redis.call('exists', KEYS[2]) == 1 then\n"
-	"  if ARGV[3] == '' then\n"
-	"    redis.call('zrem', KEYS[2], ARGV[2])\n"
-	"    redis.call('zrem', KEYS[3], ARGV[2])\n"
+	"  if tk == '' then\n"
+	"    redis.call('zrem', KEYS[2], ch)\n"
+	"    redis.call('zrem', KEYS[3], ch)\n"
 	"  end\n"
 	"  if redis.call('exists', KEYS[1]) == 0 then\n"
-	"    local t = redis.call('time')\n"
-	"    local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"    local dead = redis.call('zrangebyscore', KEYS[3], '-inf', now)\n"
-	"    if #dead > 0 then\n"
-	"      redis.call('zrem', KEYS[2], unpack(dead))\n"
-	"      redis.call('zrem', KEYS[3], unpack(dead))\n"
-	"    end\n"
+	"    drop_dead(now_ms())\n"
 	"    local head = redis.call('zrange', KEYS[2], 0, 0)[1]\n"
 	"    if head then\n"
 	"      redis.call('publish', head, KEYS[1])\n"
@@ -168,15 +243,16 @@ static RedisScript release_script = {
 
 /*
  * KEYS[1] lock; ARGV[1] owner value, ARGV[2] TTL.  Re-arms the TTL of our
- * lock.  Returns 1 if it was ours, 0 otherwise.
+ * lock.  Returns 1 if it was ours, 0 otherwise (a key of another type is
+ * not ours either: pcall, so that it reads as lost, not as an error).
  */
 static RedisScript extend_script = {
 	"extend",
-	"if redis.call('get', KEYS[1]) == ARGV[1] then\n"
+	"if redis.pcall('get', KEYS[1]) == ARGV[1] then\n"
 	"  return redis.call('pexpire', KEYS[1], ARGV[2])\n"
 	"end\n"
 	"return 0\n",
-	1, 3, ""
+	1, 2, ""
 };
 
 /*
@@ -192,7 +268,7 @@ static RedisScript fence_script = {
 	"  return t\n"
 	"end\n"
 	"return c\n",
-	1, 2, ""
+	1, 3, ""
 };
 
 /* How a single master answered an acquire. */
@@ -213,6 +289,45 @@ RedlockQuorum(int nservers)
 	return nservers / 2 + 1;
 }
 
+/* drift_us: the clock-drift allowance of a TTL: drift_factor * TTL + 2 ms. */
+static int64
+drift_us(int ttl_ms)
+{
+	return (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
+}
+
+/*
+ * RedlockValidUntil: until when (monotonic us) a lock set with ttl_ms by
+ * a request sent at start_us is ours for sure: the TTL, counted from
+ * before the request left, minus the drift allowance.  The one place the
+ * validity formula is written.
+ */
+int64
+RedlockValidUntil(int64 start_us, int ttl_ms)
+{
+	return start_us + (int64) ttl_ms * 1000 - drift_us(ttl_ms);
+}
+
+/* RedlockTtlLeavesValidity: whether the drift allowance leaves ttl_ms any. */
+bool
+RedlockTtlLeavesValidity(int ttl_ms)
+{
+	return (int64) ttl_ms * 1000 > drift_us(ttl_ms);
+}
+
+/*
+ * RedlockPrepareScripts: hash every script now, in a normal transaction
+ * context, so that no callback has to.
+ */
+void
+RedlockPrepareScripts(void)
+{
+	RedisScriptPrepare(&acquire_script);
+	RedisScriptPrepare(&release_script);
+	RedisScriptPrepare(&extend_script);
+	RedisScriptPrepare(&fence_script);
+}
+
 /* classify: what an acquire call's state means. */
 static Answer
 classify(const RedisCall *call)
@@ -226,6 +341,18 @@ classify(const RedisCall *call)
 	if (call->nints == 2 && call->ints[0] == 0)
 		return ANSWER_REFUSED;
 	return ANSWER_FAILED;
+}
+
+/* note_failure: remember the first failure of a request in its tally. */
+static void
+note_failure(RedlockTally *tally, const RedisCall *call, const char *fallback)
+{
+	if (tally->first_server != NULL)
+		return;
+	tally->first_failure = call->failure ? call->failure : REDIS_FAIL_PROTOCOL;
+	tally->first_server = call->server->addr;
+	strlcpy(tally->first_error, call->error[0] ? call->error : fallback,
+			sizeof(tally->first_error));
 }
 
 /*
@@ -305,20 +432,16 @@ companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
 	companion_key(lock, REDLOCK_WAITERS_SUFFIX, REDLOCK_WAITERS_SUFFIX_LEN, len)
 #define waitexp_key(lock, len) \
 	companion_key(lock, REDLOCK_WAITEXP_SUFFIX, REDLOCK_WAITEXP_SUFFIX_LEN, len)
+#define promised_key(lock, len) \
+	companion_key(lock, REDLOCK_PROMISED_SUFFIX, REDLOCK_PROMISED_SUFFIX_LEN, len)
 
-/* queue_ttl: how long a waiter's queue entry lives unrefreshed, as text. */
-static const char *
-queue_ttl(void)
-{
-	/* a live waiter refreshes its entry at least this often */
-	return psprintf("%d", redlock_retry_delay + redlock_retry_jitter +
-					redlock_command_timeout + 1000);
-}
+/* The life a waiter asks for its queue entry, as text. */
+#define QUEUE_ENTRY_TEXT	CppAsString2(QUEUE_ENTRY_MS)
 
 /*
  * release_call: describe the owner-checked release of "lock" on its
  * server number i.  "ticket" (text, or "" to leave the queue) keeps a
- * waiter queued.  The strings it names are palloc'd.
+ * waiter queued.  The companion keys it names are palloc'd.
  */
 static void
 release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
@@ -326,7 +449,6 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 {
 	size_t		len;
 	char	   *key;
-	const char *qttl = queue_ttl();
 
 	RedisCallInit(call, lock->servers[i], &release_script, tag);
 	RedisCallArg(call, lock->rkey, lock->rkeylen);
@@ -335,23 +457,26 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 	key = waitexp_key(lock, &len);
 	RedisCallArg(call, key, len);
 	RedisCallArg(call, lock->value, REDLOCK_VALUE_LEN);
-	RedisCallArg(call, RedisWakeChannel(), strlen(RedisWakeChannel()));
+	RedisCallArg(call, lock->channel, strlen(lock->channel));
 	RedisCallArg(call, ticket, strlen(ticket));
-	RedisCallArg(call, qttl, strlen(qttl));
+	RedisCallArg(call, QUEUE_ENTRY_TEXT, strlen(QUEUE_ENTRY_TEXT));
 }
 
 /*
  * release_partial: undo an acquire that did not give us the lock.
  *
  * Sends the owner-checked release to every master that did not refuse:
- * those that granted (we wait for them), and those that failed or did not
- * answer (queued behind the acquire on their socket; not waited for).  A
- * waiting acquire ("ticket" not empty) stays queued on them.
+ * those that granted (we wait for them, until the deadline at most), and
+ * those that failed or did not answer (queued behind the acquire on their
+ * socket; not waited for).  A waiting acquire ("ticket" not empty) stays
+ * queued on them.
  */
 static void
-release_partial(RedlockLock *lock, RedisCall *acq, const char *ticket)
+release_partial(RedlockLock *lock, RedisCall *acq, const char *ticket,
+				int64 deadline)
 {
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	RedisBatch	batch = {0};
 	int			n = 0;
 	int			i;
 
@@ -366,9 +491,14 @@ release_partial(RedlockLock *lock, RedisCall *acq, const char *ticket)
 			(a == ANSWER_FAILED && acq[i].failure == REDIS_FAIL_TIMEOUT);
 		release_call(&calls[n++], lock, i, frozen ? 1 : 0, ticket);
 	}
-	if (n > 0)
-		RedisRun(calls, n, redlock_command_timeout,
-				 all_but_frozen_settled, NULL);
+	if (n == 0)
+		return;
+	batch.calls = calls;
+	batch.ncalls = n;
+	batch.timeout_ms = redlock_command_timeout;
+	batch.deadline = deadline;
+	batch.settled = all_but_frozen_settled;
+	RedisRun(&batch);
 }
 
 /* State of a fencing write-back while it runs. */
@@ -406,12 +536,15 @@ fence_settled(RedisCall *calls, int ncalls, void *arg)
  * fence_write_back: make a quorum of masters hold a counter >= token.
  *
  * "acq" are the acquire calls; masters that returned the token already
- * count.  Returns true when a quorum is reached.
+ * count.  Returns true when a quorum is reached; otherwise notes the first
+ * failure in the tally.
  */
 static bool
-fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
+fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
+				 int64 deadline, RedlockTally *tally)
 {
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	RedisBatch	batch = {0};
 	FenceWait	wait;
 	char		tokenbuf[32];
 	char	   *fkey;
@@ -440,85 +573,103 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token)
 	wait.agree = agree;
 	wait.quorum = RedlockQuorum(lock->nservers);
 	wait.token = token;
-	RedisRun(calls, n, redlock_command_timeout, fence_settled, &wait);
-	return fence_settled(calls, n, &wait);
+	batch.calls = calls;
+	batch.ncalls = n;
+	batch.timeout_ms = redlock_command_timeout;
+	batch.deadline = deadline;
+	batch.settled = fence_settled;
+	batch.arg = &wait;
+	RedisRun(&batch);
+	if (fence_settled(calls, n, &wait))
+		return true;
+	for (i = 0; i < n; i++)
+		if (calls[i].state == REDIS_CALL_FAILED)
+			note_failure(tally, &calls[i], "could not store the fencing token");
+	if (tally->first_server == NULL)
+	{
+		tally->first_failure = REDIS_FAIL_TIMEOUT;
+		tally->first_server = lock->servers[0]->addr;
+		strlcpy(tally->first_error,
+				"could not store the fencing token on a majority in time",
+				sizeof(tally->first_error));
+	}
+	return false;
 }
 
 /*
  * RedlockTryAcquire: one attempt to take "lock" on its masters.
  *
- * The lock's key, value, TTL and servers must be set.  With a ticket (> 0:
- * when the caller started waiting, in Unix milliseconds, the same for all
- * of its attempts) a refused attempt queues the caller on each master;
- * every master then orders the same waiters the same way, so no two heads
- * can split the quorum.  On success fills in
- * token, granted, acquired_at and the validity deadline, and returns
- * REDLOCK_ACQUIRED.  Otherwise nothing of ours is left on any master (or
- * its release is queued on a frozen one) and the result says whether a
- * quorum answered (REDLOCK_BUSY: someone else holds it, or validity ran out)
- * or not (REDLOCK_UNREACHABLE).  "tally" describes the answers.
+ * The lock's key, value, channel, TTL and servers must be set.  With a
+ * ticket (> 0: when the caller started waiting, in Unix milliseconds, the
+ * same for all of its attempts) a refused attempt queues the caller on
+ * each master.  "deadline" (monotonic us, 0: none) ends the attempt, and
+ * its cleanup, wherever they are.  On success fills in token, granted,
+ * acquired_at and the validity deadline, and returns REDLOCK_ACQUIRED.
+ * Otherwise nothing of ours is left on any master (or its release is
+ * queued behind the acquire on a slow one) and the result says whether
+ * the key is busy (held elsewhere, validity ran out, or the deadline came
+ * first: the caller's to judge) or a quorum cannot be asked, or could not
+ * store the fencing token (REDLOCK_UNREACHABLE).  "tally" describes the
+ * answers.  Raises what RedisRun raises.
  */
 RedlockVerdict
-RedlockTryAcquire(RedlockLock *lock, int64 ticket, RedlockTally *tally)
+RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
+				  RedlockTally *tally)
 {
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	RedisBatch	batch = {0};
 	char		ttlbuf[16];
 	char		ticketbuf[32];
-	const char *qttl = queue_ttl();
-	char	   *fkey;
-	char	   *qkey;
-	char	   *qexpkey;
-	size_t		fkeylen;
-	size_t		qkeylen;
-	size_t		qexpkeylen;
-	const char *channel;
+	char	   *keys[4];
+	size_t		keylens[4];
 	int			quorum = RedlockQuorum(lock->nservers);
+	TimestampTz start_wall;
 	int64		start;
-	int64		drift_us;
 	int64		token = 0;
 	uint32		granted = 0;
+	bool		fence_failed = false;
 	int			i;
 
 	memset(tally, 0, sizeof(*tally));
 	tally->nservers = lock->nservers;
 	tally->holder_pttl_ms = -1;
 
-	fkey = fence_key(lock, &fkeylen);
-	qkey = waiters_key(lock, &qkeylen);
-	qexpkey = waitexp_key(lock, &qexpkeylen);
+	keys[0] = fence_key(lock, &keylens[0]);
+	keys[1] = waiters_key(lock, &keylens[1]);
+	keys[2] = waitexp_key(lock, &keylens[2]);
+	keys[3] = promised_key(lock, &keylens[3]);
 	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
 	if (ticket > 0)
 		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
 	else
 		ticketbuf[0] = '\0';
 
-	/*
-	 * Hash every script and draw the wake channel now: a commit or abort
-	 * callback must not have to.
-	 */
-	RedisScriptPrepare(&acquire_script);
-	RedisScriptPrepare(&release_script);
-	RedisScriptPrepare(&extend_script);
-	RedisScriptPrepare(&fence_script);
-	channel = RedisWakeChannel();
+	/* a commit or abort callback must not have to hash anything */
+	RedlockPrepareScripts();
 
 	for (i = 0; i < lock->nservers; i++)
 	{
+		int			k;
+
 		RedisCallInit(&calls[i], lock->servers[i], &acquire_script, i);
 		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
-		RedisCallArg(&calls[i], fkey, fkeylen);
-		RedisCallArg(&calls[i], qkey, qkeylen);
-		RedisCallArg(&calls[i], qexpkey, qexpkeylen);
+		for (k = 0; k < 4; k++)
+			RedisCallArg(&calls[i], keys[k], keylens[k]);
 		RedisCallArg(&calls[i], lock->value, REDLOCK_VALUE_LEN);
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
-		RedisCallArg(&calls[i], channel, strlen(channel));
+		RedisCallArg(&calls[i], lock->channel, strlen(lock->channel));
 		RedisCallArg(&calls[i], ticketbuf, strlen(ticketbuf));
-		RedisCallArg(&calls[i], qttl, strlen(qttl));
+		RedisCallArg(&calls[i], QUEUE_ENTRY_TEXT, strlen(QUEUE_ENTRY_TEXT));
 	}
 
+	batch.calls = calls;
+	batch.ncalls = lock->nservers;
+	batch.timeout_ms = redlock_command_timeout;
+	batch.deadline = deadline;
+	batch.settled = acquire_settled;
+	start_wall = GetCurrentTimestamp();
 	start = RedlockNowUs();
-	RedisRun(calls, lock->nservers, redlock_command_timeout,
-			 acquire_settled, NULL);
+	RedisRun(&batch);
 
 	for (i = 0; i < lock->nservers; i++)
 	{
@@ -543,19 +694,10 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, RedlockTally *tally)
 				break;
 			case ANSWER_FAILED:
 				tally->failed++;
-				if (tally->first_error == NULL)
-				{
-					tally->first_failure = call->failure ? call->failure :
-						REDIS_FAIL_PROTOCOL;
-					tally->first_server = call->server->addr;
-					tally->first_error = call->error ? call->error :
-						"unexpected answer to the acquire script";
-				}
+				note_failure(tally, call, "unexpected answer to the acquire script");
 				break;
 		}
 	}
-
-	drift_us = (int64) (lock->ttl_ms * redlock_drift_factor * 1000.0) + 2000;
 
 	elog(DEBUG1, "redlock: acquire \"%s\" (owner %.8s): %d granted, %d refused, %d failed, %d not waited for, in %.3f ms",
 		 lock->key, lock->value, tally->granted, tally->refused,
@@ -565,35 +707,35 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, RedlockTally *tally)
 	if (tally->granted >= quorum)
 	{
 		bool		fenced = lock->nservers == 1 ||
-			fence_write_back(lock, calls, token);
+			fence_write_back(lock, calls, token, deadline, tally);
 
-		if (fenced &&
-			RedlockNowUs() < start + (int64) lock->ttl_ms * 1000 - drift_us)
+		if (fenced && RedlockNowUs() < RedlockValidUntil(start, lock->ttl_ms))
 		{
 			lock->token = token;
 			lock->granted = granted;
 			lock->acquired_us = start;
-			lock->acquired_at = GetCurrentTimestamp();
-			lock->valid_until_us = start + (int64) lock->ttl_ms * 1000 - drift_us;
+			lock->acquired_at = start_wall;
+			lock->valid_until_us = RedlockValidUntil(start, lock->ttl_ms);
 			return REDLOCK_ACQUIRED;
 		}
 		if (fenced)
 			tally->validity_lost = true;
 		else
-		{
-			tally->failed++;
-			if (tally->first_error == NULL)
-			{
-				tally->first_failure = REDIS_FAIL_TIMEOUT;
-				tally->first_server = lock->servers[0]->addr;
-				tally->first_error = "could not store the fencing token on a majority";
-			}
-		}
+			fence_failed = true;
 	}
 
-	release_partial(lock, calls, ticketbuf);
+	release_partial(lock, calls, ticketbuf, deadline);
 
-	if (tally->validity_lost || tally->granted + tally->refused >= quorum)
+	/*
+	 * Unreachable: a quorum cannot be asked, or the token could not be
+	 * stored on one (that is not "held elsewhere").  Calls the deadline left
+	 * unanswered are no evidence of either: the caller's deadline decides.
+	 */
+	if (tally->failed > lock->nservers - quorum ||
+		(fence_failed && !(deadline != 0 && RedlockNowUs() >= deadline)))
+		return REDLOCK_UNREACHABLE;
+	if (tally->validity_lost || fence_failed || tally->unanswered > 0 ||
+		tally->granted + tally->refused >= quorum)
 		return REDLOCK_BUSY;
 	return REDLOCK_UNREACHABLE;
 }
@@ -602,13 +744,15 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, RedlockTally *tally)
 typedef struct OwnerAnswers
 {
 	int			acted;			/* the script acted: our lock */
-	int			notours;	/* not our lock (expired, taken over) */
+	int			notours;		/* not our lock (expired, taken over) */
 	int			failed;
 	int			waiting;
 } OwnerAnswers;
 
-/* count_answers: tally the answers about lock number "idx": 1 means it
- * acted on our lock, 0 that the lock was not ours. */
+/*
+ * count_answers: tally the answers about lock number "idx": 1 means it
+ * acted on our lock, 0 that the lock was not ours.
+ */
 static OwnerAnswers
 count_answers(RedisCall *calls, int ncalls, int idx)
 {
@@ -632,20 +776,43 @@ count_answers(RedisCall *calls, int ncalls, int idx)
 	return c;
 }
 
-/* owner_outcome: decided outcome of one lock, or -1 while undecided. */
+/*
+ * owner_outcome: the decided outcome of one lock, or -1 while undecided:
+ * 0 acted on a quorum, 1 not ours on too many to make one, 2 too few
+ * answered.
+ */
 static int
 owner_outcome(OwnerAnswers c, int nservers)
 {
 	int			quorum = RedlockQuorum(nservers);
 
 	if (c.acted >= quorum)
-		return REDLOCK_RELEASED;
+		return 0;
 	if (c.notours > nservers - quorum)
-		return REDLOCK_WAS_LOST;
+		return 1;
 	if (c.waiting == 0)
-		return c.acted + c.notours >= quorum ?
-			REDLOCK_WAS_LOST : REDLOCK_RELEASE_FAILED;
+		return c.acted + c.notours >= quorum ? 1 : 2;
 	return -1;
+}
+
+/* fill_tally: describe the answers about lock number idx. */
+static void
+fill_tally(RedlockTally *t, RedisCall *calls, int ncalls, int idx,
+		   int nservers)
+{
+	OwnerAnswers c = count_answers(calls, ncalls, idx);
+	int			j;
+
+	memset(t, 0, sizeof(*t));
+	t->nservers = nservers;
+	t->granted = c.acted;
+	t->refused = c.notours;
+	t->failed = c.failed;
+	t->unanswered = c.waiting;
+	t->holder_pttl_ms = -1;
+	for (j = 0; j < ncalls; j++)
+		if (calls[j].tag == idx && calls[j].state == REDIS_CALL_FAILED)
+			note_failure(t, &calls[j], "unexpected answer");
 }
 
 typedef struct ReleaseBatch
@@ -685,17 +852,20 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
  * in one pipelined round trip per master.
  *
  * Fills results[i] for locks[i]: released on a quorum, found lost (expired
- * or taken over), or not confirmed (the TTL will end it).  Locks still
- * pending (an interrupted acquire) are released without waiting.  If "tallies" is
- * not NULL, fills the first failure of each.  Raises no ERROR of its own,
- * so it may run in commit and abort callbacks.
+ * or taken over), or not confirmed (the TTL will end it); and, if
+ * "tallies" is not NULL, how the masters answered.  Locks still pending
+ * (an interrupted acquire) are released without waiting.  "when" says
+ * where it runs: in a callback it opens no connection (but at exit) and
+ * waits at most REDLOCK_CALLBACK_MAX_WAIT_MS.  Raises ERROR only when out
+ * of memory, or (in a statement) what RedisRun raises: callbacks catch it.
  */
 void
 RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
-			   RedlockTally *tallies)
+			   RedlockTally *tallies, RedlockWhen when)
 {
 	RedisCall  *calls;
-	ReleaseBatch batch;
+	RedisBatch	batch = {0};
+	ReleaseBatch rb;
 	int64		start;
 	int			ncalls = 0;
 	int			i;
@@ -707,48 +877,33 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 
 	ncalls = 0;
 	for (i = 0; i < nlocks; i++)
-	{
 		for (j = 0; j < locks[i]->nservers; j++)
 			release_call(&calls[ncalls++], locks[i], j, i, "");
-	}
 
-	batch.locks = locks;
-	batch.nlocks = nlocks;
+	rb.locks = locks;
+	rb.nlocks = nlocks;
+	batch.calls = calls;
+	batch.ncalls = ncalls;
+	batch.timeout_ms = redlock_command_timeout;
+	batch.in_callback = when != REDLOCK_IN_STATEMENT;
+	batch.no_connect = when == REDLOCK_IN_CALLBACK;
+	batch.settled = release_settled;
+	batch.arg = &rb;
 	start = RedlockNowUs();
-	RedisRun(calls, ncalls, redlock_command_timeout, release_settled, &batch);
+	RedisRun(&batch);
 
 	for (i = 0; i < nlocks; i++)
 	{
 		OwnerAnswers c = count_answers(calls, ncalls, i);
 		int			outcome = owner_outcome(c, locks[i]->nservers);
 
-		results[i] = outcome < 0 ? REDLOCK_RELEASE_FAILED :
-			(RedlockReleaseResult) outcome;
+		results[i] = outcome == 0 ? REDLOCK_RELEASED :
+			outcome == 1 ? REDLOCK_WAS_LOST : REDLOCK_RELEASE_FAILED;
 		elog(DEBUG1, "redlock: release \"%s\" (owner %.8s): %d released, %d not ours, %d failed, %d not waited for, in %.3f ms",
 			 locks[i]->key, locks[i]->value, c.acted, c.notours, c.failed,
 			 c.waiting, (RedlockNowUs() - start) / 1000.0);
-
 		if (tallies)
-		{
-			RedlockTally *t = &tallies[i];
-
-			memset(t, 0, sizeof(*t));
-			t->nservers = locks[i]->nservers;
-			t->granted = c.acted;
-			t->refused = c.notours;
-			t->failed = c.failed;
-			t->unanswered = c.waiting;
-			for (j = 0; j < ncalls; j++)
-			{
-				if (calls[j].tag == i && calls[j].state == REDIS_CALL_FAILED)
-				{
-					t->first_failure = calls[j].failure;
-					t->first_server = calls[j].server->addr;
-					t->first_error = calls[j].error;
-					break;
-				}
-			}
-		}
+			fill_tally(&tallies[i], calls, ncalls, i, locks[i]->nservers);
 	}
 	pfree(calls);
 }
@@ -768,81 +923,118 @@ RedlockDescribeTally(const RedlockTally *tally, StringInfo buf)
 		appendStringInfo(buf, ", %d %s not waited for", tally->unanswered,
 						 tally->unanswered == 1 ? "was" : "were");
 	appendStringInfoChar(buf, '.');
-	if (tally->first_error)
+	if (tally->first_server)
 		appendStringInfo(buf, " First failure: server \"%s\": %s.",
 						 tally->first_server, tally->first_error);
 }
 
-/* extend_settled: the extend's outcome is decided. */
+typedef struct ExtendBatch
+{
+	RedlockLock **locks;
+	int			nlocks;
+} ExtendBatch;
+
+/* extend_settled: every lock's outcome is decided. */
 static bool
 extend_settled(RedisCall *calls, int ncalls, void *arg)
 {
-	return owner_outcome(count_answers(calls, ncalls, 0), ncalls) >= 0;
+	ExtendBatch *eb = (ExtendBatch *) arg;
+	int			i;
+
+	for (i = 0; i < eb->nlocks; i++)
+		if (owner_outcome(count_answers(calls, ncalls, i),
+						  eb->locks[i]->nservers) < 0)
+			return false;
+	return true;
 }
 
 /*
- * RedlockExtend: re-arm a held lock's TTL to ttl_ms on its masters, sent
- * to all of them at once.
+ * RedlockExtendMany: re-arm the TTL of several held locks, locks[i] to
+ * ttls[i], on their masters, all in one batch.
  *
- * Returns REDLOCK_RELEASED (here: extended) when a quorum re-armed it and
- * validity remains, and updates the lock's TTL and validity deadline;
- * REDLOCK_WAS_LOST when too many masters no longer hold our value; or
- * REDLOCK_RELEASE_FAILED when too few answered.  "tally" gets the answers.
+ * results[i]: REDLOCK_EXTENDED when a quorum re-armed it and validity
+ * remains (the lock's TTL and validity deadline are updated, counted from
+ * before the batch began); REDLOCK_EXTEND_LOST when too many masters no
+ * longer hold our value, or validity is gone by the time it is known;
+ * REDLOCK_EXTEND_UNCONFIRMED when too few answered.  tallies[i] get the
+ * answers.  Raises what RedisRun raises.
  */
-RedlockReleaseResult
-RedlockExtend(RedlockLock *lock, int ttl_ms, RedlockTally *tally)
+void
+RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
+				  RedlockExtendResult *results, RedlockTally *tallies)
 {
-	RedisCall	calls[REDLOCK_MAX_SERVERS];
-	char		ttlbuf[16];
-	OwnerAnswers c;
+	RedisCall  *calls;
+	RedisBatch	batch = {0};
+	ExtendBatch eb;
+	char	  (*ttlbufs)[16];
 	int64		start;
-	int64		drift_us;
-	int			outcome;
+	int			ncalls = 0;
 	int			i;
+	int			j;
 
-	snprintf(ttlbuf, sizeof(ttlbuf), "%d", ttl_ms);
-	for (i = 0; i < lock->nservers; i++)
+	for (i = 0; i < nlocks; i++)
+		ncalls += locks[i]->nservers;
+	calls = palloc(sizeof(RedisCall) * ncalls);
+	ttlbufs = palloc(sizeof(*ttlbufs) * nlocks);
+
+	ncalls = 0;
+	for (i = 0; i < nlocks; i++)
 	{
-		RedisCallInit(&calls[i], lock->servers[i], &extend_script, 0);
-		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
-		RedisCallArg(&calls[i], lock->value, REDLOCK_VALUE_LEN);
-		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
-	}
-
-	start = RedlockNowUs();
-	RedisRun(calls, lock->nservers, redlock_command_timeout,
-			 extend_settled, NULL);
-
-	c = count_answers(calls, lock->nservers, 0);
-	memset(tally, 0, sizeof(*tally));
-	tally->nservers = lock->nservers;
-	tally->granted = c.acted;
-	tally->refused = c.notours;
-	tally->failed = c.failed;
-	tally->unanswered = c.waiting;
-	for (i = 0; i < lock->nservers; i++)
-	{
-		if (calls[i].state == REDIS_CALL_FAILED)
+		snprintf(ttlbufs[i], sizeof(ttlbufs[i]), "%d", ttls[i]);
+		for (j = 0; j < locks[i]->nservers; j++)
 		{
-			tally->first_failure = calls[i].failure;
-			tally->first_server = calls[i].server->addr;
-			tally->first_error = calls[i].error;
-			break;
+			RedisCall  *call = &calls[ncalls++];
+
+			RedisCallInit(call, locks[i]->servers[j], &extend_script, i);
+			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
+			RedisCallArg(call, locks[i]->value, REDLOCK_VALUE_LEN);
+			RedisCallArg(call, ttlbufs[i], strlen(ttlbufs[i]));
 		}
 	}
 
-	outcome = owner_outcome(c, lock->nservers);
-	if (outcome != REDLOCK_RELEASED)
-		return outcome < 0 ? REDLOCK_RELEASE_FAILED :
-			(RedlockReleaseResult) outcome;
+	eb.locks = locks;
+	eb.nlocks = nlocks;
+	batch.calls = calls;
+	batch.ncalls = ncalls;
+	batch.timeout_ms = redlock_command_timeout;
+	batch.settled = extend_settled;
+	batch.arg = &eb;
+	start = RedlockNowUs();
+	RedisRun(&batch);
 
-	drift_us = (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
-	if (RedlockNowUs() >= start + (int64) ttl_ms * 1000 - drift_us)
+	for (i = 0; i < nlocks; i++)
 	{
-		tally->validity_lost = true;
-		return REDLOCK_WAS_LOST;
+		int			outcome = owner_outcome(count_answers(calls, ncalls, i),
+											locks[i]->nservers);
+
+		fill_tally(&tallies[i], calls, ncalls, i, locks[i]->nservers);
+		if (outcome == 0 && RedlockNowUs() < RedlockValidUntil(start, ttls[i]))
+		{
+			locks[i]->ttl_ms = ttls[i];
+			locks[i]->valid_until_us = RedlockValidUntil(start, ttls[i]);
+			results[i] = REDLOCK_EXTENDED;
+		}
+		else if (outcome == 0)
+		{
+			tallies[i].validity_lost = true;
+			results[i] = REDLOCK_EXTEND_LOST;
+		}
+		else
+			results[i] = outcome == 1 ? REDLOCK_EXTEND_LOST :
+				REDLOCK_EXTEND_UNCONFIRMED;
 	}
-	lock->ttl_ms = ttl_ms;
-	lock->valid_until_us = start + (int64) ttl_ms * 1000 - drift_us;
-	return REDLOCK_RELEASED;
+	pfree(calls);
+	pfree(ttlbufs);
+}
+
+/*
+ * RedlockExtend: RedlockExtendMany for one lock.
+ */
+RedlockExtendResult
+RedlockExtend(RedlockLock *lock, int ttl_ms, RedlockTally *tally)
+{
+	RedlockExtendResult result;
+
+	RedlockExtendMany(&lock, 1, &ttl_ms, &result, tally);
+	return result;
 }

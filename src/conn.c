@@ -1,50 +1,52 @@
 /*-------------------------------------------------------------------------
  *
  * conn.c
- *	  Redis connections, and script calls sent to several servers at once
- *	  whose answers are collected in one WaitEventSet.
+ *	  Redis servers and their connections: connect, handshake, commands out,
+ *	  replies in, and what happens when a connection fails.
  *
  * Ownership.  One RedisServer per address, created on first use in
  * RedlockContext and never freed: a lock keeps pointers to the servers it
  * was taken on, so changing redlock.servers cannot strand it.  Each server
- * has at most one hiredis context, malloc'd by hiredis and freed with
- * redisFree; no palloc'd memory is handed to hiredis and no ERROR is raised
- * while a hiredis reply is held.
+ * has two RedisConn: the command connection, and the subscription
+ * connection of pubsub.c.  A connection's socket (transport.c), hiredis
+ * reader and buffers are malloc'd and exist while it is open; nothing here
+ * uses palloc or raises an ERROR, since it runs in commit and abort
+ * callbacks too.  A failure closes the connection and is recorded on the
+ * server (last_error), for messages and the redlock_servers view.
  *
- * Reply accounting.  srv->owed counts the replies the server still owes
- * us: it goes up when a command is appended and down when a reply is
- * parsed.  Outside RedisRun nobody waits for any of them, so a batch first
- * notes how many to skip (batch_skip = owed), then appends its own
- * commands; replies are handed out in order, skipped ones first, then to
- * the batch's calls in the order they were sent.  A batch that ends early
- * (quorum reached, deadline, or an ERROR thrown by CHECK_FOR_INTERRUPTS)
- * leaves its unanswered calls in owed and the next batch skips them.  A
- * request to a frozen server is therefore never dropped: a later request,
- * such as the release of a failed acquire, queues behind it on the same
- * socket, and a server that resumes applies both in order.
+ * Handshake.  A new connection first sends AUTH (when a password is
+ * configured; see creds.c) and SELECT (for a database other than 0).
+ * Everything else is held (conn->held) until they have answered: Redis
+ * runs what follows a refused AUTH as its default user, and what follows
+ * a refused SELECT in database 0.  If they are refused, the connection
+ * closes and what it held fails with their error.  Held commands belong to
+ * the connection, not to a batch: they are written when the handshake
+ * succeeds even if the batch that sent them has ended, so requests reach a
+ * server in the order they were made.
  *
- * Waiting.  One WaitEventSet per backend holds the latch, postmaster death
- * and every open socket; it is rebuilt only when a socket opens or closes
- * (conn_generation).  The loop calls CHECK_FOR_INTERRUPTS, so cancel,
- * statement_timeout and pg_terminate_backend end a wait.  When the caller
- * holds interrupts (commit and abort callbacks, proc exit) only each
- * server's deadline and postmaster death end it, never an ERROR.
+ * Reply accounting (command connections).  Replies come back in the order
+ * of the requests.  conn->skip counts the replies owed to requests nobody
+ * waits for any more (their batch ended early); the calls of the batch in
+ * progress follow, in conn->queue.  A reply goes to the first of them that
+ * is owed.  A batch that ends (batch.c) moves its unanswered calls to skip,
+ * so a request to a frozen server is never dropped: a later request, such
+ * as the release of a failed acquire, queues behind it on the same socket,
+ * and a server that resumes applies both in order.  The handshake's
+ * replies come before all of these.
  *
- * Connecting.  Non-blocking.  A connection the server closed while we were
- * not using it (restart, CLIENT KILL, idle timeout) looks fine until used:
- * when a connection fails before answering anything in a batch, it is
- * replaced and the batch's calls are sent once more on the new one.  That
- * is safe because every script is idempotent for our owner value (an
- * acquire that finds our own value counts as granted), and it costs no
- * system call on the hot path, unlike checking the socket before each use.
- * A connect that times out puts the server in backoff: a short, growing
- * pause before the next attempt, during which calls to it fail at once, so
- * a dead master does not cost every transaction a connect timeout.  A
- * refused connection costs nothing and is retried at every call.  A connect
- * in progress outlives the batch that started it, so a master that comes
- * back is used as soon as it answers.  Host names are resolved by
- * getaddrinfo(), which does not honour these deadlines: list addresses, or
- * names the resolver answers from /etc/hosts.
+ * A stale socket.  A connection the server closed while we were not using
+ * it (restart, CLIENT KILL, idle timeout) looks fine until used.  When a
+ * connection fails before answering anything in a batch, it is replaced
+ * and the batch's calls are sent once more on the new one (outside
+ * callbacks, which never connect).  That is safe because every script is
+ * idempotent for our owner value, and it costs no system call on the hot
+ * path, unlike probing the socket before each use.
+ *
+ * Backoff.  A connect that times out, or whose start alone was slow (a
+ * name lookup), puts the server in a short, growing pause (100 ms up to
+ * 5 s) during which calls to it fail at once, so a dead master does not
+ * cost every transaction a connect timeout.  A refused connection costs
+ * nothing and is retried at every call.
  *
  * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
  *
@@ -52,46 +54,23 @@
  */
 #include "postgres.h"
 
-#include <sys/socket.h>
-#include <sys/stat.h>
-
 #include <hiredis/hiredis.h>
 
 #include "common/cryptohash.h"
-#include "miscadmin.h"
-#include "storage/ipc.h"
 #include "storage/latch.h"
-#include "utils/wait_event.h"
 
 #include "redlock.h"
 
 #define BACKOFF_MIN_MS		100
 #define BACKOFF_MAX_MS		5000
 #define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
-#define MAX_OWED			1024	/* a server this far behind is dropped */
 #define MAX_PENDING_BYTES	((size_t) 1 << 20)	/* unparsed reply bytes we hold */
-#define MAX_WAIT_EVENTS		16
+#define READ_CHUNK			16384
 
 /* Every server this backend has used, in creation order. */
 static RedisServer **servers = NULL;
 static int	nservers = 0;
 static int	maxservers = 0;
-
-/* The backend's wait set, and the socket generation it was built for. */
-static WaitEventSet *wait_set = NULL;
-static uint64 wait_set_generation = 0;
-static uint64 conn_generation = 1;
-
-/* The batch in progress: its number, start, and where its texts go. */
-static uint64 batch_epoch = 0;
-static int64 batch_start = 0;
-static MemoryContext batch_context = NULL;
-
-/* Why the password file was not used, for the text of an AUTH failure. */
-
-static void server_fail(RedisServer *srv, RedisFailure failure,
-						const char *text, bool backoff);
-static void server_connect(RedisServer *srv, int64 now);
 
 /*
  * RedisFailureText: a few words for a failure kind, for messages and the
@@ -124,28 +103,58 @@ RedisFailureText(RedisFailure failure)
 	return "unknown";
 }
 
+/* conn_init: a closed connection of srv. */
+static void
+conn_init(RedisConn *conn, RedisServer *srv, bool is_sub)
+{
+	memset(conn, 0, sizeof(*conn));
+	conn->server = srv;
+	conn->is_sub = is_sub;
+	conn->transport.fd = -1;
+	conn->wes_pos = -1;
+}
+
 /*
- * RedisServerGet: the server entry for "spec", created on first use.
- *
- * Returns a pointer that stays valid for the life of the backend.
+ * RedisServerLookup: the server known by its canonical address, or NULL.
+ * Changes nothing.
  */
 RedisServer *
-RedisServerGet(const RedlockServerSpec *spec)
+RedisServerLookup(const char *addr)
 {
-	RedisServer *srv;
 	int			i;
 
 	for (i = 0; i < nservers; i++)
+		if (strcmp(servers[i]->addr, addr) == 0)
+			return servers[i];
+	return NULL;
+}
+
+/*
+ * RedisServerForSpec: the server entry for "spec", created on first use;
+ * an entry whose credentials (user, password, database) changed since
+ * gets a new credentials version, so that its connections are replaced at
+ * their next use.
+ *
+ * Returns a pointer that stays valid for the life of the backend.  Raises
+ * ERROR only when out of memory.
+ */
+RedisServer *
+RedisServerForSpec(const RedlockServerSpec *spec)
+{
+	RedisServer *srv = RedisServerLookup(spec->addr);
+
+	if (srv != NULL)
 	{
-		if (strcmp(servers[i]->addr, spec->addr) == 0)
+		if (strcmp(srv->user, spec->user) != 0 ||
+			strcmp(srv->password, spec->password) != 0 ||
+			srv->db != spec->db)
 		{
-			/* credentials apply to connections opened from now on */
-			srv = servers[i];
 			strlcpy(srv->user, spec->user, sizeof(srv->user));
 			strlcpy(srv->password, spec->password, sizeof(srv->password));
 			srv->db = spec->db;
-			return srv;
+			srv->entry_version++;
 		}
+		return srv;
 	}
 
 	if (nservers == maxservers)
@@ -167,14 +176,15 @@ RedisServerGet(const RedlockServerSpec *spec)
 	strlcpy(srv->user, spec->user, sizeof(srv->user));
 	strlcpy(srv->password, spec->password, sizeof(srv->password));
 	srv->db = spec->db;
-	srv->wes_pos = -1;
+	conn_init(&srv->cmd, srv, false);
+	conn_init(&srv->sub, srv, true);
 	servers[nservers++] = srv;
 	return srv;
 }
 
 /*
- * RedisServers: every server this backend has used (or was asked about),
- * in creation order; *n gets how many.
+ * RedisServers: every server this backend has used, in creation order; *n
+ * gets how many.
  */
 RedisServer **
 RedisServers(int *n)
@@ -187,9 +197,9 @@ RedisServers(int *n)
  * RedisScriptPrepare: compute the SHA1 a script is known by in Redis, once.
  *
  * Must run in a normal transaction context (the OpenSSL-backed hash uses the
- * resource owner), so callers prepare every script they may need in a
- * callback before they take a lock.  Until then a script is sent with EVAL.
- * Raises ERROR if hashing fails.
+ * resource owner), so callers prepare every script they may need before
+ * they take a lock; callbacks then find them ready.  Until then a script
+ * is sent with EVAL.  Raises ERROR if hashing fails.
  */
 void
 RedisScriptPrepare(RedisScript *script)
@@ -223,441 +233,94 @@ RedisScriptPrepare(RedisScript *script)
 		snprintf(script->sha + (size_t) 2 * i, 3, "%02x", digest[i]);
 }
 
-/*
- * RedisCallInit: start describing a call of "script" on "server".
- *
- * The arguments (KEYS first, then ARGV) are added with RedisCallArg; they
- * must stay valid until RedisRun returns.
+/* ------------------------------------------------------------------------
+ * Buffers
+ * ------------------------------------------------------------------------
  */
-void
-RedisCallInit(RedisCall *call, RedisServer *server, RedisScript *script,
-			  int tag)
-{
-	memset(call, 0, sizeof(*call));
-	call->server = server;
-	call->script = script;
-	call->tag = tag;
-}
 
-/* RedisCallArg: append one binary-safe argument to a call. */
-void
-RedisCallArg(RedisCall *call, const char *arg, size_t len)
-{
-	Assert(call->nargs < REDIS_CALL_MAX_ARGS);
-	call->args[call->nargs] = arg;
-	call->arglens[call->nargs] = len;
-	call->nargs++;
-}
-
-/* call_fail: mark a call failed; its text is copied into the batch's context. */
-static void
-call_fail(RedisCall *call, RedisFailure failure, const char *text)
-{
-	call->state = REDIS_CALL_FAILED;
-	call->failure = failure;
-	call->error = MemoryContextStrdup(batch_context, text);
-}
-
-/*
- * call_write: write one call to its server's output buffer.
- *
- * Sends EVALSHA when this connection already ran the script, EVAL (which
- * also loads it) otherwise.  Arguments travel as separate bulk strings, so
- * no key or value is ever spliced into the script text.  Returns false if
- * hiredis could not build the command (out of memory); the caller fails
- * the server.
- */
+/* buf_append: add len bytes; false when out of memory. */
 static bool
-call_write(RedisServer *srv, RedisCall *call)
+buf_append(RedisBuf *buf, const char *data, size_t len)
 {
-	const char *argv[REDIS_CALL_MAX_ARGS + 3];
-	size_t		argvlen[REDIS_CALL_MAX_ARGS + 3];
-	char		nkeys[12];
-	uint32		bit = (uint32) 1 << call->script->id;
-	bool		use_sha;
-	int			i;
-
-	use_sha = call->script->sha[0] != '\0' && (srv->scripts_loaded & bit);
-	argv[0] = use_sha ? "EVALSHA" : "EVAL";
-	argv[1] = use_sha ? call->script->sha : call->script->body;
-	snprintf(nkeys, sizeof(nkeys), "%d", call->script->nkeys);
-	argv[2] = nkeys;
-	for (i = 0; i < 3; i++)
-		argvlen[i] = strlen(argv[i]);
-	for (i = 0; i < call->nargs; i++)
+	if (buf->len + len > buf->cap)
 	{
-		argv[i + 3] = call->args[i];
-		argvlen[i + 3] = call->arglens[i];
-	}
+		size_t		cap = Max(buf->cap * 2, Max(buf->len + len, 512));
+		char	   *p;
 
-	if (redisAppendCommandArgv(srv->ctx, call->nargs + 3, argv, argvlen) != REDIS_OK)
-		return false;
-
-	srv->owed++;
-	call->used_eval = !use_sha;
-	call->held = false;
-
-	/* Redis has it cached once the EVAL before it has run. */
-	if (!use_sha && call->script->sha[0] != '\0')
-		srv->scripts_loaded |= bit;
-	return true;
-}
-
-/*
- * call_append: put a call on its server's list for this batch, and write
- * it to the connection's output buffer -- unless the connection's AUTH or
- * SELECT have not answered yet.  Redis runs what follows a refused AUTH as
- * the default user, and what follows a refused SELECT in database 0, so
- * the call is held until they succeed (release_held) and fails with them
- * if they do not.  Returns false if hiredis ran out of memory.
- */
-static bool
-call_append(RedisServer *srv, RedisCall *call)
-{
-	call->state = REDIS_CALL_WAITING;
-	call->next_waiting = NULL;
-	call->held = true;
-	if (srv->handshake == 0 && !call_write(srv, call))
-		return false;
-	if (srv->batch_tail)
-		srv->batch_tail->next_waiting = call;
-	else
-		srv->batch_head = call;
-	srv->batch_tail = call;
-	return true;
-}
-
-/*
- * release_held: the handshake succeeded; write the calls of the batch in
- * progress that waited for it, in their order.
- */
-static bool
-release_held(RedisServer *srv)
-{
-	RedisCall  *call;
-
-	if (srv->batch_epoch != batch_epoch)
-		return true;
-	for (call = srv->batch_head; call; call = call->next_waiting)
-		if (call->held && !call_write(srv, call))
-			return false;
-	return true;
-}
-
-/*
- * server_fail: close a server's connection after a failure and fail the
- * calls of the current batch that wait on it.
- *
- * With "backoff", no new connect is attempted for a growing pause.
- */
-static void
-server_fail(RedisServer *srv, RedisFailure failure, const char *text,
-			bool backoff)
-{
-	RedisCall  *call;
-
-	srv->last_failure = failure;
-	strlcpy(srv->last_error, text, sizeof(srv->last_error));
-	srv->last_error_at = GetCurrentTimestamp();
-
-	if (srv->ctx)
-	{
-		redisFree(srv->ctx);
-		srv->ctx = NULL;
-		conn_generation++;
-	}
-	srv->connecting = false;
-	srv->owed = 0;
-	srv->scripts_loaded = 0;
-	srv->wes_pos = -1;
-
-	if (backoff)
-	{
-		srv->backoff_ms = srv->backoff_ms == 0 ? BACKOFF_MIN_MS :
-			Min(srv->backoff_ms * 2, BACKOFF_MAX_MS);
-		srv->retry_after = RedlockNowUs() + (int64) srv->backoff_ms * 1000;
-	}
-
-	if (srv->batch_epoch == batch_epoch)
-	{
-		for (call = srv->batch_head; call; call = call->next_waiting)
-			call_fail(call, failure, text);
-		srv->batch_head = srv->batch_tail = NULL;
-		srv->batch_skip = 0;
-	}
-}
-
-/*
- * server_broken: the connection failed (EOF, reset, write error, or a
- * connect that failed).  If it existed when the batch began and has
- * answered nothing since, it most likely broke earlier (the server closed
- * it, or the connect was started before the server came back): reconnect
- * once and send the waiting calls again (requests from earlier batches
- * that were still unanswered are lost with the old connection, as they
- * would be anyway).  Otherwise fail the server.
- */
-static void
-server_broken(RedisServer *srv, RedisFailure failure, const char *text)
-{
-	RedisCall  *calls;
-	RedisCall  *next;
-
-	if (srv->batch_epoch != batch_epoch || !srv->batch_retry ||
-		srv->batch_head == NULL)
-	{
-		server_fail(srv, failure, text, false);
-		return;
-	}
-
-	calls = srv->batch_head;
-	srv->batch_head = srv->batch_tail = NULL;
-	srv->batch_retry = false;
-	server_fail(srv, failure, text, false);
-	server_connect(srv, RedlockNowUs());
-	srv->batch_skip = 0;
-	srv->batch_deadline = srv->connect_deadline;
-
-	for (; calls; calls = next)
-	{
-		next = calls->next_waiting;
-		calls->next_waiting = NULL;
-		if (srv->ctx == NULL)
-			call_fail(calls, srv->last_failure, srv->last_error);
-		else if (!call_append(srv, calls))
-			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
-	}
-}
-
-/*
- * server_timeout: the batch's deadline passed with calls still waiting on
- * a connected server.  The connection is kept, so that what we sent (and
- * what we send later) is applied in order if the server resumes; the
- * replies will be skipped.
- */
-static void
-server_timeout(RedisServer *srv, int timeout_ms)
-{
-	RedisCall  *call;
-	char		text[64];
-
-	snprintf(text, sizeof(text), "no reply within %d ms", timeout_ms);
-	srv->last_failure = REDIS_FAIL_TIMEOUT;
-	strlcpy(srv->last_error, text, sizeof(srv->last_error));
-	srv->last_error_at = GetCurrentTimestamp();
-
-	for (call = srv->batch_head; call; call = call->next_waiting)
-	{
-		call_fail(call, REDIS_FAIL_TIMEOUT, text);
-		srv->batch_skip++;
-	}
-	srv->batch_head = srv->batch_tail = NULL;
-}
-
-/*
- * passfile_field: cut the next ':'-separated field off *line, undoing
- * backslash escapes, into out (of outsize).  Returns false at the end of
- * the line, or when the field does not fit (it is never cut short).
- */
-static bool
-passfile_field(char **line, char *out, size_t outsize)
-{
-	char	   *p = *line;
-	size_t		n = 0;
-
-	if (p == NULL)
-		return false;
-	while (*p && *p != ':' && *p != '\n' && *p != '\r')
-	{
-		if (*p == '\\' && p[1])
-			p++;
-		if (n + 1 >= outsize)
-			return false;
-		out[n++] = *p;
-		p++;
-	}
-	out[n] = '\0';
-	*line = *p == ':' ? p + 1 : NULL;
-	return true;
-}
-
-/*
- * passfile_lookup: find the credentials for srv in redlock.passfile, in
- * the form host:port:user:password (* matches anything; the first match
- * wins; # starts a comment).  The file must be a regular file that belongs
- * to no group or others, as libpq asks of its password file.  Returns true
- * and fills user and password when a line matches; otherwise notes in
- * srv->passfile_note why the file was not used, if it was not.  Raises no
- * ERROR: it runs at connect time, which may be in a commit or abort
- * callback.
- */
-static bool
-passfile_lookup(RedisServer *srv, char *user, char *password)
-{
-	struct stat st;
-	char		line[1024];
-	char		port[16];
-	FILE	   *f;
-	bool		found = false;
-	bool		tail = false;	/* in the rest of an overlong line */
-	int			lineno = 0;
-
-	srv->passfile_note[0] = '\0';
-	if (redlock_passfile == NULL || redlock_passfile[0] == '\0')
-		return false;
-	f = fopen(redlock_passfile, "r");
-	if (f == NULL || fstat(fileno(f), &st) != 0)
-	{
-		snprintf(srv->passfile_note, sizeof(srv->passfile_note),
-				 "redlock.passfile \"%s\" cannot be read: %s",
-				 redlock_passfile, strerror(errno));
-		if (f)
-			fclose(f);
-		return false;
-	}
-	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO)))
-	{
-		snprintf(srv->passfile_note, sizeof(srv->passfile_note),
-				 S_ISREG(st.st_mode) ?
-				 "redlock.passfile \"%s\" is ignored: it is readable by group or others (chmod 0600 it)" :
-				 "redlock.passfile \"%s\" is ignored: it is not a regular file",
-				 redlock_passfile);
-		fclose(f);
-		return false;
-	}
-	snprintf(port, sizeof(port), "%d", srv->port);
-	while (!found && fgets(line, sizeof(line), f))
-	{
-		char	   *p = line;
-		char		fhost[REDLOCK_ADDR_LEN];
-		char		fport[16];
-		bool		was_tail = tail;
-
-		/* a line longer than the buffer: skip it whole, and say so */
-		tail = strchr(line, '\n') == NULL && !feof(f);
-		if (was_tail)
-			continue;
-		lineno++;
-		if (line[0] == '#' || line[0] == '\n' || line[0] == '\r')
-			continue;
-		if (tail ||
-			!passfile_field(&p, fhost, sizeof(fhost)) ||
-			!passfile_field(&p, fport, sizeof(fport)) ||
-			!passfile_field(&p, user, REDLOCK_CRED_LEN) ||
-			!passfile_field(&p, password, REDLOCK_CRED_LEN))
+		/* written bytes at the front are dead: drop them first */
+		if (buf->pos > 0)
 		{
-			snprintf(srv->passfile_note, sizeof(srv->passfile_note),
-					 "line %d of redlock.passfile \"%s\" is skipped: it is not host:port:user:password, or a field is too long",
-					 lineno, redlock_passfile);
-			continue;
+			memmove(buf->data, buf->data + buf->pos, buf->len - buf->pos);
+			buf->len -= buf->pos;
+			buf->pos = 0;
 		}
-		found = (strcmp(fhost, "*") == 0 || strcmp(fhost, srv->host) == 0) &&
-			(strcmp(fport, "*") == 0 || strcmp(fport, port) == 0 ||
-			 (srv->port == 0 && fport[0] == '\0'));
+		if (buf->len + len > buf->cap)
+		{
+			p = realloc(buf->data, cap);
+			if (p == NULL)
+				return false;
+			buf->data = p;
+			buf->cap = cap;
+		}
 	}
-	fclose(f);
-	if (found)
-		srv->passfile_note[0] = '\0';
-	else
-		user[0] = password[0] = '\0';
-	return found;
+	memcpy(buf->data + buf->len, data, len);
+	buf->len += len;
+	return true;
 }
 
+/* buf_free: give the memory back. */
+static void
+buf_free(RedisBuf *buf)
+{
+	free(buf->data);
+	memset(buf, 0, sizeof(*buf));
+}
+
+/* ------------------------------------------------------------------------
+ * Replies: hiredis's reader, with limits
+ * ------------------------------------------------------------------------
+ */
+
 /*
- * Reply objects.  hiredis 0.14 allocates an array reply's element vector as
- * soon as it reads the length, and frees it element by element: a server
- * announcing "*2147483647" gets gigabytes reserved and a free that loops
- * for minutes, uninterruptibly.  Our replies are arrays of at most three
- * elements, so every connection's reader gets hiredis's own functions but
- * for arrays, which refuse more than MAX_ARRAY_ELEMENTS (the reader then
- * reports an error and the connection is dropped).
+ * hiredis 0.14 allocates an array reply's element vector as soon as it
+ * reads the length, and frees it element by element: a server announcing
+ * "*2147483647" gets gigabytes reserved and a free that loops for minutes,
+ * uninterruptibly.  Our replies are arrays of at most three elements, so
+ * every reader gets hiredis's own functions but for arrays, which refuse
+ * more than MAX_ARRAY_ELEMENTS (the reader then reports an error and the
+ * connection is dropped), and nested arrays.
  */
 #define MAX_ARRAY_ELEMENTS 8
 
 static redisReplyObjectFunctions reply_functions;
-static void *(*reply_functions_default_create_array) (const redisReadTask *, int);
+static void *(*default_create_array) (const redisReadTask *, int);
 static bool reply_functions_ready = false;
 
 static void *
 create_array(const redisReadTask *task, int elements)
 {
-	/* nested arrays would multiply the limit: none of our replies has one */
 	if (elements > MAX_ARRAY_ELEMENTS || task->parent != NULL)
 		return NULL;
-	return reply_functions_default_create_array(task, elements);
+	return default_create_array(task, elements);
 }
 
-/*
- * limit_reader: give a new context's reader the capped functions.
- * Returns false if hiredis could not create the reader to copy from.
- */
-static bool
-limit_reader(redisContext *c)
+/* reader_create: a reader with the capped functions, or NULL (no memory). */
+static redisReader *
+reader_create(void)
 {
 	if (!reply_functions_ready)
 	{
 		redisReader *r = redisReaderCreate();
 
 		if (r == NULL)
-			return false;
+			return NULL;
 		reply_functions = *r->fn;
-		reply_functions_default_create_array = reply_functions.createArray;
+		default_create_array = reply_functions.createArray;
 		reply_functions.createArray = create_array;
 		redisReaderFree(r);
 		reply_functions_ready = true;
 	}
-	c->reader->fn = &reply_functions;
-	return true;
-}
-
-/*
- * append_auth: queue AUTH on a new connection when credentials are set:
- * the server entry's own, else a matching line of redlock.passfile, else
- * redlock.username and redlock.password; a user named in the entry is the
- * user in every case.  Returns how many commands were
- * queued (0 or 1), or -1 if hiredis failed.
- */
-static int
-append_auth(redisContext *c, RedisServer *srv)
-{
-	char		fuser[REDLOCK_CRED_LEN];
-	char		fpassword[REDLOCK_CRED_LEN];
-	const char *user;
-	const char *password;
-	const char *argv[3];
-	size_t		argvlen[3];
-	int			argc = 0;
-
-	if (srv->password[0])
-	{
-		user = srv->user;
-		password = srv->password;
-	}
-	else if (passfile_lookup(srv, fuser, fpassword))
-	{
-		user = fuser;
-		password = fpassword;
-	}
-	else
-	{
-		user = redlock_username ? redlock_username : "";
-		password = redlock_password ? redlock_password : "";
-	}
-	/* an entry that names a user, and no password, names the user */
-	if (srv->user[0])
-		user = srv->user;
-
-	if (password[0] == '\0')
-		return 0;
-	argv[argc] = "AUTH";
-	argvlen[argc++] = 4;
-	if (user[0])
-	{
-		argv[argc] = user;
-		argvlen[argc++] = strlen(user);
-	}
-	argv[argc] = password;
-	argvlen[argc++] = strlen(password);
-	return redisAppendCommandArgv(c, argc, argv, argvlen) == REDIS_OK ? 1 : -1;
+	return redisReaderCreateWithFunctions(&reply_functions);
 }
 
 /*
@@ -677,107 +340,362 @@ classify_error(const char *text)
 	return REDIS_FAIL_REPLY;
 }
 
-/*
- * server_connect: start a non-blocking connect.
- *
- * On an immediate failure the server is failed (with backoff when the
- * attempt itself was slow, as a name lookup can be); otherwise it is left
- * connecting, with its own deadline.
+/* ------------------------------------------------------------------------
+ * Opening and closing
+ * ------------------------------------------------------------------------
  */
+
+/* call_fail: mark a call failed, with a copy of the text. */
 static void
-server_connect(RedisServer *srv, int64 now)
+call_fail(RedisCall *call, RedisFailure failure, const char *text)
 {
-	redisContext *c;
-	char		text[REDLOCK_ERROR_LEN];
+	call->state = REDIS_CALL_FAILED;
+	call->failure = failure;
+	strlcpy(call->error, text, sizeof(call->error));
+}
 
-	if (srv->port > 0)
-		c = redisConnectNonBlock(srv->host, srv->port);
-	else
-		c = redisConnectUnixNonBlock(srv->host);
+/*
+ * RedisConnClose: close the socket and drop everything the connection
+ * held; calls still queued on it are detached, not failed (see
+ * RedisConnFail).
+ */
+void
+RedisConnClose(RedisConn *conn)
+{
+	if (conn->state == REDIS_CONN_CLOSED)
+		return;
+	RedisTransportClose(&conn->transport);
+	if (conn->reader)
+		redisReaderFree(conn->reader);
+	conn->reader = NULL;
+	buf_free(&conn->out);
+	buf_free(&conn->held);
+	conn->state = REDIS_CONN_CLOSED;
+	conn->handshake = 0;
+	conn->skip = 0;
+	conn->scripts_loaded = 0;
+	conn->queue_head = conn->queue_tail = NULL;
+	conn->wes_pos = -1;
+	conn->serial++;
+	if (conn->is_sub)
+		conn->server->sub_nchannels = 0;
+	RedisWaitSetChanged(false);
+}
 
-	if (c == NULL || c->err || !limit_reader(c))
+/*
+ * RedisConnFail: close a connection after a failure.  On a command
+ * connection, the failure is recorded on its server and the calls queued
+ * on it fail with it; with "backoff", no new connect is attempted for a
+ * growing pause.  A subscription connection just closes: waits fall back
+ * to their timer.
+ */
+void
+RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
+			  bool backoff)
+{
+	RedisServer *srv = conn->server;
+	RedisCall  *call;
+	RedisCall  *next;
+
+	if (conn->is_sub)
 	{
-		snprintf(text, sizeof(text), "could not connect: %s",
-				 c && c->err ? c->errstr : "out of memory");
-		if (c)
-			redisFree(c);
-		server_fail(srv, REDIS_FAIL_CONNECT, text,
-					RedlockNowUs() - now > SLOW_CONNECT_US);
+		RedisConnClose(conn);
 		return;
 	}
 
-	srv->ctx = c;
-	srv->credentials = redlock_credentials_generation;
-	srv->connecting = true;
-	srv->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
-	srv->owed = 0;
-	srv->handshake = 0;
-	srv->scripts_loaded = 0;
-	srv->wes_pos = -1;
-	conn_generation++;
-
-	/* authenticate and choose the database before anything else */
+	srv->last_failure = failure;
+	strlcpy(srv->last_error, text, sizeof(srv->last_error));
+	srv->last_error_at = GetCurrentTimestamp();
+	if (backoff)
 	{
-		int			db = srv->db >= 0 ? srv->db : redlock_database;
-		int			n = append_auth(c, srv);
+		srv->backoff_ms = srv->backoff_ms == 0 ? BACKOFF_MIN_MS :
+			Min(srv->backoff_ms * 2, BACKOFF_MAX_MS);
+		srv->retry_after = RedlockNowUs() + (int64) srv->backoff_ms * 1000;
+		srv->backoff_until = srv->retry_after;
+	}
 
-		if (n >= 0 && db > 0)
-			n = redisAppendCommand(c, "SELECT %d", db) == REDIS_OK ? n + 1 : -1;
-		if (n < 0)
-		{
-			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
-			return;
-		}
-		srv->handshake = n;
-		srv->owed = n;
+	call = conn->queue_head;
+	conn->queue_head = conn->queue_tail = NULL;
+	RedisConnClose(conn);
+	for (; call; call = next)
+	{
+		next = call->next;
+		call->next = NULL;
+		call_fail(call, failure, text);
 	}
 }
 
 /*
- * server_connected: the socket of a connecting server became writable;
- * find out whether the connect succeeded.
- *
- * Returns true when the server is now connected.
+ * append_command: format a command with hiredis and add it to the output
+ * (or to what is held until the handshake is done).  Returns false when
+ * out of memory.
  */
 static bool
-server_connected(RedisServer *srv)
+append_command(RedisConn *conn, int argc, const char **argv,
+			   const size_t *argvlen, bool hold)
 {
-	int			err = 0;
-	socklen_t	len = sizeof(err);
+	char	   *cmd = NULL;
+	int			len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+	bool		ok;
 
-	if (getsockopt(srv->ctx->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err != 0)
+	if (len < 0)
+		return false;
+	ok = buf_append(hold ? &conn->held : &conn->out, cmd, (size_t) len);
+	redisFreeCommand(cmd);
+	return ok;
+}
+
+/*
+ * queue_handshake: AUTH when a password is configured, and SELECT for a
+ * database other than 0 (command connections: pub/sub knows no
+ * databases).  Returns false when out of memory.
+ */
+static bool
+queue_handshake(RedisConn *conn)
+{
+	char		user[REDLOCK_CRED_LEN];
+	char		password[REDLOCK_CRED_LEN];
+	int			db;
+	bool		ok = true;
+
+	if (RedisCredentialsFor(conn->server, user, password, &db))
 	{
-		char		text[REDLOCK_ERROR_LEN];
+		const char *argv[3];
+		size_t		argvlen[3];
+		int			argc = 0;
 
-		snprintf(text, sizeof(text), "could not connect: %s", strerror(err));
-		server_broken(srv, REDIS_FAIL_CONNECT, text);
+		argv[argc] = "AUTH";
+		argvlen[argc++] = 4;
+		if (user[0])
+		{
+			argv[argc] = user;
+			argvlen[argc++] = strlen(user);
+		}
+		argv[argc] = password;
+		argvlen[argc++] = strlen(password);
+		ok = append_command(conn, argc, argv, argvlen, false);
+		conn->handshake++;
+	}
+	explicit_bzero(password, sizeof(password));
+	if (ok && db > 0 && !conn->is_sub)
+	{
+		char		dbtext[16];
+		const char *argv[2] = {"SELECT", dbtext};
+		size_t		argvlen[2];
+
+		snprintf(dbtext, sizeof(dbtext), "%d", db);
+		argvlen[0] = 6;
+		argvlen[1] = strlen(dbtext);
+		ok = append_command(conn, 2, argv, argvlen, false);
+		conn->handshake++;
+	}
+	return ok;
+}
+
+/*
+ * RedisConnOpen: start connecting, and queue the handshake.
+ *
+ * Returns true when the connect is under way (or done); false after
+ * failing the connection (see RedisConnFail), with backoff when even the
+ * attempt to start was slow, as a name lookup can be.
+ */
+bool
+RedisConnOpen(RedisConn *conn, int64 now)
+{
+	RedisServer *srv = conn->server;
+	char		text[REDLOCK_ERROR_LEN];
+
+	Assert(conn->state == REDIS_CONN_CLOSED);
+	if (!RedisTransportOpen(&conn->transport, srv->host, srv->port,
+							text, sizeof(text)))
+	{
+		RedisConnFail(conn, REDIS_FAIL_CONNECT, text,
+					  RedlockNowUs() - now > SLOW_CONNECT_US);
 		return false;
 	}
+	conn->state = REDIS_CONN_CONNECTING;
+	conn->cred_version = RedisCredentialsVersion(srv);
+	conn->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
+	conn->handshake = 0;
+	conn->skip = 0;
+	conn->scripts_loaded = 0;
+	conn->last_io = now;
+	conn->wes_pos = -1;
+	conn->serial++;
+	RedisWaitSetChanged(true);
 
-	srv->connecting = false;
-	srv->backoff_ms = 0;
-	if (srv->connects++ > 0)
-		RedlockCount(REDLOCK_RECONNECTS, 1);
-	if (srv->batch_epoch == batch_epoch)
-		srv->batch_deadline = RedlockNowUs() +
-			(int64) redlock_command_timeout * 1000;
+	conn->reader = reader_create();
+	if (conn->reader == NULL || !queue_handshake(conn))
+	{
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+		return false;
+	}
 	return true;
 }
+
+/*
+ * RedisConnStale: whether the connection was opened under credentials
+ * that have changed since.
+ */
+bool
+RedisConnStale(const RedisConn *conn)
+{
+	return conn->state != REDIS_CONN_CLOSED &&
+		conn->cred_version != RedisCredentialsVersion(conn->server);
+}
+
+/* RedisConnOwed: replies the connection owes for requests (not handshake). */
+int
+RedisConnOwed(const RedisConn *conn)
+{
+	int			n = conn->skip;
+	const RedisCall *call;
+
+	for (call = conn->queue_head; call; call = call->next)
+		n++;
+	return n;
+}
+
+/*
+ * RedisConnEvents: the socket events the connection needs from the wait
+ * set: the transport's while connecting; otherwise replies, and room to
+ * write when output is left.
+ */
+uint32
+RedisConnEvents(const RedisConn *conn)
+{
+	if (conn->state == REDIS_CONN_CONNECTING)
+		return conn->transport.want ? conn->transport.want : WL_SOCKET_WRITEABLE;
+	return WL_SOCKET_READABLE |
+		(conn->out.pos < conn->out.len || conn->transport.want == WL_SOCKET_WRITEABLE ?
+		 WL_SOCKET_WRITEABLE : 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Sending
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * RedisConnSendCommand: queue a command that is not a script call (the
+ * subscription connection's SUBSCRIBE), held until the handshake is done.
+ * Returns false when out of memory (the caller fails the connection).
+ */
+bool
+RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
+					 const size_t *argvlen)
+{
+	return append_command(conn, argc, argv, argvlen, conn->handshake > 0);
+}
+
+/*
+ * RedisConnSendCall: queue a script call on a command connection.
+ *
+ * Sends EVALSHA when this connection already ran the script, EVAL (which
+ * also loads it) otherwise.  Arguments travel as separate bulk strings, so
+ * no key or value is ever spliced into the script text.  The call joins
+ * the connection's queue of owed replies; it is held until the handshake
+ * is done.  Out of memory fails the connection (and the call).
+ */
+void
+RedisConnSendCall(RedisConn *conn, RedisCall *call)
+{
+	const char *argv[REDIS_CALL_MAX_ARGS + 3];
+	size_t		argvlen[REDIS_CALL_MAX_ARGS + 3];
+	char		nkeys[12];
+	uint32		bit = (uint32) 1 << call->script->id;
+	bool		use_sha;
+	int			i;
+
+	use_sha = call->script->sha[0] != '\0' && (conn->scripts_loaded & bit);
+	argv[0] = use_sha ? "EVALSHA" : "EVAL";
+	argv[1] = use_sha ? call->script->sha : call->script->body;
+	snprintf(nkeys, sizeof(nkeys), "%d", call->script->nkeys);
+	argv[2] = nkeys;
+	for (i = 0; i < 3; i++)
+		argvlen[i] = strlen(argv[i]);
+	for (i = 0; i < call->nargs; i++)
+	{
+		argv[i + 3] = call->args[i];
+		argvlen[i + 3] = call->arglens[i];
+	}
+
+	call->state = REDIS_CALL_WAITING;
+	call->used_eval = !use_sha;
+	call->behind = conn->batch.behind;
+	call->next = NULL;
+	if (conn->queue_tail)
+		conn->queue_tail->next = call;
+	else
+		conn->queue_head = call;
+	conn->queue_tail = call;
+
+	if (!append_command(conn, call->nargs + 3, argv, argvlen,
+						conn->handshake > 0))
+	{
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
+	/* Redis has it cached once the EVAL before it has run */
+	if (!use_sha && call->script->sha[0] != '\0')
+		conn->scripts_loaded |= bit;
+}
+
+/*
+ * RedisConnFlush: write as much of the output as the transport takes now.
+ * A write error counts as a broken connection (see conn_broken).
+ */
+static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
+
+void
+RedisConnFlush(RedisConn *conn)
+{
+	char		text[REDLOCK_ERROR_LEN];
+
+	if (conn->state == REDIS_CONN_CLOSED || conn->state == REDIS_CONN_CONNECTING)
+		return;
+	while (conn->out.pos < conn->out.len)
+	{
+		size_t		n = 0;
+		RedisIoStatus st;
+
+		st = conn->transport.ops->write(&conn->transport,
+										conn->out.data + conn->out.pos,
+										conn->out.len - conn->out.pos, &n,
+										text, sizeof(text));
+		if (st == REDIS_IO_AGAIN)
+			return;
+		if (st != REDIS_IO_OK)
+		{
+			if (st == REDIS_IO_EOF)
+				strlcpy(text, "the server closed the connection", sizeof(text));
+			conn_broken(conn, REDIS_FAIL_IO, text);
+			return;
+		}
+		conn->out.pos += n;
+	}
+	conn->out.pos = conn->out.len = 0;
+	conn->transport.want = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Receiving
+ * ------------------------------------------------------------------------
+ */
 
 /*
  * reply_store: hand a reply to the call that waits for it.
  *
  * Integer replies and arrays of up to two integers are what our scripts
  * return; anything else fails the call.  A NOSCRIPT error (the server lost
- * its script cache) re-sends the call as EVAL.  Frees the reply, and copies
- * what it keeps before anything that could raise an ERROR.
+ * its script cache) sends the call again, as EVAL.  Frees the reply.
  */
 static void
-reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
+reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 {
+	RedisServer *srv = conn->server;
 	char		text[REDLOCK_ERROR_LEN];
+	RedisFailure failure;
 	size_t		i;
 
 	switch (reply->type)
@@ -817,9 +735,8 @@ reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
 			if (!call->used_eval && strncmp(reply->str, "NOSCRIPT", 8) == 0)
 			{
 				freeReplyObject(reply);
-				srv->scripts_loaded &= ~((uint32) 1 << call->script->id);
-				if (!call_append(srv, call))
-					server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
+				conn->scripts_loaded &= ~((uint32) 1 << call->script->id);
+				RedisConnSendCall(conn, call);
 				return;
 			}
 			/* Redis 7 answers a long command without AUTH with this riddle */
@@ -830,13 +747,14 @@ reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
 			else
 				snprintf(text, sizeof(text), "%s", reply->str);
 			freeReplyObject(reply);
-			if (classify_error(text) == REDIS_FAIL_AUTH && srv->passfile_note[0])
+			failure = classify_error(text);
+			if (failure == REDIS_FAIL_AUTH && srv->passfile_note[0])
 				snprintf(text + strlen(text), sizeof(text) - strlen(text),
 						 " (%s)", srv->passfile_note);
-			call_fail(call, classify_error(text), text);
+			call_fail(call, failure, text);
 			/* credentials go with the connect: try them afresh next time */
-			if (call->failure == REDIS_FAIL_AUTH)
-				server_fail(srv, REDIS_FAIL_AUTH, text, false);
+			if (failure == REDIS_FAIL_AUTH)
+				RedisConnFail(conn, REDIS_FAIL_AUTH, text, false);
 			return;
 
 		default:
@@ -850,767 +768,256 @@ reply_store(RedisServer *srv, RedisCall *call, redisReply *reply)
 }
 
 /*
- * reply_dispatch: account for one reply from "srv" and give it to whoever
- * waits for it, if anyone.  Frees the reply.
+ * handshake_reply: the answer to AUTH or SELECT.  An error fails the
+ * connection (and what it held); the last success releases what was held.
  */
 static void
-reply_dispatch(RedisServer *srv, redisReply *reply)
+handshake_reply(RedisConn *conn, redisReply *reply)
 {
-	RedisCall  *call;
+	RedisServer *srv = conn->server;
+	char		text[REDLOCK_ERROR_LEN];
 
-	if (srv->owed <= 0)
+	conn->handshake--;
+	if (reply->type == REDIS_REPLY_ERROR)
 	{
+		snprintf(text, sizeof(text), "%s", reply->str);
 		freeReplyObject(reply);
-		server_fail(srv, REDIS_FAIL_PROTOCOL,
-					"the server sent a reply nobody asked for", false);
-		return;
-	}
-	srv->owed--;
-
-	if (srv->handshake > 0)
-	{
-		/* the answer to AUTH or SELECT: only an error matters */
-		char		text[REDLOCK_ERROR_LEN];
-		bool		error = reply->type == REDIS_REPLY_ERROR;
-
-		srv->handshake--;
-		if (error)
-			snprintf(text, sizeof(text), "%s", reply->str);
-		freeReplyObject(reply);
-		if (error && srv->passfile_note[0])
+		if (srv->passfile_note[0])
 			snprintf(text + strlen(text), sizeof(text) - strlen(text),
 					 " (%s)", srv->passfile_note);
-		if (error)
-			server_fail(srv, classify_error(text), text, false);
-		else if (srv->handshake == 0 && !release_held(srv))
-			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
+		RedisConnFail(conn, classify_error(text), text, false);
 		return;
 	}
-
-	if (srv->batch_epoch != batch_epoch)
+	freeReplyObject(reply);
+	if (conn->handshake > 0)
+		return;
+	conn->state = REDIS_CONN_READY;
+	if (conn->held.len > 0)
 	{
-		freeReplyObject(reply);
-		return;
+		if (!buf_append(&conn->out, conn->held.data, conn->held.len))
+		{
+			RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+			return;
+		}
+		buf_free(&conn->held);
 	}
-	if (srv->batch_skip > 0)
-	{
-		srv->batch_skip--;
-		freeReplyObject(reply);
-		return;
-	}
-
-	call = srv->batch_head;
-	if (call == NULL)
-	{
-		/* owed counted more than this batch sent: never trust the socket */
-		freeReplyObject(reply);
-		server_fail(srv, REDIS_FAIL_PROTOCOL,
-					"a reply arrived that no request was waiting for", false);
-		return;
-	}
-	srv->batch_head = call->next_waiting;
-	if (srv->batch_head == NULL)
-		srv->batch_tail = NULL;
-	call->next_waiting = NULL;
-	/* the connection answered this batch: a later failure is real */
-	srv->batch_retry = false;
-	srv->last_rtt_us = RedlockNowUs() - batch_start;
-	reply_store(srv, call, reply);
 }
 
 /*
- * server_read: read what the socket has and dispatch every complete reply.
- * Fails the server on EOF, I/O or protocol errors.
+ * reply_dispatch: give one reply to whoever waits for it: the handshake,
+ * the subscription's handler, a skipped request, or the first queued call.
+ * Frees the reply.
  */
 static void
-server_read(RedisServer *srv)
+reply_dispatch(RedisConn *conn, redisReply *reply)
 {
+	RedisCall  *call;
+
+	if (conn->handshake > 0)
+	{
+		handshake_reply(conn, reply);
+		return;
+	}
+	if (conn->is_sub)
+	{
+		RedisSubOnReply(conn, reply);
+		return;
+	}
+	if (conn->skip > 0)
+	{
+		conn->skip--;
+		freeReplyObject(reply);
+		return;
+	}
+	call = conn->queue_head;
+	if (call == NULL)
+	{
+		freeReplyObject(reply);
+		RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
+					  "the server sent a reply nobody asked for", false);
+		return;
+	}
+	conn->queue_head = call->next;
+	if (conn->queue_head == NULL)
+		conn->queue_tail = NULL;
+	call->next = NULL;
+	/* the connection answered this batch: a later failure is real */
+	conn->batch.may_retry = false;
+	conn->server->last_rtt_us = RedlockNowUs() - conn->batch.start;
+	reply_store(conn, call, reply);
+}
+
+/*
+ * conn_receive: one read from the transport, then every complete reply is
+ * dispatched.  A server that makes us hold more than MAX_PENDING_BYTES of
+ * unparsed reply is not one to trust: our replies are a few integers.
+ */
+static void
+conn_receive(RedisConn *conn)
+{
+	char		buf[READ_CHUNK];
+	char		text[REDLOCK_ERROR_LEN];
+	size_t		n = 0;
+	RedisIoStatus st;
+
+	st = conn->transport.ops->read(&conn->transport, buf, sizeof(buf), &n,
+								   text, sizeof(text));
+	if (st == REDIS_IO_AGAIN)
+		return;
+	if (st != REDIS_IO_OK)
+	{
+		if (st == REDIS_IO_EOF)
+			strlcpy(text, "the server closed the connection", sizeof(text));
+		conn_broken(conn, REDIS_FAIL_IO, text);
+		return;
+	}
+	conn->last_io = RedlockNowUs();
+	if (redisReaderFeed(conn->reader, buf, n) != REDIS_OK)
+	{
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
 	for (;;)
 	{
 		void	   *reply = NULL;
 
-		if (srv->ctx == NULL)
-			return;
-		if (redisGetReplyFromReader(srv->ctx, &reply) != REDIS_OK)
+		if (redisReaderGetReply(conn->reader, &reply) != REDIS_OK)
 		{
-			char		text[REDLOCK_ERROR_LEN];
-
-			snprintf(text, sizeof(text), "protocol error: %s", srv->ctx->errstr);
-			server_fail(srv, REDIS_FAIL_PROTOCOL, text, false);
+			snprintf(text, sizeof(text), "protocol error: %s",
+					 conn->reader->errstr);
+			RedisConnFail(conn, REDIS_FAIL_PROTOCOL, text, false);
 			return;
 		}
 		if (reply == NULL)
 			break;
-		reply_dispatch(srv, reply);
+		reply_dispatch(conn, (redisReply *) reply);
+		if (conn->state == REDIS_CONN_CLOSED)
+			return;
 	}
+	if (conn->reader->len - conn->reader->pos > MAX_PENDING_BYTES)
+		RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
+					  "protocol error: a reply of more than 1 MB", false);
 }
 
 /*
- * server_receive: one non-blocking read from the socket, then dispatch.
- * Our scripts answer with a few integers: a server that makes hiredis
- * buffer more than MAX_PENDING_BYTES of one reply is not one to trust.
+ * conn_broken: the connection failed (EOF, reset, write error, or a
+ * connect that failed).  If it existed when the batch began and has
+ * answered nothing since, it most likely broke earlier (the server closed
+ * it, or the connect was started before the server came back): outside
+ * callbacks, reconnect once and send the waiting calls again (requests
+ * from earlier batches that were still unanswered are lost with the old
+ * connection, as they would be anyway).  Otherwise fail the connection.
  */
 static void
-server_receive(RedisServer *srv)
+conn_broken(RedisConn *conn, RedisFailure failure, const char *text)
 {
-	if (redisBufferRead(srv->ctx) != REDIS_OK)
-	{
-		char		text[REDLOCK_ERROR_LEN];
+	RedisCall  *calls;
+	RedisCall  *next;
 
-		if (srv->ctx->err == REDIS_ERR_PROTOCOL)
-		{
-			snprintf(text, sizeof(text), "protocol error: %s", srv->ctx->errstr);
-			server_fail(srv, REDIS_FAIL_PROTOCOL, text, false);
-			return;
-		}
-		if (srv->ctx->err == REDIS_ERR_EOF)
-			snprintf(text, sizeof(text), "the server closed the connection");
+	if (conn->is_sub || !conn->batch.joined || !conn->batch.may_retry ||
+		conn->batch.no_connect || conn->queue_head == NULL)
+	{
+		RedisConnFail(conn, failure, text, false);
+		return;
+	}
+
+	calls = conn->queue_head;
+	conn->queue_head = conn->queue_tail = NULL;
+	conn->batch.may_retry = false;
+	RedisConnFail(conn, failure, text, false);
+	if (RedisConnOpen(conn, RedlockNowUs()))
+	{
+		conn->batch.behind = false;
+		conn->batch.deadline = Min(conn->connect_deadline,
+								   conn->batch.deadline_cap);
+	}
+	for (; calls; calls = next)
+	{
+		next = calls->next;
+		calls->next = NULL;
+		if (conn->state == REDIS_CONN_CLOSED)
+			call_fail(calls, conn->server->last_failure, conn->server->last_error);
 		else
-			snprintf(text, sizeof(text), "connection error: %s", srv->ctx->errstr);
-		server_broken(srv, REDIS_FAIL_IO, text);
-		return;
-	}
-	server_read(srv);
-	if (srv->ctx && srv->ctx->reader->len - srv->ctx->reader->pos > MAX_PENDING_BYTES)
-		server_fail(srv, REDIS_FAIL_PROTOCOL,
-					"protocol error: a reply of more than 1 MB", false);
-}
-
-/*
- * server_flush: write as much of the output buffer as the socket takes,
- * and note in want_write whether some is left for when it is writable.
- */
-static void
-server_flush(RedisServer *srv)
-{
-	int			done = 0;
-
-	srv->want_write = false;
-	if (srv->ctx == NULL || srv->connecting)
-		return;
-	if (redisBufferWrite(srv->ctx, &done) != REDIS_OK)
-	{
-		char		text[REDLOCK_ERROR_LEN];
-
-		snprintf(text, sizeof(text), "connection error: %s", srv->ctx->errstr);
-		server_broken(srv, REDIS_FAIL_IO, text);
-		return;
-	}
-	srv->want_write = !done;
-}
-
-/* ------------------------------------------------------------------------
- * Subscription connections: how a waiting backend hears that a lock was
- * released.  Each backend has one channel, "redlock:wake:" followed by 16
- * random hex characters; the release script publishes the lock's key on
- * the channel of the first waiter in the key's queue.  The connection is
- * opened on the first wait, subscribed once, and kept: later waits cost no
- * SUBSCRIBE.  Its messages are read whenever the wait set reports them;
- * only one for the key currently waited for (wake_key) counts.
- * ------------------------------------------------------------------------
- */
-
-static char wake_channel[64];
-static const char *wake_key = NULL;
-static uint64 wake_count = 0;
-
-/*
- * RedisWakeChannel: this backend's wake channel, generated on first use.
- * Raises ERROR if no random bytes are available.
- */
-const char *
-RedisWakeChannel(void)
-{
-	if (wake_channel[0] == '\0')
-	{
-		uint8		id[8];
-		int			len;
-		int			i;
-
-		if (!pg_strong_random(id, sizeof(id)))
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate a random wake channel")));
-		len = snprintf(wake_channel, sizeof(wake_channel), "%s",
-					   REDLOCK_WAKE_CHANNEL_PREFIX);
-		for (i = 0; i < (int) sizeof(id); i++)
-			len += snprintf(wake_channel + len, sizeof(wake_channel) - len,
-							"%02x", id[i]);
-	}
-	return wake_channel;
-}
-
-/* RedisWakeCount: how many wake-ups for the awaited key arrived so far. */
-uint64
-RedisWakeCount(void)
-{
-	return wake_count;
-}
-
-/* sub_close: drop a subscription connection; waits fall back to the timer. */
-static void
-sub_close(RedisServer *srv)
-{
-	if (srv->sub.ctx)
-	{
-		redisFree(srv->sub.ctx);
-		srv->sub.ctx = NULL;
-		conn_generation++;
-	}
-	srv->sub.connecting = false;
-	srv->sub.ready = false;
-	srv->sub.want_write = false;
-}
-
-/*
- * sub_receive: read what the subscription socket has: the SUBSCRIBE
- * confirmation, and wake messages.  Anything else closes it.
- */
-static void
-sub_receive(RedisServer *srv)
-{
-	if (redisBufferRead(srv->sub.ctx) != REDIS_OK)
-	{
-		sub_close(srv);
-		return;
-	}
-	for (;;)
-	{
-		redisReply *r = NULL;
-		bool		ok;
-
-		if (redisGetReplyFromReader(srv->sub.ctx, (void **) &r) != REDIS_OK)
-		{
-			sub_close(srv);
-			return;
-		}
-		if (r == NULL)
-			return;
-		if (srv->sub.handshake > 0)
-		{
-			/* AUTH: OK, or the connection is no use */
-			ok = r->type == REDIS_REPLY_STATUS;
-			srv->sub.handshake--;
-			freeReplyObject(r);
-			if (!ok)
-			{
-				sub_close(srv);
-				return;
-			}
-			continue;
-		}
-		ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-			r->element[0]->type == REDIS_REPLY_STRING;
-		if (ok && strcmp(r->element[0]->str, "subscribe") == 0)
-			srv->sub.ready = true;
-		else if (ok && strcmp(r->element[0]->str, "message") == 0)
-		{
-			if (wake_key && r->element[2]->type == REDIS_REPLY_STRING &&
-				strcmp(r->element[2]->str, wake_key) == 0)
-				wake_count++;
-		}
-		else
-			ok = false;
-		freeReplyObject(r);
-		if (!ok)
-		{
-			sub_close(srv);
-			return;
-		}
-	}
-}
-
-/* sub_flush: write the pending SUBSCRIBE; see server_flush. */
-static void
-sub_flush(RedisServer *srv)
-{
-	int			done = 0;
-
-	srv->sub.want_write = false;
-	if (srv->sub.ctx == NULL || srv->sub.connecting)
-		return;
-	if (redisBufferWrite(srv->sub.ctx, &done) != REDIS_OK)
-		sub_close(srv);
-	else
-		srv->sub.want_write = !done;
-}
-
-/* sub_service: handle wait-set events of a subscription socket. */
-static void
-sub_service(RedisServer *srv, uint32 events)
-{
-	if (srv->sub.ctx == NULL)
-		return;
-	if (srv->sub.connecting)
-	{
-		int			err = 0;
-		socklen_t	len = sizeof(err);
-
-		if (getsockopt(srv->sub.ctx->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ||
-			err != 0)
-		{
-			sub_close(srv);
-			return;
-		}
-		srv->sub.connecting = false;
-	}
-	if (events & WL_SOCKET_READABLE)
-		sub_receive(srv);
-	if (srv->sub.ctx)
-		sub_flush(srv);
-}
-
-/*
- * sub_start: open the subscription connection of a server and queue the
- * SUBSCRIBE; it completes in later wait rounds.  Failures leave it closed.
- */
-static void
-sub_start(RedisServer *srv, int64 deadline)
-{
-	redisContext *c;
-	const char *channel = RedisWakeChannel();
-
-	if (srv->port > 0)
-		c = redisConnectNonBlock(srv->host, srv->port);
-	else
-		c = redisConnectUnixNonBlock(srv->host);
-	if (c == NULL || c->err || !limit_reader(c))
-	{
-		if (c)
-			redisFree(c);
-		return;
-	}
-	srv->sub.handshake = append_auth(c, srv);
-	if (srv->sub.handshake < 0 ||
-		redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK)
-	{
-		redisFree(c);
-		return;
-	}
-	srv->sub.ctx = c;
-	srv->sub.credentials = redlock_credentials_generation;
-	srv->sub.connecting = true;
-	srv->sub.ready = false;
-	srv->sub.deadline = deadline;
-	conn_generation++;
-}
-
-/* ------------------------------------------------------------------------
- * The wait set and one round of waiting, shared by batches, subscribing
- * and waiting for a wake-up.
- * ------------------------------------------------------------------------
- */
-
-static bool postmaster_gone = false;
-
-/*
- * conn_events: the socket events a connection needs from the wait set.
- */
-static uint32
-conn_events(bool connecting, bool want_write)
-{
-	if (connecting)
-		return WL_SOCKET_WRITEABLE;
-	return WL_SOCKET_READABLE | (want_write ? WL_SOCKET_WRITEABLE : 0);
-}
-
-/*
- * wait_set_prepare: make the wait set match the open sockets (command and
- * subscription connections) and the events each needs.  Raises ERROR only
- * if the kernel refuses a new epoll set.
- */
-static void
-wait_set_prepare(void)
-{
-	int			i;
-
-	if (wait_set == NULL || wait_set_generation != conn_generation)
-	{
-		int			nsockets = 0;
-		WaitEventSet *set;
-
-		if (wait_set)
-		{
-			FreeWaitEventSet(wait_set);
-			wait_set = NULL;
-		}
-		for (i = 0; i < nservers; i++)
-			nsockets += (servers[i]->ctx != NULL) + (servers[i]->sub.ctx != NULL);
-
-		set = CreateWaitEventSet(RedlockContext, 2 + nsockets);
-		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-		if (IsUnderPostmaster)
-			AddWaitEventToSet(set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET,
-							  NULL, NULL);
-		for (i = 0; i < nservers; i++)
-		{
-			RedisServer *srv = servers[i];
-
-			if (srv->ctx)
-			{
-				srv->wes_events = conn_events(srv->connecting, srv->want_write);
-				srv->wes_pos = AddWaitEventToSet(set, srv->wes_events,
-												 srv->ctx->fd, NULL, srv);
-			}
-			if (srv->sub.ctx)
-			{
-				srv->sub.wes_events = conn_events(srv->sub.connecting,
-												  srv->sub.want_write);
-				srv->sub.wes_pos = AddWaitEventToSet(set, srv->sub.wes_events,
-													 srv->sub.ctx->fd, NULL,
-													 &srv->sub);
-			}
-		}
-		wait_set = set;
-		wait_set_generation = conn_generation;
-		return;
-	}
-
-	for (i = 0; i < nservers; i++)
-	{
-		RedisServer *srv = servers[i];
-		uint32		events;
-
-		if (srv->ctx)
-		{
-			events = conn_events(srv->connecting, srv->want_write);
-			if (events != srv->wes_events)
-			{
-				ModifyWaitEvent(wait_set, srv->wes_pos, events, NULL);
-				srv->wes_events = events;
-			}
-		}
-		if (srv->sub.ctx)
-		{
-			events = conn_events(srv->sub.connecting, srv->sub.want_write);
-			if (events != srv->sub.wes_events)
-			{
-				ModifyWaitEvent(wait_set, srv->sub.wes_pos, events, NULL);
-				srv->sub.wes_events = events;
-			}
-		}
+			RedisConnSendCall(conn, calls);
 	}
 }
 
 /*
- * wait_round: wait at most timeout_ms for anything, and handle what came:
- * answers on command connections, wake-ups on subscription connections,
- * the latch (CHECK_FOR_INTERRUPTS, which raises on cancel or timeouts when
- * interrupts are not held) and postmaster death (exits, or, with
- * interrupts held, sets postmaster_gone so that callers stop waiting).
+ * connect_step: the socket of a connecting connection reported an event;
+ * let the transport finish connecting.  Returns true when connected.
  */
-static void
-wait_round(long timeout_ms)
-{
-	WaitEvent	events[MAX_WAIT_EVENTS];
-	int			nevents;
-	int			i;
-
-	wait_set_prepare();
-	nevents = WaitEventSetWait(wait_set, Max(timeout_ms, 0), events,
-							   lengthof(events), PG_WAIT_EXTENSION);
-	for (i = 0; i < nevents; i++)
-	{
-		WaitEvent  *ev = &events[i];
-		int			j;
-
-		if (ev->events & WL_LATCH_SET)
-		{
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-			continue;
-		}
-		if (ev->events & WL_POSTMASTER_DEATH)
-		{
-			if (INTERRUPTS_CAN_BE_PROCESSED())
-				proc_exit(1);
-			postmaster_gone = true;
-			continue;
-		}
-		for (j = 0; j < nservers; j++)
-		{
-			RedisServer *srv = servers[j];
-
-			if (ev->user_data == srv && srv->ctx)
-			{
-				if (srv->connecting)
-				{
-					if (!server_connected(srv))
-						break;
-					srv->want_write = true;
-				}
-				if (ev->events & WL_SOCKET_READABLE)
-					server_receive(srv);
-				if (srv->ctx && (srv->want_write ||
-								 (ev->events & WL_SOCKET_WRITEABLE)))
-					server_flush(srv);
-				break;
-			}
-			if (ev->user_data == &srv->sub)
-			{
-				sub_service(srv, ev->events);
-				break;
-			}
-		}
-	}
-}
-
-/* batch_waiting: whether any call of the batch still waits for an answer. */
 static bool
-batch_waiting(RedisCall *calls, int ncalls)
+connect_step(RedisConn *conn)
 {
-	int			i;
+	RedisServer *srv = conn->server;
+	char		text[REDLOCK_ERROR_LEN];
+	RedisIoStatus st;
 
-	for (i = 0; i < ncalls; i++)
-		if (calls[i].state == REDIS_CALL_WAITING)
-			return true;
-	return false;
+	st = conn->transport.ops->connect_step(&conn->transport, text, sizeof(text));
+	if (st == REDIS_IO_AGAIN)
+		return false;
+	if (st != REDIS_IO_OK)
+	{
+		conn_broken(conn, REDIS_FAIL_CONNECT, text);
+		return false;
+	}
+	conn->state = conn->handshake > 0 ? REDIS_CONN_HANDSHAKE : REDIS_CONN_READY;
+	if (!conn->is_sub)
+	{
+		srv->backoff_ms = 0;
+		srv->backoff_until = 0;
+		if (srv->connects++ > 0)
+			RedlockCount(REDLOCK_RECONNECTS, 1);
+		/* its calls get a command timeout from now */
+		if (conn->batch.joined)
+			conn->batch.deadline = Min(RedlockNowUs() +
+									   (int64) redlock_command_timeout * 1000,
+									   conn->batch.deadline_cap);
+	}
+	return true;
 }
 
 /*
- * batch_prepare_server: get a server ready for the batch the first time
- * one of its calls is seen: drop a connection that stopped answering,
- * start a connect if needed, note the replies to skip, that an existing
- * connection may be retried once (see server_broken), and whether the
- * server is behind: still owing replies to earlier requests.
- */
-static void
-batch_prepare_server(RedisServer *srv, int64 now, int timeout_ms)
-{
-	if (srv->ctx && srv->owed > MAX_OWED)
-	{
-		char		text[REDLOCK_ERROR_LEN];
-
-		snprintf(text, sizeof(text),
-				 "gave up on a connection with %d requests unanswered",
-				 srv->owed);
-		server_fail(srv, REDIS_FAIL_TIMEOUT, text, false);
-	}
-	/* opened under other credentials: replace it (what it owes is lost) */
-	if (srv->ctx && srv->credentials != redlock_credentials_generation)
-	{
-		redisFree(srv->ctx);
-		srv->ctx = NULL;
-		srv->connecting = false;
-		srv->owed = 0;
-		srv->handshake = 0;
-		conn_generation++;
-	}
-	/* take what has arrived of earlier replies; what has not is behind */
-	if (srv->ctx && !srv->connecting && srv->owed > 0)
-		server_receive(srv);
-	if (srv->ctx == NULL && now >= srv->retry_after)
-		server_connect(srv, now);
-
-	srv->batch_epoch = batch_epoch;
-	srv->batch_behind = srv->ctx != NULL && srv->owed > 0;
-	srv->batch_retry = srv->ctx != NULL;
-	srv->batch_skip = srv->owed - srv->handshake;
-	srv->batch_head = srv->batch_tail = NULL;
-	srv->batch_deadline = srv->connecting ? srv->connect_deadline :
-		now + (int64) timeout_ms * 1000;
-}
-
-/*
- * RedisRun: send every call to its server at once, then collect answers.
- *
- * Each server gets timeout_ms from the start of the batch (after its
- * connect, if it needed one, which has redlock.connect_timeout of its
- * own); a frozen server therefore costs at most one timeout per batch, not
- * one per call.  After each round of answers "settled" (if given) may end
- * the batch early; calls still waiting then keep REDIS_CALL_WAITING and
- * their replies are skipped later.  Every call ends DONE, FAILED or
- * WAITING; only CHECK_FOR_INTERRUPTS (when interrupts are not held) and
- * out-of-memory can raise an ERROR here.
+ * RedisConnService: handle what the wait set reported for a connection:
+ * finish a connect, read replies, write what is left.
  */
 void
-RedisRun(RedisCall *calls, int ncalls, int timeout_ms,
-		 RedisSettledFn settled, void *arg)
+RedisConnService(RedisConn *conn, uint32 events)
 {
-	int			i;
-
-	batch_epoch++;
-	batch_start = RedlockNowUs();
-	batch_context = CurrentMemoryContext;
-
-	/* connects that ran out of time in the background */
-	for (i = 0; i < nservers; i++)
-	{
-		RedisServer *srv = servers[i];
-
-		if (srv->connecting && batch_start >= srv->connect_deadline)
-		{
-			char		text[64];
-
-			snprintf(text, sizeof(text), "could not connect within %d ms",
-					 redlock_connect_timeout);
-			server_fail(srv, REDIS_FAIL_CONNECT, text, true);
-		}
-	}
-
-	/* queue every call on its server */
-	for (i = 0; i < ncalls; i++)
-	{
-		RedisCall  *call = &calls[i];
-		RedisServer *srv = call->server;
-
-		call->state = REDIS_CALL_WAITING;
-		call->failure = REDIS_FAIL_NONE;
-		call->error = NULL;
-		call->nints = 0;
-		call->next_waiting = NULL;
-
-		if (srv->batch_epoch != batch_epoch)
-			batch_prepare_server(srv, batch_start, timeout_ms);
-		call->behind = srv->batch_behind;
-
-		if (srv->ctx == NULL)
-		{
-			char		text[REDLOCK_ERROR_LEN];
-
-			if (batch_start < srv->retry_after)
-			{
-				snprintf(text, sizeof(text),
-						 "not retried for %d ms after: %s",
-						 (int) ((srv->retry_after - batch_start + 999) / 1000),
-						 srv->last_error);
-				call_fail(call, REDIS_FAIL_BACKOFF, text);
-			}
-			else
-				call_fail(call, srv->last_failure, srv->last_error);
-			continue;
-		}
-		if (!call_append(srv, call))
-			server_fail(srv, REDIS_FAIL_IO, "out of memory", false);
-	}
-
-	for (i = 0; i < nservers; i++)
-		if (servers[i]->batch_epoch == batch_epoch)
-			server_flush(servers[i]);
-
-	postmaster_gone = false;
-	for (;;)
-	{
-		int64		now;
-		int64		next_deadline = PG_INT64_MAX;
-
-		if (!batch_waiting(calls, ncalls))
-			break;
-		if (settled && settled(calls, ncalls, arg))
-			break;
-
-		now = RedlockNowUs();
-		for (i = 0; i < nservers; i++)
-		{
-			RedisServer *srv = servers[i];
-
-			if (srv->batch_epoch != batch_epoch || srv->batch_head == NULL)
-				continue;
-			/* when the postmaster is gone, give up at once: the TTL does the rest */
-			if (!postmaster_gone && now < srv->batch_deadline)
-				next_deadline = Min(next_deadline, srv->batch_deadline);
-			else if (!postmaster_gone && srv->connecting)
-			{
-				char		text[64];
-
-				snprintf(text, sizeof(text),
-						 "could not connect within %d ms",
-						 redlock_connect_timeout);
-				server_fail(srv, REDIS_FAIL_CONNECT, text, true);
-			}
-			else
-				server_timeout(srv, timeout_ms);
-		}
-		if (next_deadline == PG_INT64_MAX)
-			break;				/* everything failed or timed out */
-
-		wait_round((long) ((next_deadline - now + 999) / 1000));
-
-		/* a NOSCRIPT re-send may have queued output */
-		for (i = 0; i < nservers; i++)
-			if (servers[i]->batch_epoch == batch_epoch && !servers[i]->want_write)
-				server_flush(servers[i]);
-	}
-
-	/* later replies to this batch's calls belong to nobody */
-	batch_epoch++;
+	if (conn->state == REDIS_CONN_CONNECTING && !connect_step(conn))
+		return;
+	if (conn->state == REDIS_CONN_CLOSED)
+		return;
+	if (events & WL_SOCKET_READABLE)
+		conn_receive(conn);
+	if (conn->state != REDIS_CONN_CLOSED)
+		RedisConnFlush(conn);
 }
 
 /*
- * RedisSubscribe: make sure this backend is subscribed to its wake channel
- * on each of "srvs", waiting at most timeout_ms for the confirmations.
- * A server that cannot be subscribed to is left to the fallback timer.
- * Raises only what CHECK_FOR_INTERRUPTS raises.
+ * RedisConnDrain: take what has arrived of earlier replies, without
+ * waiting (one read, only when replies are owed).
  */
 void
-RedisSubscribe(RedisServer **srvs, int n, int timeout_ms)
+RedisConnDrain(RedisConn *conn)
 {
-	int64		deadline = RedlockNowUs() + (int64) timeout_ms * 1000;
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		if (srvs[i]->sub.ctx &&
-			srvs[i]->sub.credentials != redlock_credentials_generation)
-			sub_close(srvs[i]);
-		if (srvs[i]->sub.ctx == NULL)
-			sub_start(srvs[i], deadline);
-	}
-
-	for (;;)
-	{
-		int64		now = RedlockNowUs();
-		bool		pending = false;
-
-		for (i = 0; i < n; i++)
-		{
-			RedisServer *srv = srvs[i];
-
-			if (srv->sub.ctx == NULL || srv->sub.ready)
-				continue;
-			if (now >= srv->sub.deadline)
-				sub_close(srv);
-			else
-				pending = true;
-		}
-		if (!pending || now >= deadline)
-			return;
-		wait_round((long) ((deadline - now + 999) / 1000));
-	}
+	if ((conn->state == REDIS_CONN_READY || conn->state == REDIS_CONN_HANDSHAKE) &&
+		(conn->skip > 0 || conn->handshake > 0))
+		conn_receive(conn);
 }
 
 /*
- * RedisWaitWake: wait until a wake-up for rkey arrives (one counted after
- * "seen", a RedisWakeCount() taken before the last attempt, so that none
- * sent meanwhile is missed) or timeout_ms passes.  Answers to earlier
- * requests are drained meanwhile.  Returns true when woken.  Raises what
- * CHECK_FOR_INTERRUPTS raises (cancel, statement_timeout, termination).
+ * RedisConnCheckIdle: a ready connection that owes nothing and has been
+ * silent for more than a second may have been closed by the server (its
+ * idle timeout, a restart): look, without waiting (one read).  A closed
+ * one is failed, so that the caller opens a new one.
  */
-bool
-RedisWaitWake(const char *rkey, uint64 seen, long timeout_ms)
+void
+RedisConnCheckIdle(RedisConn *conn, int64 now)
 {
-	int64		deadline = RedlockNowUs() + (int64) timeout_ms * 1000;
-	bool		woken;
-
-	wake_key = rkey;
-	PG_TRY();
-	{
-		for (;;)
-		{
-			int64		now = RedlockNowUs();
-
-			if (wake_count != seen || now >= deadline)
-				break;
-			wait_round((long) ((deadline - now + 999) / 1000));
-		}
-	}
-	PG_FINALLY();
-	{
-		wake_key = NULL;
-	}
-	PG_END_TRY();
-	woken = wake_count != seen;
-	return woken;
+	if (conn->state == REDIS_CONN_READY && conn->skip == 0 &&
+		conn->queue_head == NULL && now - conn->last_io > 1000000)
+		conn_receive(conn);
 }
 
 /*
@@ -1623,12 +1030,7 @@ RedisDisconnectAll(void)
 
 	for (i = 0; i < nservers; i++)
 	{
-		if (servers[i]->ctx)
-		{
-			redisFree(servers[i]->ctx);
-			servers[i]->ctx = NULL;
-		}
-		sub_close(servers[i]);
+		RedisConnClose(&servers[i]->cmd);
+		RedisConnClose(&servers[i]->sub);
 	}
-	conn_generation++;
 }

@@ -43,12 +43,6 @@ int			redlock_commit_margin = 2000;
 char	   *redlock_username = NULL;
 char	   *redlock_password = NULL;
 char	   *redlock_passfile = NULL;
-
-/*
- * Bumped whenever a setting that decides how we authenticate changes:
- * connections opened before are replaced at their next use.
- */
-uint64		redlock_credentials_generation = 0;
 int			redlock_database = 0;
 int			redlock_snapshot_check = REDLOCK_SNAPSHOT_WARNING;
 
@@ -430,25 +424,56 @@ fail:
 	return false;
 }
 
-/* assign_servers: GUC assign hook; keeps the parsed list. */
+/*
+ * assign_servers: GUC assign hook; keeps the parsed list.  An entry's own
+ * credentials are compared when a lock next uses its server
+ * (RedisServerForSpec), so that changing one entry replaces only that
+ * server's connections.
+ */
 static void
 assign_servers(const char *newval, void *extra)
 {
 	configured_servers = (const RedlockServerList *) extra;
-	redlock_credentials_generation++;
 }
 
-/* assign_credential_*: assign hooks of the settings that authenticate. */
-static void
-assign_credential_string(const char *newval, void *extra)
+/*
+ * Assign hooks of the settings that decide how servers authenticate.
+ * PostgreSQL calls them on every reload and every SET, changed or not,
+ * and before it stores the new value: connections are replaced (at their
+ * next use) only when the value really differs from the one in force.
+ */
+static bool
+same_string(const char *a, const char *b)
 {
-	redlock_credentials_generation++;
+	return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
 static void
-assign_credential_int(int newval, void *extra)
+assign_username(const char *newval, void *extra)
 {
-	redlock_credentials_generation++;
+	if (!same_string(newval, redlock_username))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_password(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_password))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_passfile(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_passfile))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_database(int newval, void *extra)
+{
+	if (newval != redlock_database)
+		RedisCredentialsChanged();
 }
 
 /*
@@ -579,7 +604,7 @@ RedlockDefineGucs(void)
 							   "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY,
-							   NULL, assign_credential_string, NULL);
+							   NULL, assign_username, NULL);
 
 	DefineCustomStringVariable("redlock.password",
 							   "Redis password for servers whose entry gives none.",
@@ -588,7 +613,7 @@ RedlockDefineGucs(void)
 							   "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, assign_credential_string, show_password);
+							   NULL, assign_password, show_password);
 
 	DefineCustomStringVariable("redlock.passfile",
 							   "File of Redis credentials, in the form host:port:user:password.",
@@ -599,7 +624,7 @@ RedlockDefineGucs(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   NULL, assign_credential_string, NULL);
+							   NULL, assign_passfile, NULL);
 
 	DefineCustomIntVariable("redlock.database",
 							"Redis database number for servers whose entry names none.",
@@ -608,7 +633,7 @@ RedlockDefineGucs(void)
 							0, 0, 1000000,
 							PGC_SUSET,
 							0,
-							NULL, assign_credential_int, NULL);
+							NULL, assign_database, NULL);
 
 	DefineCustomStringVariable("redlock.key_prefix",
 							   "Prefix put in front of every lock key in Redis.",

@@ -9,17 +9,26 @@
  * counted apart: session-level acquisitions in session_count, transaction-
  * level ones per subtransaction in holds[].  The Redis lock is released
  * when both reach zero.  Re-acquiring a held key costs no round trip and
- * returns the same token (and does not extend the TTL).
+ * returns the same token (and does not extend the TTL), as long as the
+ * lock is known to be ours: one past its validity is re-armed first (one
+ * round trip), and one found lost is never handed out again.  A lost lock
+ * with only session holds is taken afresh (new owner value, new token;
+ * the holds carry over); one the transaction holds raises 40001, since
+ * that transaction cannot commit anyway.
  *
  * Transaction end (see xact.c's CommitTransaction for the order):
  *	  PRE_COMMIT	the last point where the transaction can still abort.
- *					Every transaction-level lock must still be ours: one an
- *					extend found lost, or one with less validity left than
+ *					Every transaction-level lock must still be ours: one
+ *					found lost, or one with less validity left than
  *					redlock.commit_margin that a quorum will not re-arm,
  *					fails the COMMIT (40001) so that none of the work done
- *					under it becomes visible.  If the commit releases locks,
- *					it is made durable first (ForceSyncCommit), even under
- *					synchronous_commit = off.
+ *					under it becomes visible.  Locks under the margin are
+ *					re-armed in one batch, and every lock is then checked
+ *					again against a fresh clock, until all have the margin.
+ *					The connections the release will use are made ready
+ *					here, where an ERROR is still allowed.  If the commit
+ *					releases locks, it is made durable first
+ *					(ForceSyncCommit), even under synchronous_commit = off.
  *	  COMMIT_SUB	the subtransaction's holds move to its parent.
  *	  ABORT_SUB		its holds are dropped; keys left without holds are
  *					released (ROLLBACK TO SAVEPOINT, a PL/pgSQL exception).
@@ -31,9 +40,10 @@
  *	  ABORT			released in XACT_EVENT_ABORT.
  *	  PRE_PREPARE	refused (0A000) while transaction-level locks are held:
  *					a prepared transaction ends without our callbacks.
- * In COMMIT and ABORT interrupts are held and an ERROR could become a
- * PANIC: releases wait at most redlock.command_timeout per server and a
- * failure is a WARNING; the lock's TTL is the backstop.
+ * In COMMIT, ABORT and ABORT_SUB interrupts are held, and after the commit
+ * record an ERROR becomes a PANIC.  Releases there open no connection,
+ * wait at most REDLOCK_CALLBACK_MAX_WAIT_MS, and any ERROR (out of memory)
+ * is caught and becomes a WARNING; the lock's TTL is the backstop.
  *
  * Pending acquisitions.  An entry is created before its acquire is sent,
  * with pending_subid set to the current subtransaction.  If the acquire is
@@ -42,13 +52,16 @@
  * after we stopped listening is not left behind.
  *
  * Entries leave the table before their release is sent: if the release is
- * interrupted, the table still only lists locks we hold.
+ * interrupted, the table still only lists locks we hold.  What a release
+ * in flight needs is copied out of RedlockContext first, so an interrupted
+ * release leaks nothing that outlives the statement.
  *
  * Backend exit.  A before_shmem_exit callback, registered when the first
  * lock is taken, releases whatever is still held (session locks, and those
  * of a transaction cut short by pg_terminate_backend or a lost client).
  * Whether it runs before or after PostgreSQL aborts that transaction, the
- * transaction's writes never become visible, so releasing is safe.
+ * transaction's writes never become visible, so releasing is safe.  It may
+ * reconnect (a session's connection may have idled out long ago).
  *
  * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
  *
@@ -56,21 +69,23 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
+#include "access/parallel.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
+#include "datatype/timestamp.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
 #include "storage/proc.h"
+#include "utils/hsearch.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "datatype/timestamp.h"
-#include "utils/hsearch.h"
-#include "utils/wait_event.h"
 
 #include "redlock.h"
 
 #define INITIAL_HOLDS 4
+#define COMMIT_CHECK_ROUNDS 3
 
 static HTAB *lock_table = NULL;
 
@@ -144,28 +159,41 @@ lock_lookup(const char *rkey)
 }
 
 /*
- * lock_forget: take an entry out of the table and return a copy that owns
- * its strings (free them with lock_free_copy).
+ * lock_forget: take an entry out of the table and return a copy for its
+ * release.  The copy's key lives in the current memory context and the
+ * entry's own memory is freed now, so a release that is interrupted
+ * leaves nothing behind in RedlockContext.  Free the copy with
+ * lock_free_copy.  Raises ERROR only when out of memory, before anything
+ * changed.
  */
 static RedlockLock
 lock_forget(RedlockLock *lock)
 {
 	RedlockLock copy = *lock;
+	char	   *rkey = pstrdup(lock->rkey);
+	char	   *old_rkey = lock->rkey;
 
 	hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+	copy.key = rkey + (copy.key - old_rkey);
+	copy.rkey = rkey;
+	if (copy.holds)
+		pfree(copy.holds);
+	copy.holds = NULL;
+	copy.nholds = copy.maxholds = 0;
+	pfree(old_rkey);
 	return copy;
 }
 
-/* lock_free_copy: free the strings of a copy made by lock_forget. */
+/* lock_free_copy: free what a copy made by lock_forget holds. */
 static void
 lock_free_copy(RedlockLock *copy)
 {
 	pfree(copy->rkey);
-	if (copy->holds)
-		pfree(copy->holds);
+	copy->rkey = copy->key = NULL;
 }
 
-static int	release_locks(RedlockLock *locks, int nlocks, const char *when);
+static int	release_locks(RedlockLock *locks, int nlocks, const char *when,
+						  RedlockWhen where, int *nunconfirmed);
 
 /*
  * lock_abandon: give up an acquire that did not get the lock: forget the
@@ -177,7 +205,7 @@ lock_abandon(RedlockLock *lock)
 {
 	RedlockLock gone = lock_forget(lock);
 
-	release_locks(&gone, 1, "abandon");
+	release_locks(&gone, 1, "abandon", REDLOCK_IN_STATEMENT, NULL);
 }
 
 /*
@@ -220,9 +248,10 @@ owner_value(char *out)
 }
 
 /*
- * lock_create: a new, pending entry for "rkey", with a fresh owner value
- * and the configured masters.  Raises ERROR if no random bytes are
- * available or memory runs out; nothing is half-entered then.
+ * lock_create: a new, pending entry for "rkey", with a fresh owner value,
+ * the wake channel under the current key prefix, and the configured
+ * masters.  Raises ERROR if no random bytes are available or memory runs
+ * out; nothing is half-entered then.
  */
 static RedlockLock *
 lock_create(const char *rkey, const char *key, int ttl_ms)
@@ -230,6 +259,9 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	const RedlockServerList *list = RedlockConfiguredServers();
 	RedisServer *srvs[REDLOCK_MAX_SERVERS] = {0};
 	char		value[REDLOCK_VALUE_LEN + 1];
+	char		channel[REDIS_CHANNEL_LEN];
+	size_t		rkeylen = strlen(rkey);
+	size_t		keylen = strlen(key);
 	char	   *rkey_copy;
 	RedlockHold *holds;
 	RedlockLock *lock;
@@ -237,8 +269,9 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	int			i;
 
 	owner_value(value);
+	RedisWakeChannel(rkey, rkeylen - keylen, channel);
 	for (i = 0; i < list->nservers; i++)
-		srvs[i] = RedisServerGet(&list->servers[i]);
+		srvs[i] = RedisServerForSpec(&list->servers[i]);
 	rkey_copy = MemoryContextStrdup(RedlockContext, rkey);
 	holds = MemoryContextAlloc(RedlockContext,
 							   sizeof(RedlockHold) * INITIAL_HOLDS);
@@ -249,9 +282,10 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	memset((char *) lock + sizeof(char *), 0,
 		   sizeof(RedlockLock) - sizeof(char *));
 	lock->rkey = rkey_copy;
-	lock->rkeylen = strlen(rkey_copy);
-	lock->key = rkey_copy + (lock->rkeylen - strlen(key));
+	lock->rkeylen = (int) rkeylen;
+	lock->key = rkey_copy + (rkeylen - keylen);
 	memcpy(lock->value, value, sizeof(value));
+	memcpy(lock->channel, channel, sizeof(channel));
 	lock->ttl_ms = ttl_ms;
 	lock->holds = holds;
 	lock->maxholds = INITIAL_HOLDS;
@@ -321,12 +355,16 @@ failure_sqlstate(RedisFailure failure)
  * the table, at once, then report.  Entries still pending (an interrupted
  * acquire) are released quietly.
  *
- * "when" names the moment for messages.  Lost and unconfirmed releases are
- * WARNINGs, never ERRORs, so this may run in commit and abort callbacks.
- * Returns the number of locks found lost.
+ * "when" names the moment for messages, "where" what the batch may do.
+ * Lost and unconfirmed releases are WARNINGs.  Returns the number of
+ * locks found lost; *nunconfirmed (if not NULL) gets the number whose
+ * release no quorum confirmed.  Raises ERROR only when out of memory, or,
+ * in a statement, on cancel: callers in callbacks catch it
+ * (release_in_callback).
  */
 static int
-release_locks(RedlockLock *locks, int nlocks, const char *when)
+release_locks(RedlockLock *locks, int nlocks, const char *when,
+			  RedlockWhen where, int *nunconfirmed)
 {
 	RedlockLock **ptrs;
 	RedlockReleaseResult *results;
@@ -334,6 +372,8 @@ release_locks(RedlockLock *locks, int nlocks, const char *when)
 	int			nlost = 0;
 	int			i;
 
+	if (nunconfirmed)
+		*nunconfirmed = 0;
 	if (nlocks == 0)
 		return 0;
 
@@ -343,7 +383,7 @@ release_locks(RedlockLock *locks, int nlocks, const char *when)
 	for (i = 0; i < nlocks; i++)
 		ptrs[i] = &locks[i];
 
-	RedlockRelease(ptrs, nlocks, results, tallies);
+	RedlockRelease(ptrs, nlocks, results, tallies, where);
 
 	for (i = 0; i < nlocks; i++)
 	{
@@ -374,22 +414,85 @@ release_locks(RedlockLock *locks, int nlocks, const char *when)
 					 errhint("Use a longer TTL, or extend the lock while you hold it.")));
 		}
 		else if (results[i] == REDLOCK_RELEASE_FAILED)
+		{
+			if (nunconfirmed)
+				(*nunconfirmed)++;
 			ereport(WARNING,
 					(errcode(failure_sqlstate(tallies[i].first_failure)),
 					 errmsg("could not release Redis lock \"%s\" at %s",
 							lock->key, when),
-					 tallies[i].first_error ?
+					 tallies[i].first_server ?
 					 errdetail("Server \"%s\": %s. The lock expires on its own within its TTL of %d ms.",
 							   tallies[i].first_server,
 							   tallies[i].first_error, lock->ttl_ms) :
 					 errdetail("Too few servers answered in time. The lock expires on its own within its TTL of %d ms.",
 							   lock->ttl_ms)));
+		}
 		lock_free_copy(lock);
 	}
 	pfree(ptrs);
 	pfree(results);
 	pfree(tallies);
 	return nlost;
+}
+
+/*
+ * release_in_callback: release_locks from a COMMIT, ABORT or ABORT_SUB
+ * callback, where no ERROR may escape: one (out of memory) becomes a
+ * WARNING, and the locks then expire by their TTL.
+ */
+static void
+release_in_callback(RedlockLock *locks, int nlocks, const char *when)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	HOLD_INTERRUPTS();
+	PG_TRY();
+	{
+		release_locks(locks, nlocks, when, REDLOCK_IN_CALLBACK, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not release Redis locks at %s: %s", when,
+						edata->message),
+				 errdetail("They expire on their own within their TTL.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	RESUME_INTERRUPTS();
+}
+
+/*
+ * forget_in_callback: lock_forget for a callback: an entry that cannot be
+ * copied (out of memory) is dropped from the table as it is, and left to
+ * its TTL.  Returns false then.
+ */
+static bool
+forget_in_callback(RedlockLock *lock, RedlockLock *copy)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		*copy = lock_forget(lock);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /*
@@ -404,7 +507,8 @@ xact_end(bool commit)
 	RedlockLock *gone;
 	int			ngone = 0;
 
-	gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
+	gone = palloc_extended(sizeof(RedlockLock) * hash_get_num_entries(lock_table),
+						   MCXT_ALLOC_NO_OOM);
 	hash_seq_init(&seq, lock_table);
 	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
 	{
@@ -413,53 +517,48 @@ xact_end(bool commit)
 		if (lock->nholds == 0 && !pending)
 			continue;
 		lock->nholds = 0;
-		if (lock->session_count == 0 || pending)
-			gone[ngone++] = lock_forget(lock);
+		if (lock->session_count > 0 && !pending)
+			continue;
+		if (gone == NULL || !forget_in_callback(lock, &gone[ngone]))
+		{
+			if (gone == NULL)
+				hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+			continue;			/* left to its TTL */
+		}
+		ngone++;
 	}
-
-	HOLD_INTERRUPTS();
-	release_locks(gone, ngone, commit ? "commit" : "abort");
-	RESUME_INTERRUPTS();
+	if (gone == NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not release Redis locks at %s: out of memory",
+						commit ? "commit" : "abort"),
+				 errdetail("They expire on their own within their TTL.")));
+		return;
+	}
+	release_in_callback(gone, ngone, commit ? "commit" : "abort");
 	pfree(gone);
 }
 
 /*
- * commit_check_lock: make sure a transaction-level lock is still ours
- * before the commit, extending it when less than redlock.commit_margin of
- * its validity is left.  Raises 40001 when it is lost, 08xxx when a quorum
- * of its masters cannot confirm it; either aborts the transaction.
+ * commit_ttl: the TTL a lock is re-armed to at commit: its own, but at
+ * least enough to leave redlock.commit_margin of validity after a re-arm
+ * that takes as long as redlock.command_timeout.
  */
-static void
-commit_check_lock(RedlockLock *lock)
+static int
+commit_ttl(const RedlockLock *lock)
 {
-	RedlockTally tally;
+	double		need = (redlock_commit_margin + redlock_command_timeout + 2.0) /
+		(1.0 - redlock_drift_factor);
 
-	if (!lock->lost)
-	{
-		switch (RedlockExtend(lock, Max(lock->ttl_ms, redlock_commit_margin),
-							  &tally))
-		{
-			case REDLOCK_RELEASED:
-				RedlockCount(REDLOCK_COMMIT_EXTENDS, 1);
-				return;			/* re-armed: the commit fits inside it */
-			case REDLOCK_WAS_LOST:
-				lock->lost = true;
-				break;
-			case REDLOCK_RELEASE_FAILED:
-				{
-					StringInfoData detail;
+	return (int) Min(Max((double) lock->ttl_ms, ceil(need)),
+					 (double) REDLOCK_MAX_TTL_MS);
+}
 
-					initStringInfo(&detail);
-					RedlockDescribeTally(&tally, &detail);
-					ereport(ERROR,
-							(errcode(failure_sqlstate(tally.first_failure)),
-							 errmsg("could not confirm Redis lock \"%s\" before commit",
-									lock->key),
-							 errdetail_internal("%s", detail.data),
-							 errhint("The transaction is rolled back: it cannot be known to have held the lock.")));
-				}
-		}
-	}
+/* report_lost_at_commit: raise 40001 for a lock found lost at commit. */
+static void
+report_lost_at_commit(const RedlockLock *lock)
+{
 	RedlockCount(REDLOCK_LOST_AT_COMMIT, 1);
 	ereport(ERROR,
 			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -471,21 +570,127 @@ commit_check_lock(RedlockLock *lock)
 }
 
 /*
- * pre_commit: the commit-time check of every transaction-level lock, then
- * durability before the release.
+ * commit_check: make sure every transaction-level lock is still ours, with
+ * at least redlock.commit_margin of validity, before the commit.  Locks
+ * under the margin are re-armed together, in one batch; then every lock is
+ * checked again against a fresh clock, since the batch itself took time,
+ * and the rounds go on until all have the margin (at most
+ * COMMIT_CHECK_ROUNDS).  Raises 40001 when a lock is lost, 08xxx when a
+ * quorum of its masters cannot confirm it or the rounds run out; either
+ * aborts the transaction.
+ */
+static void
+commit_check(RedlockLock **locks, int nlocks)
+{
+	RedlockLock **under = palloc(sizeof(RedlockLock *) * nlocks);
+	int		   *ttls = palloc(sizeof(int) * nlocks);
+	RedlockExtendResult *results = palloc(sizeof(RedlockExtendResult) * nlocks);
+	RedlockTally *tallies = palloc(sizeof(RedlockTally) * nlocks);
+	int			round;
+	int			i;
+
+	for (round = 0;; round++)
+	{
+		int64		now = RedlockNowUs();
+		int			nunder = 0;
+
+		for (i = 0; i < nlocks; i++)
+		{
+			if (locks[i]->lost)
+				report_lost_at_commit(locks[i]);
+			if (locks[i]->valid_until_us - now < (int64) redlock_commit_margin * 1000)
+			{
+				under[nunder] = locks[i];
+				ttls[nunder] = commit_ttl(locks[i]);
+				nunder++;
+			}
+		}
+		if (nunder == 0)
+			break;
+		if (round == COMMIT_CHECK_ROUNDS)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not confirm Redis lock \"%s\" before commit",
+							under[0]->key),
+					 errdetail("Re-arming it on its masters did not leave redlock.commit_margin (%d ms) of validity after %d attempts.",
+							   redlock_commit_margin, COMMIT_CHECK_ROUNDS),
+					 errhint("The transaction is rolled back: it cannot be known to hold the lock long enough. Check the masters' latency, or lower redlock.commit_margin.")));
+
+		RedlockExtendMany(under, nunder, ttls, results, tallies);
+		for (i = 0; i < nunder; i++)
+		{
+			if (results[i] == REDLOCK_EXTENDED)
+				RedlockCount(REDLOCK_COMMIT_EXTENDS, 1);
+			else if (results[i] == REDLOCK_EXTEND_LOST)
+			{
+				under[i]->lost = true;
+				report_lost_at_commit(under[i]);
+			}
+			else
+			{
+				StringInfoData detail;
+
+				initStringInfo(&detail);
+				RedlockDescribeTally(&tallies[i], &detail);
+				ereport(ERROR,
+						(errcode(failure_sqlstate(tallies[i].first_failure)),
+						 errmsg("could not confirm Redis lock \"%s\" before commit",
+								under[i]->key),
+						 errdetail_internal("%s", detail.data),
+						 errhint("The transaction is rolled back: it cannot be known to have held the lock.")));
+			}
+		}
+	}
+	pfree(under);
+	pfree(ttls);
+	pfree(results);
+	pfree(tallies);
+}
+
+/*
+ * prepare_release_servers: make the connections that COMMIT's release will
+ * use ready now (see RedisPrepareServers), for the locks that the commit
+ * releases.
+ */
+static void
+prepare_release_servers(RedlockLock **locks, int nlocks)
+{
+	RedisServer **srvs = palloc(sizeof(RedisServer *) * nlocks * REDLOCK_MAX_SERVERS);
+	int			n = 0;
+	int			i;
+	int			j;
+	int			k;
+
+	for (i = 0; i < nlocks; i++)
+	{
+		if (locks[i]->session_count > 0)
+			continue;			/* stays held */
+		for (j = 0; j < locks[i]->nservers; j++)
+		{
+			for (k = 0; k < n && srvs[k] != locks[i]->servers[j]; k++)
+				;
+			if (k == n)
+				srvs[n++] = locks[i]->servers[j];
+		}
+	}
+	RedisPrepareServers(srvs, n);
+	pfree(srvs);
+}
+
+/*
+ * pre_commit: the commit-time check of every transaction-level lock, the
+ * connections for the release, then durability before the release.
  */
 static void
 pre_commit(void)
 {
 	HASH_SEQ_STATUS seq;
 	RedlockLock *lock;
-	RedlockLock **check;
-	int			ncheck = 0;
+	RedlockLock **held;
+	int			nheld = 0;
 	bool		releases = false;
-	int64		now = RedlockNowUs();
-	int			i;
 
-	check = palloc(sizeof(RedlockLock *) * hash_get_num_entries(lock_table));
+	held = palloc(sizeof(RedlockLock *) * hash_get_num_entries(lock_table));
 	hash_seq_init(&seq, lock_table);
 	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
 	{
@@ -493,14 +698,14 @@ pre_commit(void)
 			continue;
 		if (lock->session_count == 0)
 			releases = true;
-		if (lock->lost ||
-			lock->valid_until_us - now < (int64) redlock_commit_margin * 1000)
-			check[ncheck++] = lock;
+		held[nheld++] = lock;
 	}
-
-	for (i = 0; i < ncheck; i++)
-		commit_check_lock(check[i]);
-	pfree(check);
+	if (nheld > 0)
+	{
+		commit_check(held, nheld);
+		prepare_release_servers(held, nheld);
+	}
+	pfree(held);
 
 	/* whoever takes the lock next must find our commit on disk */
 	if (releases)
@@ -529,14 +734,14 @@ check_prepare(void)
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("cannot PREPARE a transaction that holds transaction-scoped Redis locks"),
 					 errdetail("Lock \"%s\" is held until the end of the transaction.", key),
-					 errhint("Take session locks with redlock_acquire_session() for work that is committed in two phases.")));
+					 errhint("Take session locks with redlock_acquire_session() for work that is committed in two phases, and keep them until COMMIT PREPARED or ROLLBACK PREPARED has run: released earlier, they no longer protect the prepared work.")));
 		}
 	}
 }
 
 /*
  * xact_callback: transaction events.  Parallel-worker events are ignored:
- * the SQL functions are PARALLEL UNSAFE, so workers hold no locks.
+ * a parallel worker never holds a lock (RedlockLockAcquire refuses).
  */
 static void
 xact_callback(XactEvent event, void *arg)
@@ -582,7 +787,8 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		return;
 
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		gone = palloc(sizeof(RedlockLock) * hash_get_num_entries(lock_table));
+		gone = palloc_extended(sizeof(RedlockLock) * hash_get_num_entries(lock_table),
+							   MCXT_ALLOC_NO_OOM);
 
 	hash_seq_init(&seq, lock_table);
 	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
@@ -617,18 +823,20 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		{
 			bool		pending = lock->pending_subid == mySubid;
 
-			if (pending ||
-				(lock->nholds == 0 && lock->session_count == 0 &&
-				 lock->pending_subid == InvalidSubTransactionId))
-				gone[ngone++] = lock_forget(lock);
+			if (!pending &&
+				(lock->nholds > 0 || lock->session_count > 0 ||
+				 lock->pending_subid != InvalidSubTransactionId))
+				continue;
+			if (gone == NULL)
+				hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+			else if (forget_in_callback(lock, &gone[ngone]))
+				ngone++;
 		}
 	}
 
 	if (gone)
 	{
-		HOLD_INTERRUPTS();
-		release_locks(gone, ngone, "rollback to savepoint");
-		RESUME_INTERRUPTS();
+		release_in_callback(gone, ngone, "rollback to savepoint");
 		pfree(gone);
 	}
 }
@@ -636,7 +844,8 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 /*
  * exit_callback: release whatever is still held when the backend exits,
  * then close the connections.  Interrupts are held: only deadlines end the
- * waits.
+ * waits.  PostgreSQL turns any ERROR here into FATAL, which ends the exit
+ * early; only running out of memory could raise one.
  */
 static void
 exit_callback(int code, Datum arg)
@@ -650,6 +859,7 @@ exit_callback(int code, Datum arg)
 	MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext,
 												"redlock exit",
 												ALLOCSET_SMALL_SIZES));
+	RedisWakeWatch(NULL);
 
 	if (lock_table != NULL && hash_get_num_entries(lock_table) > 0)
 	{
@@ -659,7 +869,7 @@ exit_callback(int code, Datum arg)
 			gone[ngone++] = lock_forget(lock);
 
 		HOLD_INTERRUPTS();
-		release_locks(gone, ngone, "session end");
+		release_locks(gone, ngone, "session end", REDLOCK_AT_EXIT, NULL);
 		RESUME_INTERRUPTS();
 	}
 	RedisDisconnectAll();
@@ -692,15 +902,15 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels redlock:wake:*; and SELECT when a database other than 0 is used.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used.";
 		default:
 			return "Check that Redis is running and that redlock.servers names it.";
 	}
 }
 
 /*
- * report_unreachable: raise the 08xxx/28000/42501 error for an acquire that
- * could not ask a quorum of masters.
+ * report_unreachable: raise the 08xxx/28000/42501 error for a request that
+ * could not reach a quorum of masters.
  */
 static void
 report_unreachable(const RedlockTally *tally)
@@ -713,7 +923,7 @@ report_unreachable(const RedlockTally *tally)
 		ereport(ERROR,
 				(errcode(failure_sqlstate(tally->first_failure)),
 				 errmsg("could not reach Redis server \"%s\"",
-						tally->first_server),
+						tally->first_server ? tally->first_server : "?"),
 				 errdetail_internal("%s", detail.data),
 				 errhint("%s", failure_hint(tally->first_failure))));
 	ereport(ERROR,
@@ -739,6 +949,63 @@ count_wait(bool waited, int64 start)
 }
 
 /*
+ * reenter: a lock this backend already has an entry for is acquired again.
+ * A lock past its validity is re-armed first: if our value is still on a
+ * quorum, nobody else can have held the key meanwhile.  Returns true when
+ * the lock is ours (the new hold is counted and *token set), false when it
+ * is lost and has only session holds: the caller takes it afresh (the
+ * entry has been forgotten and released; *carried gets its session
+ * holds).  Raises 40001 when it is lost and this transaction holds it,
+ * and what RedlockLockExtend raises when the masters cannot confirm it.
+ */
+static bool
+reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
+{
+	Assert(lock->pending_subid == InvalidSubTransactionId);
+
+	if (!lock->lost && RedlockNowUs() >= lock->valid_until_us)
+	{
+		RedlockTally tally;
+
+		switch (RedlockExtend(lock, lock->ttl_ms, &tally))
+		{
+			case REDLOCK_EXTENDED:
+				break;
+			case REDLOCK_EXTEND_LOST:
+				lock->lost = true;
+				break;
+			case REDLOCK_EXTEND_UNCONFIRMED:
+				report_unreachable(&tally);
+		}
+	}
+	if (!lock->lost)
+	{
+		hold_add(lock, session);
+		*token = lock->token;
+		RedlockCount(REDLOCK_REENTRIES, 1);
+		return true;
+	}
+	if (lock->nholds > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("Redis lock \"%s\" was lost while this transaction held it",
+						lock->key),
+				 errdetail("The lock expired or was taken over (TTL %d ms, taken %.0f ms ago); this transaction cannot commit.",
+						   lock->ttl_ms,
+						   (RedlockNowUs() - lock->acquired_us) / 1000.0),
+				 errhint("Roll back and retry the transaction. Use a longer TTL, or redlock_extend(), for transactions that take long.")));
+
+	/* session holds only: forget the lost lock (cleaning what is left of it) */
+	*carried = lock->session_count;
+	{
+		RedlockLock gone = lock_forget(lock);
+
+		release_locks(&gone, 1, "re-acquisition", REDLOCK_IN_STATEMENT, NULL);
+	}
+	return false;
+}
+
+/*
  * RedlockLockAcquire: acquire "key" for the session or the transaction.
  *
  * ttl_ms is the lock's TTL (already checked).  wait_ms < 0 means use
@@ -748,33 +1015,44 @@ count_wait(bool waited, int64 start)
  * Returns true and sets *token when the lock is held (at once if this
  * backend already held it); false when dontwait and someone else holds it.
  * Raises 55P03 when the wait ends, 08xxx when a quorum of masters could not
- * be asked, 22001/22023 for keys and TTLs that cannot work, and whatever
- * CHECK_FOR_INTERRUPTS raises (57014 on cancel and statement_timeout).
+ * be asked, 40001 when re-acquiring a lock this transaction held and lost,
+ * 22001/22023 for keys and TTLs that cannot work, 25000 in a parallel
+ * worker, and whatever CHECK_FOR_INTERRUPTS raises (57014 on cancel and
+ * statement_timeout).
  */
 bool
 RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 				   bool dontwait, int64 *token)
 {
-	char	   *rkey = redis_key(key);
+	char	   *rkey;
 	const char *limit_name = NULL;
 	int			limit_ms = 0;
+	int			carried = 0;
 	MemoryContext attempt_cxt;
 	RedlockLock *lock;
+	RedlockTally tally = {0};
+	RedlockTally attempt;
 	int64		start;
 	int64		deadline = 0;
-	int64		drift_us;
 	int64		ticket = 0;
 	bool		subscribed = false;
 
+	/*
+	 * A parallel worker's transaction ends before the leader's: a lock taken
+	 * there would be released before the work it protects is committed.
+	 */
+	if (IsParallelWorker())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot take Redis locks in a parallel worker"),
+				 errhint("Declare functions that call redlock functions PARALLEL UNSAFE.")));
+
+	rkey = redis_key(key);
 	lock_table_init();
 	lock = lock_lookup(rkey);
-	if (lock != NULL)
+	if (lock != NULL && reenter(lock, session, token, &carried))
 	{
-		Assert(lock->pending_subid == InvalidSubTransactionId);
-		hold_add(lock, session);
-		*token = lock->token;
 		pfree(rkey);
-		RedlockCount(REDLOCK_REENTRIES, 1);
 		return true;
 	}
 
@@ -796,8 +1074,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 				 errhint("Take the lock in a READ COMMITTED transaction, or take a session lock with redlock_acquire_session() before BEGIN.")));
 	}
 
-	drift_us = (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
-	if ((int64) ttl_ms * 1000 <= drift_us)
+	if (!RedlockTtlLeavesValidity(ttl_ms))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lock TTL of %d ms is too short", ttl_ms),
@@ -837,24 +1114,45 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,
 										"redlock attempt",
 										ALLOCSET_SMALL_SIZES);
+
+	/* wake-ups count from now on, also those that come during an attempt */
+	RedisWakeWatch(lock->rkey);
 	for (;;)
 	{
-		RedlockTally tally;
 		RedlockVerdict verdict;
 		MemoryContext oldcxt;
 		uint64		wakes = RedisWakeCount();
 		int64		now;
 		int64		sleep_ms;
 
-		MemoryContextReset(attempt_cxt);
-		oldcxt = MemoryContextSwitchTo(attempt_cxt);
-		verdict = RedlockTryAcquire(lock, ticket, &tally);
-		MemoryContextSwitchTo(oldcxt);
+		/*
+		 * A wait whose limit came while it slept makes no attempt it has no
+		 * time for: it ends with what the last one found.
+		 */
+		if (subscribed && deadline != 0 && RedlockNowUs() >= deadline)
+			verdict = REDLOCK_BUSY;
+		else
+		{
+			MemoryContextReset(attempt_cxt);
+			oldcxt = MemoryContextSwitchTo(attempt_cxt);
+			verdict = RedlockTryAcquire(lock, ticket, deadline, &attempt);
+			MemoryContextSwitchTo(oldcxt);
+
+			/*
+			 * An attempt the limit cut short before any master answered
+			 * says nothing: the message keeps what the one before found.
+			 */
+			if (attempt.granted + attempt.refused + attempt.failed > 0 ||
+				tally.nservers == 0)
+				tally = attempt;
+		}
 
 		if (verdict == REDLOCK_ACQUIRED)
 		{
+			RedisWakeWatch(NULL);
 			lock->pending_subid = InvalidSubTransactionId;
 			hold_add(lock, session);
+			lock->session_count += carried;
 			*token = lock->token;
 			MemoryContextDelete(attempt_cxt);
 			pfree(rkey);
@@ -865,30 +1163,26 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
+			RedisWakeWatch(NULL);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);
 			report_unreachable(&tally);
 		}
 
-		if (dontwait && tally.validity_lost)
-		{
-			RedlockLock gone = lock_forget(lock);
-
-			lock_free_copy(&gone);
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("could not obtain Redis lock \"%s\" within its validity", key),
-					 errdetail("A majority granted it, but acquiring took longer than its TTL of %d ms minus the clock-drift allowance.",
-							   ttl_ms),
-					 errhint("Use a longer TTL.")));
-		}
-
 		if (dontwait)
 		{
 			RedlockLock gone = lock_forget(lock);
 
+			RedisWakeWatch(NULL);
 			lock_free_copy(&gone);
+			if (tally.validity_lost)
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("could not obtain Redis lock \"%s\" within its validity", key),
+						 errdetail("A majority granted it, but acquiring took longer than its TTL of %d ms minus the clock-drift allowance.",
+								   ttl_ms),
+						 errhint("Use a longer TTL.")));
 			MemoryContextDelete(attempt_cxt);
 			pfree(rkey);
 			RedlockCount(REDLOCK_TRY_BUSY, 1);
@@ -900,6 +1194,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			StringInfoData detail;
 
+			RedisWakeWatch(NULL);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);
@@ -915,13 +1210,16 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		/*
 		 * Someone else holds it, or a waiter ahead of us will get it.  We
-		 * are queued now; subscribe to our wake channel (once per backend)
-		 * before the next attempt, so that no wake-up sent meanwhile is
-		 * lost, and try again at once.
+		 * are queued now; subscribe to our wake channel (once per backend
+		 * and prefix) before the next attempt, so that no wake-up sent
+		 * meanwhile is lost, and try again at once.
 		 */
 		if (!subscribed)
 		{
-			RedisSubscribe(lock->servers, lock->nservers, redlock_command_timeout);
+			int64		until = now + (int64) redlock_command_timeout * 1000;
+
+			RedisSubscribe(lock->servers, lock->nservers, lock->channel,
+						   deadline != 0 ? Min(deadline, until) : until);
 			subscribed = true;
 			continue;
 		}
@@ -930,7 +1228,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		 * Wait for the wake-up sent by the release, or for a fallback timer
 		 * that notices releases this extension does not see (other clients,
 		 * expiry): the holder's remaining TTL, at most redlock.retry_delay,
-		 * plus jitter.
+		 * plus jitter, and never more than REDLOCK_QUEUE_REFRESH_MS, so that
+		 * our queue entries stay alive.
 		 */
 		sleep_ms = redlock_retry_delay;
 		if (tally.holder_pttl_ms >= 0 && tally.holder_pttl_ms < sleep_ms)
@@ -938,11 +1237,12 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		if (redlock_retry_jitter > 0)
 			sleep_ms += (int64) pg_prng_uint64_range(&pg_global_prng_state, 0,
 													 redlock_retry_jitter);
+		sleep_ms = Min(sleep_ms, REDLOCK_QUEUE_REFRESH_MS);
 		if (deadline != 0)
 			sleep_ms = Min(sleep_ms, (deadline - now + 999) / 1000);
 		sleep_ms = Max(sleep_ms, 1);
 
-		if (RedisWaitWake(lock->rkey, wakes, (long) sleep_ms))
+		if (RedisWaitWake(wakes, now + sleep_ms * 1000))
 			RedlockCount(REDLOCK_WAKEUPS, 1);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -951,11 +1251,11 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 /*
  * RedlockLockReleaseSession: give up one session-level acquisition of key.
  *
- * Returns true when this session held it at session level; the Redis lock
- * is released once no hold of either scope is left (a failure to confirm
- * that release is a WARNING).  Returns false with a WARNING when the
- * session did not hold it, or when the lock turned out to have expired or
- * been taken over.
+ * Returns true when this session held it at session level and, if that
+ * was the last hold, a quorum confirmed the release.  Returns false with
+ * a WARNING when the session did not hold it, when the lock turned out to
+ * have expired or been taken over, or when too few masters confirmed the
+ * release (the key then expires within its TTL).
  */
 bool
 RedlockLockReleaseSession(const char *key)
@@ -963,6 +1263,8 @@ RedlockLockReleaseSession(const char *key)
 	char	   *rkey = redis_key(key);
 	RedlockLock *lock = lock_lookup(rkey);
 	RedlockLock gone;
+	int			unconfirmed;
+	int			lost;
 
 	pfree(rkey);
 	if (lock == NULL || lock->session_count == 0)
@@ -979,7 +1281,9 @@ RedlockLockReleaseSession(const char *key)
 		return true;
 
 	gone = lock_forget(lock);
-	return release_locks(&gone, 1, "redlock_release()") == 0;
+	lost = release_locks(&gone, 1, "redlock_release()", REDLOCK_IN_STATEMENT,
+						 &unconfirmed);
+	return lost == 0 && unconfirmed == 0;
 }
 
 /*
@@ -1008,11 +1312,11 @@ RedlockLockExtend(const char *key, int ttl_ms)
 
 	switch (RedlockExtend(lock, ttl_ms, &tally))
 	{
-		case REDLOCK_RELEASED:
+		case REDLOCK_EXTENDED:
 			lock->lost = false;
 			RedlockCount(REDLOCK_EXTENDS, 1);
 			return true;
-		case REDLOCK_WAS_LOST:
+		case REDLOCK_EXTEND_LOST:
 			lock->lost = true;
 			ereport(WARNING,
 					(errcode(ERRCODE_WARNING),
@@ -1023,7 +1327,7 @@ RedlockLockExtend(const char *key, int ttl_ms)
 					 errdetail("%d of %d Redis servers still held it.",
 							   tally.granted, tally.nservers)));
 			return false;
-		case REDLOCK_RELEASE_FAILED:
+		case REDLOCK_EXTEND_UNCONFIRMED:
 			report_unreachable(&tally);
 	}
 	return false;				/* not reached */
@@ -1049,7 +1353,8 @@ RedlockLockToken(const char *key, int64 *token)
 
 /*
  * RedlockLockReleaseAllSession: drop every session-level hold of this
- * session, releasing the keys left without transaction-level holds.
+ * session, releasing the keys left without transaction-level holds (also
+ * on DISCARD ALL, see redlock.c).
  *
  * Returns how many keys this session held at session level.
  */
@@ -1076,7 +1381,8 @@ RedlockLockReleaseAllSession(void)
 		if (lock->nholds == 0)
 			gone[ngone++] = lock_forget(lock);
 	}
-	release_locks(gone, ngone, "redlock_release_all()");
+	release_locks(gone, ngone, "redlock_release_all()", REDLOCK_IN_STATEMENT,
+				  NULL);
 	pfree(gone);
 	return nsession;
 }

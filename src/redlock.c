@@ -15,6 +15,8 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 
 #include "redlock.h"
@@ -24,6 +26,8 @@ PG_MODULE_MAGIC;
 MemoryContext RedlockContext = NULL;
 
 void		_PG_init(void);
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 PG_FUNCTION_INFO_V1(redlock_acquire);
 PG_FUNCTION_INFO_V1(redlock_try_acquire);
@@ -35,8 +39,34 @@ PG_FUNCTION_INFO_V1(redlock_extend);
 PG_FUNCTION_INFO_V1(redlock_token);
 
 /*
- * _PG_init: create the module's memory context, define the settings and
- * register the transaction callbacks.
+ * redlock_ProcessUtility: DISCARD ALL, which a connection pooler runs to
+ * hand a server connection to its next client, releases this session's
+ * session-level locks, as it releases advisory locks: the next client must
+ * not find itself holding (and re-entering) someone else's lock.
+ */
+static void
+redlock_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	bool		discard_all = IsA(stmt, DiscardStmt) &&
+		((DiscardStmt *) stmt)->target == DISCARD_ALL;
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+	if (discard_all)
+		(void) RedlockLockReleaseAllSession();
+}
+
+/*
+ * _PG_init: create the module's memory context, define the settings,
+ * register the transaction callbacks and the DISCARD ALL hook.
  */
 void
 _PG_init(void)
@@ -46,6 +76,8 @@ _PG_init(void)
 	RedlockDefineGucs();
 	RedlockLockInit();
 	RedlockStatsInit();
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = redlock_ProcessUtility;
 
 	/*
 	 * Before the library is loaded, redlock.* settings are placeholders any

@@ -7,7 +7,9 @@
  *
  * Both read this backend's own structures (locks.c's table, conn.c's
  * servers) and change nothing.  Times kept on the monotonic clock are
- * shown as wall-clock times relative to now.
+ * shown as wall-clock times relative to now.  valid_until is the lock's
+ * validity deadline itself, so it is not overstated by the time the
+ * acquire took.
  *
  * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
  *
@@ -93,8 +95,7 @@ redlock_locks(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(scope);
 		values[2] = Int64GetDatum(lock->token);
 		values[3] = TimestampTzGetDatum(lock->acquired_at);
-		values[4] = TimestampTzGetDatum(lock->acquired_at +
-										(lock->valid_until_us - lock->acquired_us));
+		values[4] = TimestampTzGetDatum(monotonic_to_wall(lock->valid_until_us));
 		values[5] = Int32GetDatum(xact_holds);
 		values[6] = Int32GetDatum(lock->session_count);
 		values[7] = BoolGetDatum(lock->lost);
@@ -109,21 +110,74 @@ redlock_locks(PG_FUNCTION_ARGS)
 static const char *
 server_state(const RedisServer *srv, int64 now)
 {
-	if (srv->ctx && srv->connecting)
-		return "connecting";
-	if (srv->ctx)
-		return "connected";
+	switch (srv->cmd.state)
+	{
+		case REDIS_CONN_CONNECTING:
+		case REDIS_CONN_HANDSHAKE:
+			return "connecting";
+		case REDIS_CONN_READY:
+			return "connected";
+		case REDIS_CONN_CLOSED:
+			break;
+	}
 	if (now < srv->retry_after)
 		return "backoff";
 	return "disconnected";
 }
 
 /*
+ * server_row: the view's row for the server at addr: one this backend
+ * knows (srv), or a configured one it has not used yet (srv NULL).
+ */
+static void
+server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
+		   bool configured, int64 now_us)
+{
+	Datum		values[10];
+	bool		nulls[10] = {0};
+
+	values[0] = CStringGetTextDatum(addr);
+	values[1] = BoolGetDatum(configured);
+	if (srv == NULL)
+	{
+		values[2] = CStringGetTextDatum("disconnected");
+		values[3] = BoolGetDatum(false);
+		values[4] = Int32GetDatum(0);
+		values[5] = Int64GetDatum(0);
+		nulls[6] = nulls[7] = nulls[8] = nulls[9] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		return;
+	}
+	values[2] = CStringGetTextDatum(server_state(srv, now_us));
+	values[3] = BoolGetDatum(RedisSubReady(srv));
+	values[4] = Int32GetDatum(RedisConnOwed(&srv->cmd));
+	values[5] = Int64GetDatum(srv->connects);
+	if (srv->last_rtt_us > 0)
+		values[6] = Float8GetDatum(srv->last_rtt_us / 1000.0);
+	else
+		nulls[6] = true;
+	if (srv->last_error[0])
+	{
+		values[7] = CStringGetTextDatum(srv->last_error);
+		values[8] = TimestampTzGetDatum(srv->last_error_at);
+	}
+	else
+		nulls[7] = nulls[8] = true;
+	/* the last backoff, until a connect succeeds: also once it has passed */
+	if (srv->backoff_until != 0)
+		values[9] = TimestampTzGetDatum(monotonic_to_wall(srv->backoff_until));
+	else
+		nulls[9] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
  * redlock_servers_srf: redlock_servers() returns setof record (the C name
  * differs from the SQL one, which the redlock.servers variable already has)
  *
- * One row per Redis master this backend knows: every one configured in
- * redlock.servers, and any other that a lock it holds was taken on.
+ * One row per Redis master this backend knows, and per master configured
+ * in redlock.servers that it has not used yet.  Reading the view changes
+ * nothing.
  */
 Datum
 redlock_servers_srf(PG_FUNCTION_ARGS)
@@ -134,48 +188,22 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 	int64		now_us = RedlockNowUs();
 	int			nsrvs;
 	int			i;
+	int			j;
 
 	InitMaterializedSRF(fcinfo, 0);
-
-	/* configured servers the backend has not used yet still get a row */
-	for (i = 0; i < list->nservers; i++)
-		(void) RedisServerGet(&list->servers[i]);
 
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < nsrvs; i++)
 	{
-		RedisServer *srv = srvs[i];
-		Datum		values[10];
-		bool		nulls[10] = {0};
 		bool		configured = false;
-		int			j;
 
 		for (j = 0; j < list->nservers; j++)
-			if (strcmp(list->servers[j].addr, srv->addr) == 0)
+			if (strcmp(list->servers[j].addr, srvs[i]->addr) == 0)
 				configured = true;
-
-		values[0] = CStringGetTextDatum(srv->addr);
-		values[1] = BoolGetDatum(configured);
-		values[2] = CStringGetTextDatum(server_state(srv, now_us));
-		values[3] = BoolGetDatum(srv->sub.ready);
-		values[4] = Int32GetDatum(srv->owed);
-		values[5] = Int64GetDatum(srv->connects);
-		if (srv->last_rtt_us > 0)
-			values[6] = Float8GetDatum(srv->last_rtt_us / 1000.0);
-		else
-			nulls[6] = true;
-		if (srv->last_error[0])
-		{
-			values[7] = CStringGetTextDatum(srv->last_error);
-			values[8] = TimestampTzGetDatum(srv->last_error_at);
-		}
-		else
-			nulls[7] = nulls[8] = true;
-		if (now_us < srv->retry_after)
-			values[9] = TimestampTzGetDatum(monotonic_to_wall(srv->retry_after));
-		else
-			nulls[9] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		server_row(rsinfo, srvs[i], srvs[i]->addr, configured, now_us);
 	}
+	for (j = 0; j < list->nservers; j++)
+		if (RedisServerLookup(list->servers[j].addr) == NULL)
+			server_row(rsinfo, NULL, list->servers[j].addr, true, now_us);
 	return (Datum) 0;
 }

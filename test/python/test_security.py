@@ -87,7 +87,7 @@ def test_acl_user_and_database(session, redis_server):
     r = redis_server()
     admin = r.client()
     admin.acl_setuser("locker", enabled=True, passwords=["+p@ss:w,rd"], keys=["~*"],
-                      channels=["&redlock:wake:*"],
+                      channels=["redlock:wake:*"],  # redis-py adds the "&"
                       commands=["+eval", "+evalsha", "+subscribe", "+select", "+auth",
                                 "+set", "+get", "+del", "+exists", "+incr", "+pexpire",
                                 "+pttl", "+time", "+zadd", "+zrem", "+zrange",

@@ -56,7 +56,7 @@ ROLLBACK;
 BEGIN;
 SELECT redlock_acquire('regress:b', 5000, 100) > 0 AS ok,
        redlock_acquire(key => 'regress:c', wait_ms => 0) > 0 AS ok_named,
-       redlock_try_acquire('regress:d', ttl_ms => 2000) > 0 AS ok_try;
+       redlock_try_acquire('regress:d', ttl_ms => 20000) > 0 AS ok_try;
 COMMIT;
 
 -- session locks: counted, released one acquisition at a time
@@ -84,11 +84,11 @@ SELECT redlock_release_all();
 SELECT redlock_release_all();
 
 -- redlock_extend re-arms a held lock of either scope
-SELECT redlock_acquire_session('regress:ext', 1000) > 0 AS ok;
+SELECT redlock_acquire_session('regress:ext', 10000) > 0 AS ok;
 SELECT redlock_extend('regress:ext', 60000);
 SELECT redlock_extend('regress:ext', NULL);
 BEGIN;
-SELECT redlock_acquire('regress:ext-x', 1000) > 0 AS ok;
+SELECT redlock_acquire('regress:ext-x', 10000) > 0 AS ok;
 SELECT redlock_extend('regress:ext-x', 5000);
 COMMIT;
 SELECT redlock_extend('regress:ext-x', 5000);

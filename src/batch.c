@@ -1,0 +1,406 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  A batch: script calls sent to several Redis servers at once, whose
+ *	  answers are collected in one wait until they are all in, the caller
+ *	  has what it needs, or time is up.
+ *
+ * A batch is an explicit object (RedisBatch) owned by its caller, whose
+ * calls live as long as RedisRun runs.  A server's command connection
+ * joins the batch when the first of its calls is seen (batch_join) and
+ * leaves it when RedisRun returns, however it returns: an ERROR thrown by
+ * CHECK_FOR_INTERRUPTS included (PG_FINALLY).  Leaving turns the calls it
+ * still waits for into replies to skip, so nothing refers to the caller's
+ * calls once RedisRun is over, and the replies, when they come, are
+ * matched to nobody (see conn.c, "Reply accounting").
+ *
+ * Time.  Each server gets timeout_ms from the start of the batch (after
+ * its connect, if it needed one, which has redlock.connect_timeout of its
+ * own): a frozen server costs at most one timeout per batch, not one per
+ * call, and calls to it fail as timed out.  The batch's own deadline (the
+ * wait limit of an acquire) ends everything at once: calls then stay
+ * WAITING, for the caller to count as unanswered.  A batch run from a
+ * callback lasts at most REDLOCK_CALLBACK_MAX_WAIT_MS.
+ *
+ * Callbacks.  In COMMIT and ABORT (no_connect), a batch opens no
+ * connection (and so needs no new socket in the wait set): a server whose
+ * connection is closed fails its calls at once, and the lock's TTL ends
+ * the lock.  A connection that is still connecting or in its handshake is
+ * used: its calls are written when the handshake succeeds, and awaited.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "redlock.h"
+
+#define MAX_OWED			1024	/* a server this far behind is dropped */
+
+/*
+ * RedisCallInit: start describing a call of "script" on "server".
+ *
+ * The arguments (KEYS first, then ARGV) are added with RedisCallArg; they
+ * must stay valid until RedisRun returns.
+ */
+void
+RedisCallInit(RedisCall *call, RedisServer *server, RedisScript *script,
+			  int tag)
+{
+	memset(call, 0, sizeof(*call));
+	call->server = server;
+	call->script = script;
+	call->tag = tag;
+}
+
+/* RedisCallArg: append one binary-safe argument to a call. */
+void
+RedisCallArg(RedisCall *call, const char *arg, size_t len)
+{
+	Assert(call->nargs < REDIS_CALL_MAX_ARGS);
+	call->args[call->nargs] = arg;
+	call->arglens[call->nargs] = len;
+	call->nargs++;
+}
+
+/* call_fail: mark a call failed, with a copy of the text. */
+static void
+call_fail(RedisCall *call, RedisFailure failure, const char *text)
+{
+	call->state = REDIS_CALL_FAILED;
+	call->failure = failure;
+	strlcpy(call->error, text, sizeof(call->error));
+}
+
+/* connect_timeout_text: the text of a connect that ran out of time. */
+static void
+connect_timeout_text(char *text, size_t len)
+{
+	snprintf(text, len, "could not connect within %d ms",
+			 redlock_connect_timeout);
+}
+
+/*
+ * batch_join: get a server's command connection ready for the batch: drop
+ * one that stopped answering, replace one opened under credentials that
+ * changed since (not in a callback: that connection still works, and a
+ * commit should not depend on new credentials), take what has arrived of
+ * earlier replies, open one if needed and allowed, and note whether it is
+ * behind (still owes replies to earlier requests: the handshake's do not
+ * count) and when its calls time out.
+ */
+static void
+batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
+{
+	RedisServer *srv = conn->server;
+
+	if (conn->state != REDIS_CONN_CLOSED && RedisConnOwed(conn) > MAX_OWED)
+	{
+		char		text[REDLOCK_ERROR_LEN];
+
+		snprintf(text, sizeof(text),
+				 "gave up on a connection with %d requests unanswered",
+				 RedisConnOwed(conn));
+		RedisConnFail(conn, REDIS_FAIL_TIMEOUT, text, false);
+	}
+	if (!b->in_callback && RedisConnStale(conn))
+		RedisConnClose(conn);	/* what it still owes is lost with it */
+	RedisConnDrain(conn);
+	if (conn->state == REDIS_CONN_CLOSED && !b->no_connect &&
+		now >= srv->retry_after)
+		(void) RedisConnOpen(conn, now);
+
+	memset(&conn->batch, 0, sizeof(conn->batch));
+	conn->batch.joined = true;
+	conn->batch.no_connect = b->no_connect;
+	conn->batch.may_retry = conn->state != REDIS_CONN_CLOSED;
+	conn->batch.behind = conn->skip > 0;
+	conn->batch.start = now;
+	conn->batch.deadline_cap = cap;
+	if (conn->state == REDIS_CONN_CONNECTING)
+		conn->batch.deadline = Min(conn->connect_deadline, cap);
+	else
+		conn->batch.deadline = Min(now + (int64) b->timeout_ms * 1000, cap);
+}
+
+/*
+ * batch_leave: the batch is over for this connection: what it still waits
+ * for becomes replies to skip.
+ */
+static void
+batch_leave(RedisConn *conn)
+{
+	RedisCall  *call;
+	RedisCall  *next;
+
+	for (call = conn->queue_head; call; call = next)
+	{
+		next = call->next;
+		call->next = NULL;
+		conn->skip++;
+	}
+	conn->queue_head = conn->queue_tail = NULL;
+	conn->batch.joined = false;
+}
+
+/*
+ * conn_timeout: a connection's deadline passed with calls still waiting.
+ * A connect that did not finish fails with backoff; an open connection is
+ * kept, so that what we sent (and what we send later) is applied in order
+ * if the server resumes, and its calls fail as timed out.
+ */
+static void
+conn_timeout(RedisConn *conn, int timeout_ms)
+{
+	RedisServer *srv = conn->server;
+	RedisCall  *call;
+	RedisCall  *next;
+	char		text[REDLOCK_ERROR_LEN];
+
+	if (conn->state == REDIS_CONN_CONNECTING)
+	{
+		connect_timeout_text(text, sizeof(text));
+		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+		return;
+	}
+	snprintf(text, sizeof(text), "no reply within %d ms", timeout_ms);
+	srv->last_failure = REDIS_FAIL_TIMEOUT;
+	strlcpy(srv->last_error, text, sizeof(srv->last_error));
+	srv->last_error_at = GetCurrentTimestamp();
+
+	for (call = conn->queue_head; call; call = next)
+	{
+		next = call->next;
+		call->next = NULL;
+		call_fail(call, REDIS_FAIL_TIMEOUT, text);
+		conn->skip++;
+	}
+	conn->queue_head = conn->queue_tail = NULL;
+}
+
+/* batch_waiting: whether any call of the batch still waits for an answer. */
+static bool
+batch_waiting(const RedisBatch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->ncalls; i++)
+		if (b->calls[i].state == REDIS_CALL_WAITING)
+			return true;
+	return false;
+}
+
+/*
+ * send_calls: join each call's server and queue the call on its
+ * connection, or fail it at once when the server cannot be asked.
+ */
+static void
+send_calls(RedisBatch *b, int64 now, int64 cap)
+{
+	int			i;
+
+	for (i = 0; i < b->ncalls; i++)
+	{
+		RedisCall  *call = &b->calls[i];
+		RedisServer *srv = call->server;
+		RedisConn  *conn = &srv->cmd;
+
+		call->state = REDIS_CALL_WAITING;
+		call->failure = REDIS_FAIL_NONE;
+		call->error[0] = '\0';
+		call->nints = 0;
+		call->next = NULL;
+
+		if (!conn->batch.joined)
+			batch_join(conn, b, now, cap);
+		if (conn->state != REDIS_CONN_CLOSED)
+		{
+			RedisConnSendCall(conn, call);
+			continue;
+		}
+		if (now < srv->retry_after)
+		{
+			char		text[REDLOCK_ERROR_LEN];
+
+			snprintf(text, sizeof(text), "not retried for %d ms after: %s",
+					 (int) ((srv->retry_after - now + 999) / 1000),
+					 srv->last_error);
+			call_fail(call, REDIS_FAIL_BACKOFF, text);
+		}
+		else if (b->no_connect)
+			call_fail(call, REDIS_FAIL_IO,
+					  "not connected, and no connection is opened at commit or abort");
+		else
+			call_fail(call, srv->last_failure ? srv->last_failure : REDIS_FAIL_IO,
+					  srv->last_error[0] ? srv->last_error : "not connected");
+	}
+}
+
+/*
+ * wait_for_answers: collect answers until every call has one, "settled"
+ * says the caller has enough, or time is up.
+ */
+static void
+wait_for_answers(RedisBatch *b, int64 cap)
+{
+	RedisServer **srvs;
+	int			nsrvs;
+	int			i;
+
+	srvs = RedisServers(&nsrvs);
+	for (;;)
+	{
+		int64		now;
+		int64		next_deadline = PG_INT64_MAX;
+
+		if (!batch_waiting(b))
+			break;
+		if (b->settled && b->settled(b->calls, b->ncalls, b->arg))
+			break;
+
+		now = RedlockNowUs();
+		if (cap != 0 && now >= cap)
+			break;				/* the batch's own end: calls stay WAITING */
+		for (i = 0; i < nsrvs; i++)
+		{
+			RedisConn  *conn = &srvs[i]->cmd;
+
+			if (!conn->batch.joined || conn->queue_head == NULL)
+				continue;
+			/* when the postmaster is gone, give up at once: TTLs do the rest */
+			if (!RedisPostmasterGone() && now < conn->batch.deadline)
+				next_deadline = Min(next_deadline, conn->batch.deadline);
+			else
+				conn_timeout(conn, b->timeout_ms);
+		}
+		if (next_deadline == PG_INT64_MAX)
+			break;				/* everything failed or timed out */
+
+		if (!RedisWaitRound((long) ((next_deadline - now + 999) / 1000),
+							b->in_callback))
+			break;
+
+		/* a NOSCRIPT re-send, or a handshake just done, may have queued output */
+		for (i = 0; i < nsrvs; i++)
+			if (srvs[i]->cmd.batch.joined)
+				RedisConnFlush(&srvs[i]->cmd);
+	}
+}
+
+/*
+ * batch_end: when the batch as a whole ends (monotonic us; PG_INT64_MAX
+ * for never): its own deadline, and at most REDLOCK_CALLBACK_MAX_WAIT_MS
+ * from its start in a callback.
+ */
+static int64
+batch_end(const RedisBatch *b, int64 start)
+{
+	int64		cap = b->deadline != 0 ? b->deadline : PG_INT64_MAX;
+
+	if (b->in_callback)
+		cap = Min(cap, start + (int64) REDLOCK_CALLBACK_MAX_WAIT_MS * 1000);
+	return cap;
+}
+
+/* leave_all: every connection that joined the batch leaves it. */
+static void
+leave_all(void)
+{
+	RedisServer **srvs;
+	int			nsrvs;
+	int			i;
+
+	srvs = RedisServers(&nsrvs);
+	for (i = 0; i < nsrvs; i++)
+		if (srvs[i]->cmd.batch.joined)
+			batch_leave(&srvs[i]->cmd);
+}
+
+/* batch_run: the body of RedisRun (apart, so that PG_TRY's frame stays small). */
+pg_noinline static void
+batch_run(RedisBatch *b)
+{
+	RedisServer **srvs;
+	int64		start = RedlockNowUs();
+	int64		cap = batch_end(b, start);
+	int			nsrvs;
+	int			i;
+
+	/* connects that ran out of time in the background */
+	srvs = RedisServers(&nsrvs);
+	for (i = 0; i < nsrvs; i++)
+	{
+		RedisConn  *conn = &srvs[i]->cmd;
+
+		if (conn->state == REDIS_CONN_CONNECTING &&
+			start >= conn->connect_deadline)
+		{
+			char		text[REDLOCK_ERROR_LEN];
+
+			connect_timeout_text(text, sizeof(text));
+			RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+		}
+	}
+
+	RedisWaitSetReset();
+	send_calls(b, start, cap);
+	srvs = RedisServers(&nsrvs);
+	for (i = 0; i < nsrvs; i++)
+		if (srvs[i]->cmd.batch.joined)
+			RedisConnFlush(&srvs[i]->cmd);
+	wait_for_answers(b, cap == PG_INT64_MAX ? 0 : cap);
+}
+
+/*
+ * RedisRun: send every call of the batch to its server at once, then
+ * collect answers.
+ *
+ * After each round of answers "settled" (if given) may end the batch
+ * early; calls still waiting then keep REDIS_CALL_WAITING and their
+ * replies are skipped later.  Every call ends DONE, FAILED or WAITING.
+ * Raises only what CHECK_FOR_INTERRUPTS raises (when interrupts are not
+ * held), and, outside callbacks, ERROR when the wait set cannot be built;
+ * the connections leave the batch either way.
+ */
+void
+RedisRun(RedisBatch *b)
+{
+	PG_TRY();
+	{
+		batch_run(b);
+	}
+	PG_CATCH();
+	{
+		leave_all();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	leave_all();
+}
+
+/*
+ * RedisPrepareServers: before a commit, make sure each of "srvs" has a
+ * command connection for the releases that COMMIT will send, and that the
+ * wait set knows every socket: the commit callback opens nothing and must
+ * not raise an ERROR.  A connection that has been idle for a while is
+ * checked first (one non-blocking read): the server may have closed it
+ * (its idle timeout, a restart) while the transaction ran.  Raises ERROR
+ * only when the wait set cannot be built.
+ */
+void
+RedisPrepareServers(RedisServer **srvs, int n)
+{
+	int64		now = RedlockNowUs();
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		RedisConn  *conn = &srvs[i]->cmd;
+
+		RedisConnCheckIdle(conn, now);
+		if (conn->state == REDIS_CONN_CLOSED && now >= srvs[i]->retry_after)
+			(void) RedisConnOpen(conn, now);
+	}
+	RedisWaitSetPrepare();
+}

@@ -1,0 +1,258 @@
+/*-------------------------------------------------------------------------
+ *
+ * pubsub.c
+ *	  How a waiting backend hears that a lock was released: a subscription
+ *	  connection per server, and wake-ups counted for the key waited for.
+ *
+ * Channels.  A backend's wake channel is redlock.key_prefix, then
+ * "redlock:wake:", then 16 random hex digits drawn once per backend.  The
+ * release script publishes the lock's key on the channel of the first
+ * waiter in the key's queue.  Putting the channel under the key prefix
+ * lets a tenant's Redis ACL user be limited to its own channels ("&acme:*"
+ * next to "~acme:*"): with one global pattern, any tenant could subscribe
+ * to every channel and read the other tenants' key names from wake-ups.
+ *
+ * Connections.  The subscription connection of a server (RedisServer.sub)
+ * opens on the backend's first wait there and is kept: later waits cost no
+ * SUBSCRIBE.  It asks for the channel of each prefix the backend waits
+ * under (at most REDIS_SUB_MAX_CHANNELS; past that it starts afresh).  It
+ * authenticates like the command connection, and its SUBSCRIBE is held
+ * until AUTH succeeded.  Anything unexpected on it (an error reply, a
+ * garbled or oversized message) closes it, and waits fall back to their
+ * timer; so does a server that refuses SUBSCRIBE (a missing ACL right).
+ * Its unread bytes are capped like the command connection's (conn.c).
+ *
+ * Wake-ups.  Messages are read whenever the wait set reports them, during
+ * any wait.  The acquire that waits for a key watches it for its whole
+ * life (RedisWakeWatch), not only while it sleeps, so a wake-up that
+ * arrives while an attempt is in flight is counted and ends the next sleep
+ * at once.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <hiredis/hiredis.h>
+
+#include "redlock.h"
+
+static char wake_id[17];			/* 16 hex digits, drawn on first use */
+static char watched_key[REDLOCK_MAX_KEY_LEN + 1];	/* the key waited for */
+static size_t watched_len = 0;	/* 0: none */
+static uint64 wake_count = 0;
+
+/*
+ * RedisWakeChannel: write this backend's wake channel under a key prefix
+ * (prefixlen bytes) to out (REDIS_CHANNEL_LEN bytes).  Raises ERROR when
+ * no random bytes are available (only the first time).
+ */
+void
+RedisWakeChannel(const char *prefix, size_t prefixlen, char *out)
+{
+	if (wake_id[0] == '\0')
+	{
+		uint8		id[8];
+		int			i;
+
+		if (!pg_strong_random(id, sizeof(id)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random wake channel")));
+		for (i = 0; i < (int) sizeof(id); i++)
+			snprintf(wake_id + 2 * i, 3, "%02x", id[i]);
+	}
+	Assert(prefixlen <= REDLOCK_MAX_PREFIX_LEN);
+	memcpy(out, prefix, prefixlen);
+	snprintf(out + prefixlen, REDIS_CHANNEL_LEN - prefixlen, "%s%s",
+			 REDLOCK_WAKE_CHANNEL_INFIX, wake_id);
+}
+
+/*
+ * RedisWakeWatch: count wake-ups for this Redis key from now on, until
+ * called with NULL.  The key is copied: a watch left behind by an ERROR
+ * only counts wake-ups nobody reads, until the next acquire sets its own.
+ */
+void
+RedisWakeWatch(const char *rkey)
+{
+	watched_len = 0;
+	if (rkey != NULL)
+	{
+		watched_len = strlen(rkey);
+		Assert(watched_len <= REDLOCK_MAX_KEY_LEN);
+		memcpy(watched_key, rkey, watched_len);
+	}
+}
+
+/* RedisWakeCount: how many wake-ups for the watched key arrived so far. */
+uint64
+RedisWakeCount(void)
+{
+	return wake_count;
+}
+
+/* channel_index: where srv's subscription keeps "channel", or -1. */
+static int
+channel_index(const RedisServer *srv, const char *channel)
+{
+	int			i;
+
+	for (i = 0; i < srv->sub_nchannels; i++)
+		if (strcmp(srv->sub_channels[i], channel) == 0)
+			return i;
+	return -1;
+}
+
+/* RedisSubReady: whether srv's subscription has confirmed a channel. */
+bool
+RedisSubReady(const RedisServer *srv)
+{
+	int			i;
+
+	if (srv->sub.state == REDIS_CONN_CLOSED)
+		return false;
+	for (i = 0; i < srv->sub_nchannels; i++)
+		if (srv->sub_confirmed[i])
+			return true;
+	return false;
+}
+
+/*
+ * RedisSubOnReply: a reply on a subscription connection (after its
+ * handshake): a SUBSCRIBE or UNSUBSCRIBE confirmation, or a message.
+ * Anything else closes the connection.  Frees the reply.
+ */
+void
+RedisSubOnReply(RedisConn *conn, redisReply *r)
+{
+	RedisServer *srv = conn->server;
+	bool		ok;
+
+	ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+		r->element[0]->type == REDIS_REPLY_STRING &&
+		r->element[1]->type == REDIS_REPLY_STRING;
+	if (ok && strcmp(r->element[0]->str, "subscribe") == 0)
+	{
+		int			i = channel_index(srv, r->element[1]->str);
+
+		if (i >= 0)
+			srv->sub_confirmed[i] = true;
+	}
+	else if (ok && strcmp(r->element[0]->str, "message") == 0)
+	{
+		redisReply *payload = r->element[2];
+
+		if (watched_len > 0 && payload->type == REDIS_REPLY_STRING &&
+			payload->len == watched_len &&
+			memcmp(payload->str, watched_key, watched_len) == 0 &&
+			channel_index(srv, r->element[1]->str) >= 0)
+			wake_count++;
+	}
+	else if (!(ok && strcmp(r->element[0]->str, "unsubscribe") == 0))
+		ok = false;
+	freeReplyObject(r);
+	if (!ok)
+		RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
+					  "unexpected reply on the subscription connection", false);
+}
+
+/*
+ * sub_ask: make srv's subscription connection ask for "channel": open it
+ * if needed (not while the server is in backoff), replace it if it was
+ * opened under other credentials or knows too many channels, and queue the
+ * SUBSCRIBE.  Failures leave it closed.
+ */
+static void
+sub_ask(RedisServer *srv, const char *channel, int64 now)
+{
+	RedisConn  *sub = &srv->sub;
+	const char *argv[2];
+	size_t		argvlen[2];
+
+	if (channel_index(srv, channel) >= 0 && sub->state != REDIS_CONN_CLOSED &&
+		!RedisConnStale(sub))
+		return;
+	if (RedisConnStale(sub) ||
+		(sub->state != REDIS_CONN_CLOSED &&
+		 srv->sub_nchannels == REDIS_SUB_MAX_CHANNELS))
+		RedisConnClose(sub);
+	if (sub->state == REDIS_CONN_CLOSED)
+	{
+		if (now < srv->retry_after || !RedisConnOpen(sub, now))
+			return;
+	}
+	argv[0] = "SUBSCRIBE";
+	argvlen[0] = 9;
+	argv[1] = channel;
+	argvlen[1] = strlen(channel);
+	if (!RedisConnSendCommand(sub, 2, argv, argvlen))
+	{
+		RedisConnFail(sub, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
+	strlcpy(srv->sub_channels[srv->sub_nchannels], channel, REDIS_CHANNEL_LEN);
+	srv->sub_confirmed[srv->sub_nchannels] = false;
+	srv->sub_nchannels++;
+	RedisConnFlush(sub);
+}
+
+/*
+ * RedisSubscribe: make sure this backend is subscribed to "channel" on
+ * each of "srvs", waiting until deadline (monotonic us) at most for the
+ * confirmations.  A server that cannot be subscribed to is left to the
+ * fallback timer.  Raises only what CHECK_FOR_INTERRUPTS raises, and
+ * ERROR when the wait set cannot be built.
+ */
+void
+RedisSubscribe(RedisServer **srvs, int n, const char *channel, int64 deadline)
+{
+	int64		now = RedlockNowUs();
+	int			i;
+
+	for (i = 0; i < n; i++)
+		sub_ask(srvs[i], channel, now);
+
+	for (;;)
+	{
+		bool		pending = false;
+
+		now = RedlockNowUs();
+		for (i = 0; i < n; i++)
+		{
+			RedisServer *srv = srvs[i];
+			int			k = channel_index(srv, channel);
+
+			if (srv->sub.state != REDIS_CONN_CLOSED && k >= 0 &&
+				!srv->sub_confirmed[k])
+				pending = true;
+		}
+		if (!pending || now >= deadline)
+			return;
+		(void) RedisWaitRound((long) ((deadline - now + 999) / 1000), false);
+	}
+}
+
+/*
+ * RedisWaitWake: wait until a wake-up for the watched key arrives (one
+ * counted after "seen", a RedisWakeCount() taken before the last attempt,
+ * so that none sent meanwhile is missed) or the deadline (monotonic us)
+ * passes.  Answers to earlier requests are drained meanwhile.  Returns
+ * true when woken.  Raises what CHECK_FOR_INTERRUPTS raises (cancel,
+ * statement_timeout, termination).
+ */
+bool
+RedisWaitWake(uint64 seen, int64 deadline)
+{
+	for (;;)
+	{
+		int64		now = RedlockNowUs();
+
+		if (wake_count != seen)
+			return true;
+		if (now >= deadline)
+			return false;
+		(void) RedisWaitRound((long) ((deadline - now + 999) / 1000), false);
+	}
+}

@@ -1,0 +1,369 @@
+/*-------------------------------------------------------------------------
+ *
+ * redis.h
+ *	  The Redis client layer of redlock: transports, connections, batches of
+ *	  script calls, subscriptions, credentials and the wait set.
+ *
+ * Layers, bottom up, one file each:
+ *	  transport.c	a byte stream to one server: non-blocking connect, read,
+ *					write, close (RedisTransport*); plain TCP and unix sockets
+ *	  creds.c		which credentials a server gets (its entry, the
+ *					password file, the settings), and when they changed
+ *	  conn.c		servers and their connections: handshake (AUTH, SELECT),
+ *					formatting and parsing with hiredis, reply accounting,
+ *					backoff (RedisServer*, RedisConn*)
+ *	  waitset.c		the backend's WaitEventSet and one round of waiting
+ *	  batch.c		a batch: script calls sent to several servers at once,
+ *					answers collected until settled or out of time
+ *	  pubsub.c		subscription connections and wake-ups of waiters
+ *
+ * hiredis is used only to format commands and to parse replies; it never
+ * owns a socket, so that the transport underneath can be anything that
+ * moves bytes (TLS included).  Everything hiredis allocates is malloc'd
+ * and freed with hiredis's functions; no ERROR is raised while a hiredis
+ * reply is held.
+ *
+ * Everything here is per backend; nothing is shared, so nothing is locked.
+ *
+ * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REDLOCK_REDIS_H
+#define REDLOCK_REDIS_H
+
+#include "utils/timestamp.h"
+
+/* hiredis is seen only by conn.c and pubsub.c */
+struct redisReader;
+struct redisReply;
+
+#define REDLOCK_ADDR_LEN		272 /* "[" host "]:" port, or a socket path */
+#define REDLOCK_ERROR_LEN		256 /* a failure's text */
+#define REDLOCK_CRED_LEN		256 /* Redis user names and passwords */
+#define REDLOCK_MAX_PREFIX_LEN	256 /* bytes of redlock.key_prefix */
+
+/*
+ * Wake channels: redlock.key_prefix, this, and 16 hex digits per backend.
+ * A subscription connection keeps up to REDIS_SUB_MAX_CHANNELS of them
+ * (one per prefix the backend waited under).
+ */
+#define REDLOCK_WAKE_CHANNEL_INFIX	"redlock:wake:"
+#define REDIS_CHANNEL_LEN		(REDLOCK_MAX_PREFIX_LEN + 32)
+#define REDIS_SUB_MAX_CHANNELS	4
+
+/*
+ * Longest time a batch run from a COMMIT, ABORT or exit callback may wait,
+ * whatever redlock.command_timeout and redlock.connect_timeout say:
+ * interrupts are held there, so nothing else can end the wait.
+ */
+#define REDLOCK_CALLBACK_MAX_WAIT_MS	5000
+
+/* One entry of redlock.servers, as parsed by the check hook. */
+typedef struct RedlockServerSpec
+{
+	char		addr[REDLOCK_ADDR_LEN]; /* canonical form, the identity; never
+										 * holds credentials */
+	char		host[REDLOCK_ADDR_LEN]; /* host name or IP, or socket path */
+	int			port;			/* TCP port; 0 for a unix socket */
+	char		user[REDLOCK_CRED_LEN]; /* from a redis:// URL, or "" */
+	char		password[REDLOCK_CRED_LEN];	/* from a redis:// URL, or "" */
+	int			db;				/* from a redis:// URL, or -1 */
+} RedlockServerSpec;
+
+/*
+ * What happened to one server while we needed it.  Every kind but
+ * REDIS_FAIL_REPLY means we do not know what the server did.
+ */
+typedef enum RedisFailure
+{
+	REDIS_FAIL_NONE = 0,
+	REDIS_FAIL_CONNECT,			/* could not connect (or gave up trying) */
+	REDIS_FAIL_BACKOFF,			/* not tried: recent connect failure */
+	REDIS_FAIL_IO,				/* connection lost or reset */
+	REDIS_FAIL_TIMEOUT,			/* no answer within the deadline */
+	REDIS_FAIL_PROTOCOL,		/* an answer hiredis or we could not parse */
+	REDIS_FAIL_REPLY,			/* Redis answered with an error */
+	REDIS_FAIL_AUTH,			/* authentication missing or refused */
+	REDIS_FAIL_PERM				/* the ACL user may not do what we asked */
+} RedisFailure;
+
+/* ------------------------------------------------------------------------
+ * transport.c
+ * ------------------------------------------------------------------------
+ */
+
+/* Outcome of a transport operation. */
+typedef enum RedisIoStatus
+{
+	REDIS_IO_OK,				/* done (a read or write moved > 0 bytes) */
+	REDIS_IO_AGAIN,				/* would block: wait for the events in want */
+	REDIS_IO_EOF,				/* the peer closed the stream */
+	REDIS_IO_ERROR				/* failed; the text says why */
+} RedisIoStatus;
+
+struct RedisTransport;
+
+/*
+ * What a kind of transport implements.  Each function sets t->want to the
+ * socket events (WL_SOCKET_READABLE / WRITEABLE) it needs before it can
+ * make progress when it returns REDIS_IO_AGAIN.  None raises an ERROR.
+ */
+typedef struct RedisTransportOps
+{
+	const char *name;
+	/* finish connecting (after the socket reported an event) */
+	RedisIoStatus (*connect_step) (struct RedisTransport *t,
+								   char *err, size_t errlen);
+	/* read up to len bytes; *n gets how many */
+	RedisIoStatus (*read) (struct RedisTransport *t, char *buf, size_t len,
+						   size_t *n, char *err, size_t errlen);
+	/* write up to len bytes; *n gets how many */
+	RedisIoStatus (*write) (struct RedisTransport *t, const char *buf,
+							size_t len, size_t *n, char *err, size_t errlen);
+	/* release what the transport holds; the socket is closed by the caller */
+	void		(*close) (struct RedisTransport *t);
+} RedisTransportOps;
+
+typedef struct RedisTransport
+{
+	const RedisTransportOps *ops;
+	int			fd;				/* -1 while closed */
+	uint32		want;			/* events needed to make progress */
+	void	   *state;			/* the transport's own (malloc'd) */
+} RedisTransport;
+
+extern bool RedisTransportOpen(RedisTransport *t, const char *host, int port,
+							   char *err, size_t errlen);
+extern void RedisTransportClose(RedisTransport *t);
+
+/* ------------------------------------------------------------------------
+ * conn.c: servers and connections
+ * ------------------------------------------------------------------------
+ */
+
+/* A Lua script run with EVALSHA (EVAL the first time on a connection). */
+typedef struct RedisScript
+{
+	const char *name;			/* for messages */
+	const char *body;
+	int			nkeys;			/* leading arguments that are KEYS */
+	int			id;				/* bit in RedisConn.scripts_loaded */
+	char		sha[41];		/* filled in lazily by RedisScriptPrepare */
+} RedisScript;
+
+typedef enum RedisCallState
+{
+	REDIS_CALL_WAITING = 0,		/* sent (or queued), no answer yet */
+	REDIS_CALL_DONE,			/* integer answer in ints[] */
+	REDIS_CALL_FAILED			/* failure and error say why */
+} RedisCallState;
+
+#define REDIS_CALL_MAX_ARGS	10
+
+struct RedisServer;
+
+/* One script call to one server within a batch. */
+typedef struct RedisCall
+{
+	/* set by the caller */
+	struct RedisServer *server;
+	RedisScript *script;
+	int			nargs;			/* KEYS first, then ARGV */
+	const char *args[REDIS_CALL_MAX_ARGS];
+	size_t		arglens[REDIS_CALL_MAX_ARGS];
+	int			tag;			/* free for the caller */
+
+	/* set by RedisRun */
+	RedisCallState state;
+	int			nints;			/* answer: an integer or an array of them */
+	long long	ints[2];
+	RedisFailure failure;
+	char		error[REDLOCK_ERROR_LEN];	/* for FAILED */
+	bool		used_eval;		/* sent as EVAL, not EVALSHA */
+	bool		behind;			/* its server had not answered earlier
+								 * requests when this one was sent */
+	struct RedisCall *next;		/* in its connection's queue */
+} RedisCall;
+
+typedef enum RedisConnState
+{
+	REDIS_CONN_CLOSED = 0,
+	REDIS_CONN_CONNECTING,		/* the transport is connecting */
+	REDIS_CONN_HANDSHAKE,		/* AUTH / SELECT sent, not all answered */
+	REDIS_CONN_READY
+} RedisConnState;
+
+/* A growing byte buffer (malloc'd: it is filled where no ERROR may be raised). */
+typedef struct RedisBuf
+{
+	char	   *data;
+	size_t		len;			/* bytes held */
+	size_t		pos;			/* bytes of them already written */
+	size_t		cap;
+} RedisBuf;
+
+/* A connection's part in the batch in progress (see batch.c). */
+typedef struct RedisConnBatch
+{
+	bool		joined;			/* it has calls in the batch in progress */
+	bool		may_retry;		/* existed at the start and answered nothing
+								 * since: a failure may be a stale socket */
+	bool		behind;			/* still owed replies to earlier requests */
+	bool		no_connect;		/* in a callback: never (re)connect */
+	int64		start;			/* us; when the batch began */
+	int64		deadline;		/* us; when its calls time out */
+	int64		deadline_cap;	/* us; the batch's own end (never later) */
+} RedisConnBatch;
+
+/*
+ * A connection to a server: the command connection, or the subscription
+ * connection of pubsub.c.  The struct lives as long as its server; the
+ * socket, reader and buffers come and go.
+ */
+typedef struct RedisConn
+{
+	struct RedisServer *server;
+	bool		is_sub;			/* a subscription connection */
+	RedisConnState state;
+	RedisTransport transport;
+	struct redisReader *reader;
+	RedisBuf	out;			/* commands to write */
+	RedisBuf	held;			/* commands held until the handshake is done */
+	int			handshake;		/* AUTH / SELECT replies still to come */
+	uint64		cred_version;	/* RedisCredentialsVersion() at connect */
+	int64		connect_deadline;	/* us; while connecting or in handshake */
+	uint32		scripts_loaded; /* bit per RedisScript.id known here */
+	int64		last_io;		/* us; when it last received anything */
+
+	/* replies owed for requests: skip first, then the queued calls */
+	int			skip;			/* replies nobody waits for any more */
+	RedisCall  *queue_head;		/* calls of the batch in progress */
+	RedisCall  *queue_tail;
+	RedisConnBatch batch;
+
+	/* the wait set's view of it (waitset.c) */
+	uint32		serial;			/* bumped when its socket opens or closes */
+	int			wes_pos;
+	uint32		wes_events;
+} RedisConn;
+
+/* One Redis server as this backend knows it; never freed once created. */
+typedef struct RedisServer
+{
+	char		addr[REDLOCK_ADDR_LEN];
+	char		host[REDLOCK_ADDR_LEN];
+	int			port;
+	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
+	char		password[REDLOCK_CRED_LEN];
+	int			db;				/* from its redis:// entry, or -1 */
+	uint64		entry_version;	/* bumped when the entry's credentials change */
+	char		passfile_note[REDLOCK_ERROR_LEN];	/* why redlock.passfile was
+													 * not used, or "" */
+
+	RedisConn	cmd;			/* scripts */
+	RedisConn	sub;			/* wake-ups (pubsub.c) */
+	/* channels the subscription connection asked for, and which it has */
+	int			sub_nchannels;
+	char		sub_channels[REDIS_SUB_MAX_CHANNELS][REDIS_CHANNEL_LEN];
+	bool		sub_confirmed[REDIS_SUB_MAX_CHANNELS];
+
+	int64		retry_after;	/* us; no new connect attempt before */
+	int64		backoff_until;	/* us; end of the last backoff, kept for the
+								 * view until a connect succeeds */
+	int			backoff_ms;		/* current backoff, grows on failures */
+
+	/* for the redlock_servers view and error messages */
+	RedisFailure last_failure;
+	char		last_error[REDLOCK_ERROR_LEN];
+	TimestampTz last_error_at;
+	int64		last_rtt_us;
+	int64		connects;		/* successful connects, reconnects included */
+} RedisServer;
+
+extern RedisServer *RedisServerForSpec(const RedlockServerSpec *spec);
+extern RedisServer *RedisServerLookup(const char *addr);
+extern RedisServer **RedisServers(int *n);
+extern const char *RedisFailureText(RedisFailure failure);
+extern void RedisScriptPrepare(RedisScript *script);
+extern int	RedisConnOwed(const RedisConn *conn);
+extern bool RedisConnOpen(RedisConn *conn, int64 now);
+extern void RedisConnClose(RedisConn *conn);
+extern void RedisConnFail(RedisConn *conn, RedisFailure failure,
+						  const char *text, bool backoff);
+extern void RedisConnService(RedisConn *conn, uint32 events);
+extern void RedisConnFlush(RedisConn *conn);
+extern void RedisConnDrain(RedisConn *conn);
+extern bool RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
+								 const size_t *argvlen);
+extern void RedisConnSendCall(RedisConn *conn, RedisCall *call);
+extern bool RedisConnStale(const RedisConn *conn);
+extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
+extern uint32 RedisConnEvents(const RedisConn *conn);
+extern void RedisDisconnectAll(void);
+
+/* ------------------------------------------------------------------------
+ * creds.c
+ * ------------------------------------------------------------------------
+ */
+
+extern uint64 RedisCredentialsVersion(const RedisServer *srv);
+extern void RedisCredentialsChanged(void);
+extern bool RedisCredentialsFor(RedisServer *srv, char *user, char *password,
+								int *db);
+
+/* ------------------------------------------------------------------------
+ * waitset.c
+ * ------------------------------------------------------------------------
+ */
+
+extern void RedisWaitSetChanged(bool opened);
+extern void RedisWaitSetPrepare(void);
+extern bool RedisWaitRound(long timeout_ms, bool in_callback);
+extern bool RedisPostmasterGone(void);
+extern void RedisWaitSetReset(void);
+
+/* ------------------------------------------------------------------------
+ * batch.c
+ * ------------------------------------------------------------------------
+ */
+
+/* Called after each round of answers; true ends the batch early. */
+typedef bool (*RedisSettledFn) (RedisCall *calls, int ncalls, void *arg);
+
+/* How a batch runs. */
+typedef struct RedisBatch
+{
+	RedisCall  *calls;
+	int			ncalls;
+	int			timeout_ms;		/* per server, once per batch */
+	int64		deadline;		/* us; the whole batch ends then (0: none);
+								 * calls still unanswered stay WAITING */
+	bool		in_callback;	/* COMMIT, ABORT or exit: no ERROR, at most
+								 * REDLOCK_CALLBACK_MAX_WAIT_MS */
+	bool		no_connect;		/* open no connection (COMMIT, ABORT) */
+	RedisSettledFn settled;		/* may end it early */
+	void	   *arg;
+} RedisBatch;
+
+extern void RedisCallInit(RedisCall *call, RedisServer *server,
+						  RedisScript *script, int tag);
+extern void RedisCallArg(RedisCall *call, const char *arg, size_t len);
+extern void RedisRun(RedisBatch *batch);
+extern void RedisPrepareServers(RedisServer **srvs, int n);
+
+/* ------------------------------------------------------------------------
+ * pubsub.c
+ * ------------------------------------------------------------------------
+ */
+
+extern void RedisWakeChannel(const char *prefix, size_t prefixlen, char *out);
+extern void RedisSubscribe(RedisServer **srvs, int n, const char *channel,
+						   int64 deadline);
+extern void RedisWakeWatch(const char *rkey);
+extern uint64 RedisWakeCount(void);
+extern bool RedisWaitWake(uint64 seen, int64 deadline);
+extern void RedisSubOnReply(RedisConn *conn, struct redisReply *reply);
+extern bool RedisSubReady(const RedisServer *srv);
+
+#endif							/* REDLOCK_REDIS_H */
