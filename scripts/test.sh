@@ -22,9 +22,11 @@ if [ "${1:-}" = "--valgrind" ]; then
 	export REDLOCK_VALGRIND=1
 fi
 source "$(dirname "$0")/lib.sh"
-# besides the extension's needs: what the examples in examples/ run with
+# besides the extension's needs: what the examples in examples/ run with,
+# valgrind, and libfaketime (a cluster whose clock is behind)
 setup default-jdk-headless libpostgresql-jdbc-java libspring-context-java \
-	libspring-transaction-java libspring-jdbc-java python3-sqlalchemy valgrind
+	libspring-transaction-java libspring-jdbc-java python3-sqlalchemy valgrind \
+	faketime
 install_node_modules
 
 status=0
