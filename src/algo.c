@@ -113,7 +113,7 @@
 	"  end\n" \
 	"end\n" \
 	"local function drop_dead(now)\n" \
-	"  local dead = redis.call('zrangebyscore', KEYS[q + 1], '-inf', now)\n" \
+	"  local dead = redis.call('zrangebyscore', KEYS[q + 1], '-inf', now, 'LIMIT', 0, 1000)\n" \
 	"  if #dead > 0 then\n" \
 	"    redis.call('zrem', KEYS[q], unpack(dead))\n" \
 	"    redis.call('zrem', KEYS[q + 1], unpack(dead))\n" \
@@ -127,7 +127,11 @@
  * [5] how long a queue entry lives without being refreshed (ms).
  *
  * Returns {1, token} when the lock is ours, {0, remaining TTL of the
- * holder (-2: free, but promised to a waiter ahead of us)} otherwise.
+ * holder (-2: free, but promised to a waiter ahead of us)} otherwise.  A
+ * waiter that gets the lock keeps its queue entry, with its ticket, but
+ * the entry now lives as long as the lock: a grant given back (no
+ * majority) keeps its place, and a lock that expires takes the entry with
+ * it, so an expired holder is nobody's head.
  * Our own value counts first: it is the same request sent again after a
  * dropped connection, so the TTL is re-armed and a token drawn, whatever
  * the queue says.  Otherwise a free key goes only to the first live
@@ -147,9 +151,7 @@ static RedisScript acquire_script = {
 	"local now = nil\n"
 	"local function grant()\n"
 	"  if queued then\n"
-	"    redis.call('zrem', KEYS[3], ch)\n"
-	"    redis.call('zrem', KEYS[4], ch)\n"
-	"    redis.call('del', KEYS[5])\n"
+	"    redis.call('zadd', KEYS[4], 'XX', (now or now_ms()) + tonumber(ARGV[2]), ch)\n"
 	"  end\n"
 	"  return {1, redis.call('incr', KEYS[2])}\n"
 	"end\n"
@@ -200,17 +202,20 @@ static RedisScript acquire_script = {
 };
 
 /*
- * KEYS[1] lock, [2] waiters, [3] their deadlines; ARGV[1] owner value,
- * [2] our wake channel, [3] our ticket or '', [4] queue entry lifetime.
+ * KEYS[1] lock, [2] waiters, [3] their deadlines, [4] the "promised since"
+ * note; ARGV[1] owner value, [2] our wake channel, [3] our ticket or '',
+ * [4] queue entry lifetime.
  *
  * Deletes the lock if it is ours.  Without a ticket, also takes us out of
- * the queue (a release, or a waiter giving up).  With one, keeps us queued
- * there, joining if need be: that is how a waiting acquire gives back a
- * grant that did not make a majority, so that it is queued on every master
- * with the same ticket and every master has the same first waiter.  If the
- * lock is then free and someone waits, publishes the key on the first live
- * waiter's channel: wake-one, in queue order.  Returns 1 if our lock was
- * deleted, 0 if it was not ours.
+ * the queue (a release, or a waiter giving up), and the note if it names
+ * us.  With one, keeps us queued there, joining if need be: that is how a
+ * waiting acquire gives back a grant that did not make a majority, so that
+ * it is queued on every master with the same ticket and every master has
+ * the same first waiter.  (A waiter's entry stays while it holds the lock,
+ * as long as the lock lives: see the acquire script.)  If the lock is then free and
+ * someone else waits, publishes the key on the first live waiter's
+ * channel: wake-one, in queue order; a waiter giving a grant back does not
+ * wake itself.  Returns 1 if our lock was deleted, 0 if it was not ours.
  */
 static RedisScript release_script = {
 	"release",
@@ -228,17 +233,21 @@ static RedisScript release_script = {
 	"  if tk == '' then\n"
 	"    redis.call('zrem', KEYS[2], ch)\n"
 	"    redis.call('zrem', KEYS[3], ch)\n"
+	"    local note = redis.call('get', KEYS[4])\n"
+	"    if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n"
+	"      redis.call('del', KEYS[4])\n"
+	"    end\n"
 	"  end\n"
 	"  if redis.call('exists', KEYS[1]) == 0 then\n"
 	"    drop_dead(now_ms())\n"
 	"    local head = redis.call('zrange', KEYS[2], 0, 0)[1]\n"
-	"    if head then\n"
+	"    if head and head ~= ch then\n"
 	"      redis.call('publish', head, KEYS[1])\n"
 	"    end\n"
 	"  end\n"
 	"end\n"
 	"return released\n",
-	3, 1, ""
+	4, 1, ""
 };
 
 /*
@@ -455,6 +464,8 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 	key = waiters_key(lock, &len);
 	RedisCallArg(call, key, len);
 	key = waitexp_key(lock, &len);
+	RedisCallArg(call, key, len);
+	key = promised_key(lock, &len);
 	RedisCallArg(call, key, len);
 	RedisCallArg(call, lock->value, REDLOCK_VALUE_LEN);
 	RedisCallArg(call, lock->channel, strlen(lock->channel));

@@ -94,6 +94,7 @@ static void
 batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
 {
 	RedisServer *srv = conn->server;
+	bool		existed;
 
 	if (conn->state != REDIS_CONN_CLOSED && RedisConnOwed(conn) > MAX_OWED)
 	{
@@ -107,15 +108,15 @@ batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
 	if (!b->in_callback && RedisConnStale(conn))
 		RedisConnClose(conn);	/* what it still owes is lost with it */
 	RedisConnDrain(conn);
-	if (conn->state == REDIS_CONN_CLOSED && !b->no_connect &&
-		now >= srv->retry_after)
+	existed = conn->state != REDIS_CONN_CLOSED;
+	if (!existed && !b->no_connect && now >= srv->retry_after)
 		(void) RedisConnOpen(conn, now);
 
 	memset(&conn->batch, 0, sizeof(conn->batch));
 	conn->batch.joined = true;
 	conn->batch.no_connect = b->no_connect;
-	conn->batch.may_retry = conn->state != REDIS_CONN_CLOSED;
-	conn->batch.behind = conn->skip > 0;
+	conn->batch.may_retry = existed;
+	conn->batch.behind = RedisConnOwed(conn) > 0;
 	conn->batch.start = now;
 	conn->batch.deadline_cap = cap;
 	if (conn->state == REDIS_CONN_CONNECTING)
@@ -131,16 +132,7 @@ batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
 static void
 batch_leave(RedisConn *conn)
 {
-	RedisCall  *call;
-	RedisCall  *next;
-
-	for (call = conn->queue_head; call; call = next)
-	{
-		next = call->next;
-		call->next = NULL;
-		conn->skip++;
-	}
-	conn->queue_head = conn->queue_tail = NULL;
+	RedisConnDetachCalls(conn, REDIS_FAIL_NONE, NULL);
 	conn->batch.joined = false;
 }
 
@@ -154,8 +146,6 @@ static void
 conn_timeout(RedisConn *conn, int timeout_ms)
 {
 	RedisServer *srv = conn->server;
-	RedisCall  *call;
-	RedisCall  *next;
 	char		text[REDLOCK_ERROR_LEN];
 
 	if (conn->state == REDIS_CONN_CONNECTING)
@@ -168,15 +158,7 @@ conn_timeout(RedisConn *conn, int timeout_ms)
 	srv->last_failure = REDIS_FAIL_TIMEOUT;
 	strlcpy(srv->last_error, text, sizeof(srv->last_error));
 	srv->last_error_at = GetCurrentTimestamp();
-
-	for (call = conn->queue_head; call; call = next)
-	{
-		next = call->next;
-		call->next = NULL;
-		call_fail(call, REDIS_FAIL_TIMEOUT, text);
-		conn->skip++;
-	}
-	conn->queue_head = conn->queue_tail = NULL;
+	RedisConnDetachCalls(conn, REDIS_FAIL_TIMEOUT, text);
 }
 
 /* batch_waiting: whether any call of the batch still waits for an answer. */
@@ -210,7 +192,6 @@ send_calls(RedisBatch *b, int64 now, int64 cap)
 		call->failure = REDIS_FAIL_NONE;
 		call->error[0] = '\0';
 		call->nints = 0;
-		call->next = NULL;
 
 		if (!conn->batch.joined)
 			batch_join(conn, b, now, cap);
@@ -266,7 +247,7 @@ wait_for_answers(RedisBatch *b, int64 cap)
 		{
 			RedisConn  *conn = &srvs[i]->cmd;
 
-			if (!conn->batch.joined || conn->queue_head == NULL)
+			if (!conn->batch.joined || conn->nwaiting == 0)
 				continue;
 			/* when the postmaster is gone, give up at once: TTLs do the rest */
 			if (!RedisPostmasterGone() && now < conn->batch.deadline)
@@ -326,6 +307,13 @@ batch_run(RedisBatch *b)
 	int64		cap = batch_end(b, start);
 	int			nsrvs;
 	int			i;
+
+	/*
+	 * A batch ended by FATAL (pg_terminate_backend) never left: proc_exit
+	 * does not unwind.  Its calls are no longer waited for; the exit's own
+	 * releases queue behind them.
+	 */
+	leave_all();
 
 	/* connects that ran out of time in the background */
 	srvs = RedisServers(&nsrvs);

@@ -25,14 +25,15 @@
  * server in the order they were made.
  *
  * Reply accounting (command connections).  Replies come back in the order
- * of the requests.  conn->skip counts the replies owed to requests nobody
- * waits for any more (their batch ended early); the calls of the batch in
- * progress follow, in conn->queue.  A reply goes to the first of them that
- * is owed.  A batch that ends (batch.c) moves its unanswered calls to skip,
- * so a request to a frozen server is never dropped: a later request, such
- * as the release of a failed acquire, queues behind it on the same socket,
- * and a server that resumes applies both in order.  The handshake's
- * replies come before all of these.
+ * of the requests, so a connection keeps what it is owed in that order, in
+ * a ring (conn->pending): a call of the batch in progress, or a request
+ * nobody waits for any more, whose batch ended first (RedisConnDetachCalls).
+ * A request to a frozen server is therefore never dropped: a later
+ * request, such as the release of a failed acquire, queues behind it on
+ * the same socket, and a server that resumes applies both in order.  Nor
+ * is a late request lost to NOSCRIPT (a flushed script cache): one that
+ * went out as EVALSHA keeps its EVAL form when it is detached, and is sent
+ * again.  The handshake's replies come before all of these.
  *
  * A stale socket.  A connection the server closed while we were not using
  * it (restart, CLIENT KILL, idle timeout) looks fine until used.  When a
@@ -276,6 +277,76 @@ buf_free(RedisBuf *buf)
 	memset(buf, 0, sizeof(*buf));
 }
 
+/*
+ * pending_push: note one more reply owed (call, or a skipped request with
+ * its resend form).  Returns false when out of memory.
+ */
+static bool
+pending_push(RedisConn *conn, RedisCall *call, char *resend, int resend_len)
+{
+	RedisPending *p;
+
+	if (conn->npending == conn->pending_cap)
+	{
+		int			cap = Max(conn->pending_cap * 2, 16);
+		RedisPending *ring = malloc(sizeof(RedisPending) * cap);
+		int			i;
+
+		if (ring == NULL)
+			return false;
+		for (i = 0; i < conn->npending; i++)
+			ring[i] = conn->pending[(conn->pending_head + i) % conn->pending_cap];
+		free(conn->pending);
+		conn->pending = ring;
+		conn->pending_cap = cap;
+		conn->pending_head = 0;
+	}
+	p = &conn->pending[(conn->pending_head + conn->npending) % conn->pending_cap];
+	p->call = call;
+	p->resend = resend;
+	p->resend_len = resend_len;
+	conn->npending++;
+	if (call)
+		conn->nwaiting++;
+	return true;
+}
+
+/* pending_pop: the oldest reply owed (npending must be > 0). */
+static RedisPending
+pending_pop(RedisConn *conn)
+{
+	RedisPending p = conn->pending[conn->pending_head];
+
+	conn->pending_head = (conn->pending_head + 1) % conn->pending_cap;
+	conn->npending--;
+	if (p.call)
+		conn->nwaiting--;
+	return p;
+}
+
+/* pending_at: the i-th oldest reply owed. */
+static RedisPending *
+pending_at(RedisConn *conn, int i)
+{
+	return &conn->pending[(conn->pending_head + i) % conn->pending_cap];
+}
+
+/* pending_clear: forget every reply owed; calls are left as they are. */
+static void
+pending_clear(RedisConn *conn)
+{
+	while (conn->npending > 0)
+	{
+		RedisPending p = pending_pop(conn);
+
+		if (p.resend)
+			redisFreeCommand(p.resend);
+	}
+	free(conn->pending);
+	conn->pending = NULL;
+	conn->pending_cap = conn->pending_head = 0;
+}
+
 /* ------------------------------------------------------------------------
  * Replies: hiredis's reader, with limits
  * ------------------------------------------------------------------------
@@ -356,7 +427,7 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 
 /*
  * RedisConnClose: close the socket and drop everything the connection
- * held; calls still queued on it are detached, not failed (see
+ * held; calls still waiting on it are forgotten, not failed (see
  * RedisConnFail).
  */
 void
@@ -372,9 +443,8 @@ RedisConnClose(RedisConn *conn)
 	buf_free(&conn->held);
 	conn->state = REDIS_CONN_CLOSED;
 	conn->handshake = 0;
-	conn->skip = 0;
+	pending_clear(conn);
 	conn->scripts_loaded = 0;
-	conn->queue_head = conn->queue_tail = NULL;
 	conn->wes_pos = -1;
 	conn->serial++;
 	if (conn->is_sub)
@@ -394,8 +464,7 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 			  bool backoff)
 {
 	RedisServer *srv = conn->server;
-	RedisCall  *call;
-	RedisCall  *next;
+	int			i;
 
 	if (conn->is_sub)
 	{
@@ -414,15 +483,10 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 		srv->backoff_until = srv->retry_after;
 	}
 
-	call = conn->queue_head;
-	conn->queue_head = conn->queue_tail = NULL;
+	for (i = 0; i < conn->npending; i++)
+		if (pending_at(conn, i)->call)
+			call_fail(pending_at(conn, i)->call, failure, text);
 	RedisConnClose(conn);
-	for (; call; call = next)
-	{
-		next = call->next;
-		call->next = NULL;
-		call_fail(call, failure, text);
-	}
 }
 
 /*
@@ -517,7 +581,6 @@ RedisConnOpen(RedisConn *conn, int64 now)
 	conn->cred_version = RedisCredentialsVersion(srv);
 	conn->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
 	conn->handshake = 0;
-	conn->skip = 0;
 	conn->scripts_loaded = 0;
 	conn->last_io = now;
 	conn->wes_pos = -1;
@@ -548,12 +611,7 @@ RedisConnStale(const RedisConn *conn)
 int
 RedisConnOwed(const RedisConn *conn)
 {
-	int			n = conn->skip;
-	const RedisCall *call;
-
-	for (call = conn->queue_head; call; call = call->next)
-		n++;
-	return n;
+	return conn->npending;
 }
 
 /*
@@ -589,25 +647,20 @@ RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
 }
 
 /*
- * RedisConnSendCall: queue a script call on a command connection.
- *
- * Sends EVALSHA when this connection already ran the script, EVAL (which
- * also loads it) otherwise.  Arguments travel as separate bulk strings, so
- * no key or value is ever spliced into the script text.  The call joins
- * the connection's queue of owed replies; it is held until the handshake
- * is done.  Out of memory fails the connection (and the call).
+ * format_call: the command of a call, as EVALSHA (when use_sha) or EVAL
+ * (which also loads the script).  Arguments travel as separate bulk
+ * strings, so no key or value is ever spliced into the script text.
+ * Returns its length and sets *cmd (free with redisFreeCommand), or -1
+ * when out of memory.
  */
-void
-RedisConnSendCall(RedisConn *conn, RedisCall *call)
+static int
+format_call(const RedisCall *call, bool use_sha, char **cmd)
 {
 	const char *argv[REDIS_CALL_MAX_ARGS + 3];
 	size_t		argvlen[REDIS_CALL_MAX_ARGS + 3];
 	char		nkeys[12];
-	uint32		bit = (uint32) 1 << call->script->id;
-	bool		use_sha;
 	int			i;
 
-	use_sha = call->script->sha[0] != '\0' && (conn->scripts_loaded & bit);
 	argv[0] = use_sha ? "EVALSHA" : "EVAL";
 	argv[1] = use_sha ? call->script->sha : call->script->body;
 	snprintf(nkeys, sizeof(nkeys), "%d", call->script->nkeys);
@@ -619,26 +672,79 @@ RedisConnSendCall(RedisConn *conn, RedisCall *call)
 		argv[i + 3] = call->args[i];
 		argvlen[i + 3] = call->arglens[i];
 	}
+	*cmd = NULL;
+	return redisFormatCommandArgv(cmd, call->nargs + 3, argv, argvlen);
+}
 
+/*
+ * RedisConnSendCall: queue a script call on a command connection.
+ *
+ * Sends EVALSHA when this connection already ran the script, EVAL
+ * otherwise.  The call joins the replies the connection is owed; it is
+ * held until the handshake is done.  Out of memory fails the connection
+ * (and the call).
+ */
+void
+RedisConnSendCall(RedisConn *conn, RedisCall *call)
+{
+	uint32		bit = (uint32) 1 << call->script->id;
+	bool		use_sha;
+	char	   *cmd;
+	int			len;
+	bool		ok;
+
+	use_sha = call->script->sha[0] != '\0' && (conn->scripts_loaded & bit);
 	call->state = REDIS_CALL_WAITING;
 	call->used_eval = !use_sha;
 	call->behind = conn->batch.behind;
-	call->next = NULL;
-	if (conn->queue_tail)
-		conn->queue_tail->next = call;
-	else
-		conn->queue_head = call;
-	conn->queue_tail = call;
 
-	if (!append_command(conn, call->nargs + 3, argv, argvlen,
-						conn->handshake > 0))
+	len = format_call(call, use_sha, &cmd);
+	ok = len >= 0 &&
+		buf_append(conn->handshake > 0 ? &conn->held : &conn->out, cmd, len);
+	if (cmd)
+		redisFreeCommand(cmd);
+	if (!ok || !pending_push(conn, call, NULL, 0))
 	{
+		call_fail(call, REDIS_FAIL_IO, "out of memory");
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 		return;
 	}
 	/* Redis has it cached once the EVAL before it has run */
 	if (!use_sha && call->script->sha[0] != '\0')
 		conn->scripts_loaded |= bit;
+}
+
+/*
+ * RedisConnDetachCalls: the calls the connection still owes replies to are
+ * no longer waited for (their batch ends, or they timed out): their
+ * replies will be skipped.  With a failure, each call fails with it first.
+ * A call sent as EVALSHA keeps its EVAL form, to be sent again if it meets
+ * NOSCRIPT; when that cannot be kept (out of memory), it is lost as it
+ * would have been with the connection.
+ */
+void
+RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
+{
+	int			i;
+
+	for (i = 0; i < conn->npending && conn->nwaiting > 0; i++)
+	{
+		RedisPending *p = pending_at(conn, i);
+		RedisCall  *call = p->call;
+
+		if (call == NULL)
+			continue;
+		if (failure != REDIS_FAIL_NONE)
+			call_fail(call, failure, text);
+		if (!call->used_eval)
+		{
+			p->resend_len = format_call(call, false, &p->resend);
+			if (p->resend_len < 0)
+				p->resend = NULL;
+		}
+		p->call = NULL;
+		conn->nwaiting--;
+	}
 }
 
 /*
@@ -811,6 +917,7 @@ handshake_reply(RedisConn *conn, redisReply *reply)
 static void
 reply_dispatch(RedisConn *conn, redisReply *reply)
 {
+	RedisPending pending;
 	RedisCall  *call;
 
 	if (conn->handshake > 0)
@@ -823,24 +930,37 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 		RedisSubOnReply(conn, reply);
 		return;
 	}
-	if (conn->skip > 0)
-	{
-		conn->skip--;
-		freeReplyObject(reply);
-		return;
-	}
-	call = conn->queue_head;
-	if (call == NULL)
+	if (conn->npending == 0)
 	{
 		freeReplyObject(reply);
 		RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
 					  "the server sent a reply nobody asked for", false);
 		return;
 	}
-	conn->queue_head = call->next;
-	if (conn->queue_head == NULL)
-		conn->queue_tail = NULL;
-	call->next = NULL;
+	pending = pending_pop(conn);
+	call = pending.call;
+	if (call == NULL)
+	{
+		/* a late reply; a late request refused for want of its script goes again */
+		bool		noscript = reply->type == REDIS_REPLY_ERROR &&
+			strncmp(reply->str, "NOSCRIPT", 8) == 0;
+
+		freeReplyObject(reply);
+		if (noscript && pending.resend)
+		{
+			if (!buf_append(&conn->out, pending.resend, pending.resend_len) ||
+				!pending_push(conn, NULL, NULL, 0))
+			{
+				redisFreeCommand(pending.resend);
+				RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+				return;
+			}
+			conn->scripts_loaded = 0;
+		}
+		if (pending.resend)
+			redisFreeCommand(pending.resend);
+		return;
+	}
 	/* the connection answered this batch: a later failure is real */
 	conn->batch.may_retry = false;
 	conn->server->last_rtt_us = RedlockNowUs() - conn->batch.start;
@@ -911,35 +1031,46 @@ conn_receive(RedisConn *conn)
 static void
 conn_broken(RedisConn *conn, RedisFailure failure, const char *text)
 {
-	RedisCall  *calls;
-	RedisCall  *next;
+	RedisCall **calls;
+	int			ncalls = 0;
+	int			i;
 
 	if (conn->is_sub || !conn->batch.joined || !conn->batch.may_retry ||
-		conn->batch.no_connect || conn->queue_head == NULL)
+		conn->batch.no_connect || conn->nwaiting == 0)
 	{
 		RedisConnFail(conn, failure, text, false);
 		return;
 	}
 
-	calls = conn->queue_head;
-	conn->queue_head = conn->queue_tail = NULL;
+	calls = malloc(sizeof(RedisCall *) * conn->nwaiting);
+	if (calls == NULL)
+	{
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
+	for (i = 0; i < conn->npending; i++)
+		if (pending_at(conn, i)->call)
+			calls[ncalls++] = pending_at(conn, i)->call;
 	conn->batch.may_retry = false;
-	RedisConnFail(conn, failure, text, false);
+	RedisConnClose(conn);		/* its calls are not failed: sent again */
+	conn->server->last_failure = failure;
+	strlcpy(conn->server->last_error, text, sizeof(conn->server->last_error));
+	conn->server->last_error_at = GetCurrentTimestamp();
 	if (RedisConnOpen(conn, RedlockNowUs()))
 	{
 		conn->batch.behind = false;
 		conn->batch.deadline = Min(conn->connect_deadline,
 								   conn->batch.deadline_cap);
 	}
-	for (; calls; calls = next)
+	for (i = 0; i < ncalls; i++)
 	{
-		next = calls->next;
-		calls->next = NULL;
 		if (conn->state == REDIS_CONN_CLOSED)
-			call_fail(calls, conn->server->last_failure, conn->server->last_error);
+			call_fail(calls[i], conn->server->last_failure,
+					  conn->server->last_error);
 		else
-			RedisConnSendCall(conn, calls);
+			RedisConnSendCall(conn, calls[i]);
 	}
+	free(calls);
 }
 
 /*
@@ -1002,7 +1133,7 @@ void
 RedisConnDrain(RedisConn *conn)
 {
 	if ((conn->state == REDIS_CONN_READY || conn->state == REDIS_CONN_HANDSHAKE) &&
-		(conn->skip > 0 || conn->handshake > 0))
+		(conn->npending > 0 || conn->handshake > 0))
 		conn_receive(conn);
 }
 
@@ -1015,8 +1146,8 @@ RedisConnDrain(RedisConn *conn)
 void
 RedisConnCheckIdle(RedisConn *conn, int64 now)
 {
-	if (conn->state == REDIS_CONN_READY && conn->skip == 0 &&
-		conn->queue_head == NULL && now - conn->last_io > 1000000)
+	if (conn->state == REDIS_CONN_READY && conn->npending == 0 &&
+		now - conn->last_io > 1000000)
 		conn_receive(conn);
 }
 

@@ -445,8 +445,10 @@ static void
 release_in_callback(RedlockLock *locks, int nlocks, const char *when)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	RedlockHoldoff holdoff;
 
 	HOLD_INTERRUPTS();
+	holdoff = RedlockHoldoffSave();
 	PG_TRY();
 	{
 		release_locks(locks, nlocks, when, REDLOCK_IN_CALLBACK, NULL);
@@ -455,6 +457,7 @@ release_in_callback(RedlockLock *locks, int nlocks, const char *when)
 	{
 		ErrorData  *edata;
 
+		RedlockHoldoffRestore(holdoff);
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -478,6 +481,7 @@ static bool
 forget_in_callback(RedlockLock *lock, RedlockLock *copy)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	RedlockHoldoff holdoff = RedlockHoldoffSave();
 	volatile bool ok = true;
 
 	PG_TRY();
@@ -486,12 +490,20 @@ forget_in_callback(RedlockLock *lock, RedlockLock *copy)
 	}
 	PG_CATCH();
 	{
+		RedlockHoldoffRestore(holdoff);
 		MemoryContextSwitchTo(oldcxt);
 		FlushErrorState();
-		hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
 		ok = false;
 	}
 	PG_END_TRY();
+	if (!ok)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not release Redis lock \"%s\": out of memory", lock->key),
+				 errdetail("It expires on its own within its TTL of %d ms.", lock->ttl_ms)));
+		hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+	}
 	return ok;
 }
 
@@ -543,16 +555,23 @@ xact_end(bool commit)
 /*
  * commit_ttl: the TTL a lock is re-armed to at commit: its own, but at
  * least enough to leave redlock.commit_margin of validity after a re-arm
- * that takes as long as redlock.command_timeout.
+ * that takes as long as redlock.command_timeout.  Raises 22023 when no TTL
+ * allowed can (margin and drift factor too large).
  */
 static int
 commit_ttl(const RedlockLock *lock)
 {
-	double		need = (redlock_commit_margin + redlock_command_timeout + 2.0) /
-		(1.0 - redlock_drift_factor);
+	double		need = ceil((redlock_commit_margin + redlock_command_timeout + 2.0) /
+							(1.0 - redlock_drift_factor));
 
-	return (int) Min(Max((double) lock->ttl_ms, ceil(need)),
-					 (double) REDLOCK_MAX_TTL_MS);
+	if (need > REDLOCK_MAX_TTL_MS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("redlock.commit_margin of %d ms cannot be kept", redlock_commit_margin),
+				 errdetail("Keeping it after a re-arm as slow as redlock.command_timeout would need a TTL of %.0f ms, given redlock.drift_factor; at most %d ms is allowed.",
+						   need, REDLOCK_MAX_TTL_MS),
+				 errhint("Lower redlock.commit_margin, redlock.command_timeout or redlock.drift_factor.")));
+	return (int) Max((double) lock->ttl_ms, need);
 }
 
 /* report_lost_at_commit: raise 40001 for a lock found lost at commit. */

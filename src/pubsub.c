@@ -161,8 +161,8 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 /*
  * sub_ask: make srv's subscription connection ask for "channel": open it
  * if needed (not while the server is in backoff), replace it if it was
- * opened under other credentials or knows too many channels, and queue the
- * SUBSCRIBE.  Failures leave it closed.
+ * opened under other credentials, knows too many channels, or could not
+ * connect in time, and queue the SUBSCRIBE.  Failures leave it closed.
  */
 static void
 sub_ask(RedisServer *srv, const char *channel, int64 now)
@@ -171,6 +171,9 @@ sub_ask(RedisServer *srv, const char *channel, int64 now)
 	const char *argv[2];
 	size_t		argvlen[2];
 
+	/* a connect that never finished (a host that drops packets) is dropped */
+	if (sub->state == REDIS_CONN_CONNECTING && now >= sub->connect_deadline)
+		RedisConnClose(sub);
 	if (channel_index(srv, channel) >= 0 && sub->state != REDIS_CONN_CLOSED &&
 		!RedisConnStale(sub))
 		return;

@@ -183,8 +183,21 @@ typedef struct RedisCall
 	bool		used_eval;		/* sent as EVAL, not EVALSHA */
 	bool		behind;			/* its server had not answered earlier
 								 * requests when this one was sent */
-	struct RedisCall *next;		/* in its connection's queue */
 } RedisCall;
+
+/*
+ * One reply a connection is owed, in the order the requests were written:
+ * for a call of the batch in progress, or for a request nobody waits for
+ * any more (call NULL: its batch ended first).  A request that went out as
+ * EVALSHA keeps its EVAL form once it is skipped, to be sent again if it
+ * meets NOSCRIPT: a skipped request is late, not dropped.
+ */
+typedef struct RedisPending
+{
+	RedisCall  *call;
+	char	   *resend;			/* hiredis-formatted EVAL, or NULL */
+	int			resend_len;
+} RedisPending;
 
 typedef enum RedisConnState
 {
@@ -236,10 +249,12 @@ typedef struct RedisConn
 	uint32		scripts_loaded; /* bit per RedisScript.id known here */
 	int64		last_io;		/* us; when it last received anything */
 
-	/* replies owed for requests: skip first, then the queued calls */
-	int			skip;			/* replies nobody waits for any more */
-	RedisCall  *queue_head;		/* calls of the batch in progress */
-	RedisCall  *queue_tail;
+	/* replies owed for requests (not the handshake's), in order: a ring */
+	RedisPending *pending;		/* malloc'd */
+	int			pending_cap;
+	int			pending_head;	/* index of the oldest */
+	int			npending;
+	int			nwaiting;		/* of them, calls someone waits for */
 	RedisConnBatch batch;
 
 	/* the wait set's view of it (waitset.c) */
@@ -297,6 +312,8 @@ extern void RedisConnDrain(RedisConn *conn);
 extern bool RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
 								 const size_t *argvlen);
 extern void RedisConnSendCall(RedisConn *conn, RedisCall *call);
+extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
+								 const char *text);
 extern bool RedisConnStale(const RedisConn *conn);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern uint32 RedisConnEvents(const RedisConn *conn);

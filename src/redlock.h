@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "lib/stringinfo.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
@@ -93,6 +94,40 @@ RedlockNowUs(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 #endif
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * An ERROR caught in a callback (PG_TRY ... PG_CATCH) must not change how
+ * interrupts are held: errfinish() zeroes the hold-off counts before it
+ * jumps to the handler, assuming the transaction is about to abort, and the
+ * RESUME_INTERRUPTS() calls that follow would wrap them around and leave
+ * the backend deaf to cancel and termination.  Save them before PG_TRY and
+ * restore them first thing in PG_CATCH.
+ */
+typedef struct RedlockHoldoff
+{
+	uint32		interrupts;
+	uint32		cancels;
+	uint32		crit_sections;
+} RedlockHoldoff;
+
+static inline RedlockHoldoff
+RedlockHoldoffSave(void)
+{
+	RedlockHoldoff h;
+
+	h.interrupts = InterruptHoldoffCount;
+	h.cancels = QueryCancelHoldoffCount;
+	h.crit_sections = CritSectionCount;
+	return h;
+}
+
+static inline void
+RedlockHoldoffRestore(RedlockHoldoff h)
+{
+	InterruptHoldoffCount = h.interrupts;
+	QueryCancelHoldoffCount = h.cancels;
+	CritSectionCount = h.crit_sections;
 }
 
 /* ------------------------------------------------------------------------

@@ -93,6 +93,12 @@ build(void)
 	int			n;
 	int			i;
 
+	/* a set left half-built by an ERROR (outside callbacks) */
+	if (wait_set_building)
+	{
+		FreeWaitEventSet(wait_set_building);
+		wait_set_building = NULL;
+	}
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < 2 * nsrvs; i++)
 		if (conn_at(srvs, i)->state != REDIS_CONN_CLOSED)
@@ -146,6 +152,7 @@ static bool
 build_in_callback(void)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	RedlockHoldoff holdoff = RedlockHoldoffSave();
 	volatile bool ok = true;
 
 	PG_TRY();
@@ -156,6 +163,7 @@ build_in_callback(void)
 	{
 		ErrorData  *edata;
 
+		RedlockHoldoffRestore(holdoff);
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -165,7 +173,7 @@ build_in_callback(void)
 			wait_set_building = NULL;
 		}
 		ereport(WARNING,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
+				(errcode(edata->sqlerrcode),
 				 errmsg("could not wait for Redis servers: %s", edata->message),
 				 errdetail("Locks not released now expire on their own within their TTL.")));
 		FreeErrorData(edata);

@@ -6,6 +6,7 @@ start further redis-server processes of their own, on loopback only, when a
 test needs to freeze, kill or restart one.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -245,8 +246,36 @@ def absent_sync_standby(admin):
     """Commits wait for a synchronous standby that never connects: the
     committing backend stops after flushing its commit record and before the
     commit becomes visible, until its wait is cancelled."""
+    admin.execute("CREATE TABLE IF NOT EXISTS redlock_syncrep_probe (i int)")
     admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'redlock_test_absent_standby'")
     admin.execute("SELECT pg_reload_conf()")
+    # pg_reload_conf() returns before the checkpointer, which turns the
+    # waiting on, has read the file: probe with a commit of our own (one
+    # that writes) until one waits, then cancel it
+    probe = psycopg2.connect(dbname=admin.conn.info.dbname)
+    probe.autocommit = True
+    pid = probe.cursor()
+    pid.execute("SELECT pg_backend_pid()")
+    pid = pid.fetchone()[0]
+
+    def waits():
+        t = threading.Thread(target=lambda: probe.cursor().execute(
+            "INSERT INTO redlock_syncrep_probe VALUES (1)"))
+        t.start()
+        deadline = time.monotonic() + 1.0 * SLOW
+        while t.is_alive() and time.monotonic() < deadline:
+            admin.execute("SELECT pg_stat_clear_snapshot()")
+            if admin.value("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                           (pid,)) == "SyncRep":
+                admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                t.join()
+                return True
+            time.sleep(0.01)
+        t.join()
+        return False
+
+    wait_for(waits, timeout=30, what="commits to wait for the synchronous standby")
+    probe.close()
     yield
     admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
     admin.execute("SELECT pg_reload_conf()")
@@ -292,12 +321,16 @@ def cancel_while_waiting(admin, pid, fn, *args):
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 
 
-@pytest.fixture
-def preloaded_cluster():
-    """A second throwaway cluster with redlock in shared_preload_libraries;
-    yields psycopg2 connection arguments (superuser postgres)."""
-    work = tempfile.mkdtemp(prefix="redlock-preload-")
+@contextlib.contextmanager
+def throwaway_cluster(prefix, conf="", env=None, extension=False):
+    """A second PostgreSQL cluster of a test's own (socket only), with
+    redlock.servers naming the main Redis, more postgresql.conf lines in
+    conf, and the postmaster started with env (LD_PRELOAD, say); yields
+    psycopg2 connection arguments (superuser postgres).  With extension,
+    CREATE EXTENSION redlock has run in database postgres."""
+    work = tempfile.mkdtemp(prefix=prefix)
     shutil.chown(work, "postgres")
+    os.chmod(work, 0o755)
     port = free_port()
     data = os.path.join(work, "pg")
     run = ["runuser", "-u", "postgres", "--"]
@@ -305,13 +338,29 @@ def preloaded_cluster():
                           "--no-sync"], check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(data, "postgresql.conf"), "a") as f:
         f.write(f"listen_addresses = ''\nport = {port}\nunix_socket_directories = '{work}'\n"
-                f"fsync = off\nshared_preload_libraries = 'redlock'\n"
-                f"redlock.servers = '127.0.0.1:{MAIN_REDIS_PORT}'\n")
+                f"fsync = off\nredlock.servers = '127.0.0.1:{MAIN_REDIS_PORT}'\n{conf}")
     subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(work, "log"),
-                          "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+                          "-w", "start"], check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, **(env or {})))
     try:
-        yield {"host": work, "port": port, "dbname": "postgres", "user": "postgres"}
+        args = {"host": work, "port": port, "dbname": "postgres", "user": "postgres"}
+        if extension:
+            c = psycopg2.connect(**args)
+            c.autocommit = True
+            with c.cursor() as cur:
+                cur.execute("CREATE EXTENSION redlock")
+            c.close()
+        yield args
     finally:
         subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
                        stdout=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def preloaded_cluster():
+    """A second throwaway cluster with redlock in shared_preload_libraries;
+    yields psycopg2 connection arguments (superuser postgres)."""
+    with throwaway_cluster("redlock-preload-",
+                           "shared_preload_libraries = 'redlock'\n") as args:
+        yield args

@@ -8,15 +8,20 @@ failed fencing write-back is an error, not "held elsewhere"; valid_until
 does not count the acquire's latency as validity; a cancelled release
 leaks no memory; no lock is taken in a parallel worker."""
 
+import os
 import queue
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from conftest import closing_factory, servers, wait_for
+from conftest import (backend_wait_event, closing_factory, in_thread, servers,
+                      throwaway_cluster, wait_for)
 
 PASSWORD = "Rev1ew-pw-4-redlock"
 FENCE = b"\x00fence"
@@ -513,3 +518,121 @@ def test_no_lock_in_a_parallel_worker(session, main_redis):
     finally:
         s.execute("ROLLBACK")
         s.execute("DROP FUNCTION IF EXISTS rv_wrap_acquire(text)")
+
+
+# -- second review: what the callbacks must survive, and requests never dropped --
+
+@pytest.fixture
+def cluster_with_faults():
+    """A throwaway cluster whose processes fail epoll_create1() while the
+    file it yields exists (fault_shim.c, built here); yields (connection
+    arguments, flag path)."""
+    work = tempfile.mkdtemp(prefix="redlock-shim-")
+    os.chmod(work, 0o755)                   # the postgres user loads it
+    shim = os.path.join(work, "fault_shim.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim,
+                    os.path.join(os.path.dirname(__file__), "fault_shim.c"), "-ldl"],
+                   check=True)
+    flag = os.path.join(work, "fail_epoll")
+    try:
+        with throwaway_cluster("redlock-faults-", extension=True,
+                               env={"LD_PRELOAD": shim, "REDLOCK_FAULT_FLAG": flag}) as args:
+            yield args, flag
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_failed_wait_set_in_abort_leaves_interrupts_working(cluster_with_faults):
+    """The wait set cannot be built (no descriptors) while a lock is being
+    waited for: the acquire fails, and so does the rebuild in the abort
+    callback, which must become a WARNING and leave the session as it was.
+    On the code reviewed, PostgreSQL's error handling reset the interrupt
+    hold-off count inside the callback's caught ERROR, the callback's
+    RESUME_INTERRUPTS wrapped it around, and the session ignored cancel and
+    termination from then on."""
+    args, flag = cluster_with_faults
+    a, b, c = (psycopg2.connect(**args) for _ in range(3))
+    for x in (a, b, c):
+        x.autocommit = True
+    ca, cb, cc = a.cursor(), b.cursor(), c.cursor()
+    try:
+        ca.execute("SELECT pg_backend_pid()")
+        pid = ca.fetchone()[0]
+        cb.execute("SELECT redlock_acquire_session('fault:held', 30000)")
+        ca.execute("BEGIN")
+        ca.execute("SELECT redlock_acquire('fault:mine', 30000)")
+        open(flag, "w").close()
+        try:
+            with pytest.raises(psycopg2.Error):      # its wait cannot begin
+                ca.execute("SELECT redlock_acquire('fault:held', 30000, 2000)")
+        finally:
+            os.unlink(flag)
+        ca.execute("ROLLBACK")
+        assert any("could not wait for Redis servers" in n for n in a.notices), a.notices
+
+        cancel = threading.Timer(0.5, lambda: cc.execute("SELECT pg_cancel_backend(%s)", (pid,)))
+        cancel.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            ca.execute("SELECT pg_sleep(10)")
+        cancel.join()
+        assert time.monotonic() - started < 5, "the cancel was honoured"
+    finally:
+        cb.execute("SELECT redlock_release_all()")
+        for x in (a, b, c):
+            x.close()
+
+
+def test_skipped_release_meeting_noscript_is_sent_again(session, redis_server, proxy):
+    """The release at COMMIT times out (its master is slow) and is left to
+    arrive later; meanwhile the server's script cache is flushed, so it is
+    refused with NOSCRIPT.  Nobody waits for its reply any more, but the
+    release must still happen: it is sent again, as EVAL.  On the code
+    reviewed such a reply was dropped with the request, and the key stayed
+    for its whole TTL."""
+    r = redis_server()
+    p = proxy(r.port)
+    s = session(servers=p.addr)
+    s.execute("SELECT redlock_acquire_session('rv:ns-warm', 10000), redlock_release('rv:ns-warm')")
+    s.execute("BEGIN")
+    s.execute("SELECT redlock_acquire('rv:ns', 60000)")
+    s.execute("SET redlock.command_timeout = 300")
+    p.delay = 1.5
+    s.execute("COMMIT")                     # the release times out
+    assert any("could not release" in n for n in warnings(s))
+    r.client().script_flush()              # before the delayed EVALSHA arrives
+    time.sleep(1.6)
+    p.delay = 0.0
+    # the next use of the connection reads the NOSCRIPT and sends it again
+    s.execute("SELECT redlock_acquire_session('rv:ns-next', 10000), redlock_release('rv:ns-next')")
+    client = r.client()
+    wait_for(lambda: client.pttl("rv:ns") == -2, what="the release to be sent again")
+
+
+def test_terminated_mid_attempt_exits_at_once(session, admin, redis_server):
+    """A backend is terminated while its acquire waits for a frozen master
+    (command_timeout 20 s).  Its exit releases what it holds there; those
+    releases queue behind the unanswered acquire, so exit does not wait for
+    them.  On the code reviewed, the terminated batch's connections stayed
+    "in the batch" (a FATAL does not unwind), the release joined it as if
+    nothing were owed, and exit waited its full 5 s for the frozen master."""
+    r = redis_server()
+    s = session(servers=r.addr)
+    s.execute("SET redlock.command_timeout = '20s'")
+    s.execute("SELECT redlock_acquire_session('rv:exit-held', 60000)")
+    r.freeze()
+    try:
+        t, _ = in_thread(s.execute, "SELECT redlock_acquire('rv:exit-new')")
+        wait_for(lambda: backend_wait_event(admin, s.pid) == "Extension",
+                 what="the acquire to wait for the frozen master")
+        started = time.monotonic()
+        admin.execute("SELECT pg_terminate_backend(%s)", (s.pid,))
+        wait_for(lambda: not os.path.exists(f"/proc/{s.pid}"), timeout=10,
+                 what="the backend to exit")
+        took = time.monotonic() - started
+        t.join(5)
+        assert took < 2.5, f"exit waited {took:.1f} s for a frozen master"
+    finally:
+        r.resume()
+    client = r.client()
+    wait_for(lambda: client.exists("rv:exit-held") == 0, what="the queued release to run")

@@ -20,19 +20,16 @@ behaviour and failed on the code reviewed (see each test's docstring).
 import os
 import queue
 import re
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from conftest import (MAIN_REDIS_PORT, PG_BIN, SLOW, backend_wait_event, closing_factory,
-                      free_port, in_thread, servers, wait_for)
+from conftest import (SLOW, backend_wait_event, closing_factory, in_thread, servers,
+                      throwaway_cluster, wait_for)
 
 WAITERS = b"\x00waiters"
 WAITEXP = b"\x00waitexp"
@@ -428,35 +425,13 @@ def cluster_an_hour_behind():
     psycopg2 connection arguments (superuser postgres)."""
     if not os.path.exists(FAKETIME_LIB):
         pytest.skip("needs libfaketime (apt-get install faketime)")
-    work = tempfile.mkdtemp(prefix="redlock-behind-")
-    shutil.chown(work, "postgres")
-    port = free_port()
-    data = os.path.join(work, "pg")
-    run = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(run + [f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust",
-                          "--no-sync"], check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(data, "postgresql.conf"), "a") as f:
-        f.write(f"listen_addresses = ''\nport = {port}\nunix_socket_directories = '{work}'\n"
-                f"fsync = off\nredlock.servers = '127.0.0.1:{MAIN_REDIS_PORT}'\n")
     # libfaketime (Debian package faketime) for the postmaster and its
     # children, wall clock only: timeouts run on the monotonic clock.  (The
     # faketime wrapper itself would wait for the postmaster to exit.)
-    behind = dict(os.environ, LD_PRELOAD=FAKETIME_LIB, FAKETIME="-1h",
-                  FAKETIME_DONT_FAKE_MONOTONIC="1")
-    subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(work, "log"),
-                          "-w", "start"], check=True, stdout=subprocess.DEVNULL, env=behind)
-    try:
-        args = {"host": work, "port": port, "dbname": "postgres", "user": "postgres"}
-        c = psycopg2.connect(**args)
-        c.autocommit = True
-        with c.cursor() as cur:
-            cur.execute("CREATE EXTENSION redlock")
-        c.close()
+    behind = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "-1h",
+              "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    with throwaway_cluster("redlock-behind-", env=behind, extension=True) as args:
         yield args
-    finally:
-        subprocess.run(run + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 class RemoteSession:
@@ -905,3 +880,54 @@ def test_resent_acquire_recognises_our_own_value_first(session, redis_server, pr
         f"after {took:.1f} s: {outcome_text([token])}")
     assert took < 1.0 * SLOW
     assert s.value("SELECT connects FROM redlock_servers WHERE configured") == 2
+
+
+# ---------------------------------------------------------------------------
+# Second review: a grant given back
+# ---------------------------------------------------------------------------
+
+def test_given_back_grant_does_not_wake_its_own_waiter(session, masters):
+    """One of three masters forgot the holder's lock (a restart without
+    persistence): each attempt of a waiter gets a grant there alone and
+    gives it back.  Giving it back must not publish a wake-up to the waiter
+    itself, which then retried at once, without end.  On the code reviewed
+    a waiter made thousands of attempts a second (its fencing counter on
+    that master rose as fast)."""
+    ms = masters(3)
+    holder, waiter = session(servers=servers(ms)), session(servers=servers(ms))
+    holder.execute("SELECT redlock_acquire_session('rw:spin', 60000)")
+    ms[0].client().delete("rw:spin")
+    fence = b"rw:spin\x00fence"
+    before = int(ms[0].client().get(fence))
+    err = waiter.error("SELECT redlock_acquire('rw:spin', 60000, 2000)")
+    assert err.pgcode == "55P03"
+    attempts = int(ms[0].client().get(fence)) - before
+    # the fallback timer (retry_delay 100 ms + up to 100 ms jitter) paces it
+    assert attempts < 40, f"{attempts} attempts in 2 s: the waiter woke itself"
+    holder.execute("SELECT redlock_release_all()")
+
+
+def test_given_back_grant_keeps_its_ticket(session, masters):
+    """A waiter that has waited longer than the ticket window (2 s) gets a
+    grant on one master only and gives it back: it must keep its place, the
+    same ticket on every master, or the masters' queues no longer agree on
+    who is first.  On the code reviewed the grant removed its entry, and
+    the give-back queued it again with a fresh, clamped ticket."""
+    ms = masters(3)
+    holder, waiter = session(servers=servers(ms)), session(servers=servers(ms))
+    holder.execute("SELECT redlock_acquire_session('rw:ticket', 60000)")
+    t, _ = in_thread(waiter.execute, "SELECT redlock_acquire('rw:ticket', 60000, 6000)")
+    key = b"rw:ticket" + WAITERS
+    wait_for(lambda: all(m.client().zcard(key) == 1 for m in ms), what="the waiter to queue")
+    ticket = ms[1].client().zrange(key, 0, 0, withscores=True)[0][1]
+    time.sleep(2.5)                            # longer than the ticket window
+    ms[0].client().delete("rw:ticket")         # master 0 forgets the holder's lock
+    fence = b"rw:ticket\x00fence"
+    granted = int(ms[0].client().get(fence))
+    wait_for(lambda: int(ms[0].client().get(fence)) > granted,
+             what="a grant on master 0, given back")
+    wait_for(lambda: ms[0].client().zcard(key) == 1, what="the waiter queued there again")
+    scores = [m.client().zrange(key, 0, 0, withscores=True)[0][1] for m in ms]
+    assert scores == [ticket] * 3, f"tickets {scores}, first {ticket}"
+    holder.execute("SELECT redlock_release_all()")
+    t.join(10)

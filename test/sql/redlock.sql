@@ -269,7 +269,7 @@ SET redlock.key_prefix = 'other-tenant:';
 SET redlock.default_ttl = '5s';
 SELECT pg_temp.sqlstate_of($$SET redlock.key_prefix = 'x'$$);
 RESET ROLE;
-SET redlock.servers = 'redis://app:pa%3Ass@127.0.0.1:1/2, 127.0.0.1:2';
+SET redlock.servers = 'redis://app:pa%3Ass@127.0.0.1:1/2';
 SHOW redlock.servers;
 SELECT redlock_try_acquire('regress:creds');
 RESET redlock.servers;
@@ -286,8 +286,10 @@ SET redlock.servers = '127.0.0.1:1';
 SELECT redlock_acquire('regress:down');
 SELECT redlock_try_acquire('regress:down');
 SELECT pg_temp.sqlstate_of($$SELECT redlock_try_acquire_session('regress:down')$$);
+-- (with several, which refusals are in when the outcome is known varies,
+-- and so would the DETAIL's counts: show the error alone)
 SET redlock.servers = '127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3';
-SELECT redlock_acquire('regress:down');
+SELECT pg_temp.sqlstate_of($$SELECT redlock_acquire('regress:down')$$);
 RESET redlock.servers;
 -- and then everything works again
 SELECT redlock_acquire_session('regress:up') > 0 AS works_again;
