@@ -6,6 +6,7 @@ Run: PG* environment set, python3-psycopg2 and python3-sqlalchemy installed:
     python3 python_clients.py
 """
 
+import os
 import threading
 import time
 
@@ -70,15 +71,19 @@ def increment_orm(session):
 
 
 def main():
+    # more tries where a backend is very slow (the test suite under valgrind)
+    attempts = int(os.environ.get("EXAMPLE_ATTEMPTS", "5"))
     engine = create_engine("postgresql+psycopg2://", pool_size=8)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE IF NOT EXISTS example_counter "
                           "(id int PRIMARY KEY, n int NOT NULL)"))
         conn.execute(text("INSERT INTO example_counter VALUES (1, 0) "
                           "ON CONFLICT (id) DO UPDATE SET n = 0"))
-    threads = [threading.Thread(target=with_lock_psycopg2, args=("", "counter:1", increment_psycopg2))
+    threads = [threading.Thread(target=with_lock_psycopg2,
+                                args=("", "counter:1", increment_psycopg2, attempts))
                for _ in range(8)]
-    threads += [threading.Thread(target=with_lock_sqlalchemy, args=(engine, "counter:1", increment_orm))
+    threads += [threading.Thread(target=with_lock_sqlalchemy,
+                                 args=(engine, "counter:1", increment_orm, attempts))
                 for _ in range(8)]
     for t in threads:
         t.start()

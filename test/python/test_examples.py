@@ -10,7 +10,7 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import cursor_as, drop_roles, servers
+from conftest import SLOW, cursor_as, drop_roles, servers, wait_for
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -44,11 +44,22 @@ def connect(env):
     return c
 
 
-def concurrently(env, n, sql, args_of):
-    """Run sql in n sessions at once; returns each one's value or error."""
+def concurrently(env, n, sql, args_of, gate=None):
+    """Run sql in n sessions at once; returns each one's value or error.
+
+    With a gate (a table name), the sessions' writes to that table wait
+    until every session is waiting (for the table, or for a Redis lock) or
+    done: then all of them have read before any of them wrote, whatever the
+    machine's speed, and an unlocked control always shows its race."""
     conns = [connect(env) for _ in range(n)]
+    pids = []
+    for c in conns:
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pids.append(cur.fetchone()[0])
     start = threading.Barrier(n)
     out = [None] * n
+    done = [False] * n
 
     def one(i):
         start.wait()
@@ -58,10 +69,31 @@ def concurrently(env, n, sql, args_of):
                 out[i] = cur.fetchone()[0]
         except psycopg2.Error as e:
             out[i] = e
+        done[i] = True
 
+    holder = None
+    if gate:
+        holder = psycopg2.connect(dbname=env["PGDATABASE"])
+        with holder.cursor() as cur:
+            cur.execute(f"LOCK TABLE {gate} IN SHARE MODE")
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
+    if holder:
+        watch = connect(env)
+
+        def all_waiting_or_done():
+            with watch.cursor() as cur:
+                cur.execute("SELECT pg_stat_clear_snapshot()")
+                cur.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND "
+                            "wait_event_type IN ('Lock', 'Extension')", (pids,))
+                waiting = {r[0] for r in cur.fetchall()}
+            return all(done[i] or pids[i] in waiting for i in range(n))
+
+        wait_for(all_waiting_or_done, timeout=30, what="every session to wait at the gate")
+        holder.commit()
+        holder.close()
+        watch.close()
     for t in threads:
         t.join()
     for c in conns:
@@ -82,7 +114,7 @@ def test_count_limit(exampledb):
         with connect(exampledb).cursor() as cur:
             cur.execute("TRUNCATE export_job")
         out = concurrently(exampledb, 8, "SELECT start_export('acme', %s)",
-                           lambda i: (use_lock,))
+                           lambda i: (use_lock,), gate="export_job")
         started = [o for o in out if not isinstance(o, Exception)]
         refused = [o for o in out if isinstance(o, psycopg2.errors.CheckViolation)]
         assert len(started) + len(refused) == 8
@@ -95,7 +127,7 @@ def test_nightly_job(exampledb):
         with connect(exampledb).cursor() as cur:
             cur.execute("TRUNCATE job_run")
         out = concurrently(exampledb, 4, "SELECT run_nightly_report(%s, %s)",
-                           lambda i: (f"replica-{i}", use_lock))
+                           lambda i: (f"replica-{i}", use_lock), gate="job_run")
         assert runs(out.count("ran")), (use_lock, out)
     # a replica that starts after the winner finished skips too
     out = concurrently(exampledb, 1, "SELECT run_nightly_report('late')", lambda i: ())
@@ -146,8 +178,10 @@ def test_roles_and_tenants(roles, main_redis):
 
 
 def run_example(env, *cmd):
+    # a slow backend (valgrind) makes retries of 5-second waits more likely
+    env = dict(env, EXAMPLE_ATTEMPTS=str(5 * SLOW))
     return subprocess.run(list(cmd), env=env, check=True, capture_output=True,
-                          text=True, timeout=120).stdout.strip()
+                          text=True, timeout=120 * SLOW).stdout.strip()
 
 
 def test_node_postgres(exampledb):

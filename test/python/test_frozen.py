@@ -22,7 +22,10 @@ def test_frozen_server_times_out_and_ends_clean(session, redis_server):
     assert elapsed < 2.0
     r.resume()
     client = r.client()
-    wait_for(lambda: not client.exists("frozen:b"), what="the queued release")
+    # once it has run the queued acquire (its fencing counter exists), the
+    # release queued behind it has run too
+    wait_for(lambda: client.get(b"frozen:b\x00fence") is not None, what="the queued acquire")
+    assert not client.exists("frozen:b")
     # the connection is usable again, and the earlier lock was never lost
     assert s.value("SELECT redlock_release('frozen:a')") is True
     assert not client.exists("frozen:a")
@@ -43,6 +46,6 @@ def test_cancel_while_frozen_leaves_nothing(session, admin, redis_server):
     assert took < 2.0
     r.resume()
     client = r.client()
-    wait_for(lambda: client.get("frozen:warm") is not None, what="the server to resume")
-    time.sleep(0.2)
-    assert not client.exists("frozen:cancel")
+    wait_for(lambda: client.get(b"frozen:cancel\x00fence") is not None,
+             what="the resumed server to run the queued acquire")
+    assert not client.exists("frozen:cancel"), "and the release queued behind it"

@@ -203,10 +203,22 @@ CALLS = [
 ALLOWED = ("22", "55P03")
 
 
+def tiny_ttl_lost_at_commit(sql, args, err):
+    """A transaction-scoped lock with a TTL of a few ms may expire before
+    its own (autocommit) statement commits, on a slow backend above all:
+    the commit then refuses it, as it should."""
+    return (err.pgcode == "40001" and "was lost before commit" in str(err)
+            and sql.startswith(("redlock_acquire(", "redlock_try_acquire("))
+            and args[1] is not None and 0 < args[1] < 100)
+
+
 def test_fuzz_every_function(session):
     rng = random.Random(20261123)
     s = session()
     s.execute("SET redlock.command_timeout = 1000")
+    # a wait with no limit of its own (wait_ms 0 or NULL) on a TTL too short
+    # to ever be valid would retry for ever: lock_timeout bounds it (55P03)
+    s.execute("SET lock_timeout = %s", (2000 * SLOW,))
     before = rss_kb(s.pid)
     for i in range(1500):
         sql, nargs = rng.choice(CALLS)
@@ -216,7 +228,8 @@ def test_fuzz_every_function(session):
         try:
             s.execute("SELECT " + sql, args[:nargs])
         except psycopg2.Error as e:
-            assert e.pgcode.startswith(ALLOWED), (sql, args, e.pgcode, str(e))
+            assert e.pgcode.startswith(ALLOWED) or tiny_ttl_lost_at_commit(sql, args, e), \
+                (sql, args, e.pgcode, str(e))
         if i % 100 == 0:
             s.execute("SELECT redlock_release_all()")
     assert s.value("SELECT 1") == 1

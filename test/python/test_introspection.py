@@ -54,12 +54,16 @@ def test_servers_view(session, admin, redis_server):
     up, down = redis_server(), redis_server()
     hole = BlackHole()
     try:
-        s = session(servers=f"{up.addr}, {down.addr}, 127.0.0.1:{hole.port}")
+        s = session(servers=up.addr)
+        s.execute("SELECT redlock_acquire('i:warm')")     # connected, at its own pace
+        s.execute("SET redlock.servers = %s", (f"{up.addr}, {down.addr}, 127.0.0.1:{hole.port}",))
         s.execute("SET redlock.connect_timeout = 200")
         view = {r["address"]: r for r in [
             dict(zip(["address", "configured", "state"], x))
             for x in s.execute("SELECT address, configured, state FROM redlock_servers")]}
-        assert all(v["configured"] and v["state"] == "disconnected" for v in view.values())
+        assert all(v["configured"] for v in view.values())
+        assert view[up.addr]["state"] == "connected"
+        assert all(v["state"] == "disconnected" for a, v in view.items() if a != up.addr)
 
         down.kill()
         s.error("SELECT redlock_try_acquire('i:srv')")            # no majority
@@ -113,6 +117,12 @@ def stats(s):
     return row(s, "SELECT * FROM redlock_stats")
 
 
+def script_calls(r):
+    """Scripts a Redis server has run so far (EVAL and EVALSHA)."""
+    stats = r.info("commandstats")
+    return sum(stats.get(c, {}).get("calls", 0) for c in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
 def test_stats_view_counts_what_happened(session, admin, main_redis, redis_server):
     s, other = session(), session()
     assert all(v == 0 for k, v in stats(s).items() if k != "since")
@@ -124,21 +134,26 @@ def test_stats_view_counts_what_happened(session, admin, main_redis, redis_serve
     other.execute("SELECT redlock_acquire_session('i:st')")
     assert s.value("SELECT redlock_try_acquire('i:st')") is None          # try_busy
     s.error("SELECT redlock_acquire('i:st', NULL, 100)")                  # wait, timeout
+    calls = script_calls(main_redis)
     t, _ = in_thread(s.execute, "SELECT redlock_acquire_session('i:st')")  # wait, wakeup
+    # its first attempt queues it, it subscribes, its second attempt is
+    # refused too: only then is it asleep until the wake-up
+    wait_for(lambda: script_calls(main_redis) >= calls + 2, what="the waiter's second attempt")
     wait_for(lambda: backend_wait_event(admin, s.pid) == "Extension", what="the wait")
     other.execute("SELECT redlock_release('i:st')")
     t.join(10)
     s.execute("SELECT redlock_release('i:st')")
-    s.execute("SELECT redlock_acquire_session('i:lost', 50)")
-    time.sleep(0.1)
+    s.execute("SELECT redlock_acquire_session('i:lost')")
+    main_redis.delete("i:lost")                                           # as if it expired
     s.value("SELECT redlock_release('i:lost')")                           # lost release
     s.execute("BEGIN")
     s.execute("SET LOCAL redlock.commit_margin = 60000")
-    s.execute("SELECT redlock_acquire('i:commit', 1000)")
+    s.execute("SELECT redlock_acquire('i:commit', 10000)")
     s.execute("COMMIT")                                                   # commit extend
     s.execute("BEGIN")
-    s.execute("SELECT redlock_acquire('i:gone', 50)")
-    time.sleep(0.1)
+    s.execute("SET LOCAL redlock.commit_margin = 60000")
+    s.execute("SELECT redlock_acquire('i:gone')")
+    main_redis.delete("i:gone")
     s.error("COMMIT")                                                     # lost at commit
     r = redis_server()
     s.execute("SET redlock.servers = %s", (r.addr,))
@@ -150,7 +165,7 @@ def test_stats_view_counts_what_happened(session, admin, main_redis, redis_serve
     got = stats(s)
     assert got["acquires"] == 7 and got["reentries"] == 1 and got["extends"] == 1
     assert got["try_busy"] == 1 and got["waits"] == 2 and got["wakeups"] >= 1
-    assert got["timeouts"] == 1 and got["wait_time_us"] > 100000
+    assert got["timeouts"] == 1 and got["wait_time_us"] >= 100000
     assert got["lost_releases"] == 2 and got["commit_extends"] == 1
     assert got["lost_at_commit"] == 1 and got["reconnects"] == 1
     assert got["unreachable"] == 1
