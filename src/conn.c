@@ -747,11 +747,29 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 	}
 }
 
+static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
+
+/*
+ * io_done: what a read or write of the transport came to.  Returns true
+ * when bytes moved; false when it would block, or when the stream ended
+ * or failed, which breaks the connection (see conn_broken).
+ */
+static bool
+io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
+{
+	if (st == REDIS_IO_OK)
+		return true;
+	if (st == REDIS_IO_EOF)
+		strlcpy(text, "the server closed the connection", len);
+	if (st != REDIS_IO_AGAIN)
+		conn_broken(conn, REDIS_FAIL_IO, text);
+	return false;
+}
+
 /*
  * RedisConnFlush: write as much of the output as the transport takes now.
  * A write error counts as a broken connection (see conn_broken).
  */
-static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
 
 void
 RedisConnFlush(RedisConn *conn)
@@ -769,15 +787,8 @@ RedisConnFlush(RedisConn *conn)
 										conn->out.data + conn->out.pos,
 										conn->out.len - conn->out.pos, &n,
 										text, sizeof(text));
-		if (st == REDIS_IO_AGAIN)
+		if (!io_done(conn, st, text, sizeof(text)))
 			return;
-		if (st != REDIS_IO_OK)
-		{
-			if (st == REDIS_IO_EOF)
-				strlcpy(text, "the server closed the connection", sizeof(text));
-			conn_broken(conn, REDIS_FAIL_IO, text);
-			return;
-		}
 		conn->out.pos += n;
 	}
 	conn->out.pos = conn->out.len = 0;
@@ -982,15 +993,8 @@ conn_receive(RedisConn *conn)
 
 	st = conn->transport.ops->read(&conn->transport, buf, sizeof(buf), &n,
 								   text, sizeof(text));
-	if (st == REDIS_IO_AGAIN)
+	if (!io_done(conn, st, text, sizeof(text)))
 		return;
-	if (st != REDIS_IO_OK)
-	{
-		if (st == REDIS_IO_EOF)
-			strlcpy(text, "the server closed the connection", sizeof(text));
-		conn_broken(conn, REDIS_FAIL_IO, text);
-		return;
-	}
 	conn->last_io = RedlockNowUs();
 	if (redisReaderFeed(conn->reader, buf, n) != REDIS_OK)
 	{

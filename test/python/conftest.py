@@ -211,6 +211,14 @@ def redis_server():
 
 
 @pytest.fixture
+def proxy():
+    """Factory of proxies in front of a Redis server (proxy.RedisProxy):
+    proxy(target_port, delay=0.0, reply_delay=0.0, forward=None)."""
+    from proxy import RedisProxy
+    yield from closing_factory(RedisProxy)
+
+
+@pytest.fixture
 def main_redis():
     """A client of the Redis that redlock.servers names by default."""
     return redis.Redis(host="127.0.0.1", port=MAIN_REDIS_PORT)

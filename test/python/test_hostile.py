@@ -69,6 +69,7 @@ class FakeRedis:
                     chunk = b"x" * 65536
                     while not self.stop.is_set():
                         conn.sendall(chunk)
+                    return
                 conn.sendall(HOSTILE[self.behaviour])
                 if self.behaviour == "partial-then-close":
                     return

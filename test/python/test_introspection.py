@@ -2,7 +2,6 @@
 backend, without preloading), redlock_stats_cluster (all backends, with
 redlock in shared_preload_libraries), and DEBUG lines with timings."""
 
-import time
 from datetime import timedelta
 
 import psycopg2

@@ -9,9 +9,7 @@ does not count the acquire's latency as validity; a cancelled release
 leaks no memory; no lock is taken in a parallel worker."""
 
 import os
-import queue
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -20,157 +18,11 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (backend_wait_event, closing_factory, in_thread, servers,
-                      throwaway_cluster, wait_for)
+from conftest import (backend_wait_event, in_thread, servers, throwaway_cluster,
+                      wait_for)
 
 PASSWORD = "Rev1ew-pw-4-redlock"
 FENCE = b"\x00fence"
-
-
-def resp_command_length(buf):
-    """Length of the first complete Redis command in buf (an array of bulk
-    strings, as hiredis and redis-py send, or an inline command), or None
-    while it is incomplete."""
-    end = buf.find(b"\r\n")
-    if end < 0:
-        return None
-    if not buf.startswith(b"*"):
-        return end + 2
-    pos = end + 2
-    for _ in range(int(buf[1:end])):
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            return None
-        pos = end + 2 + int(buf[pos + 1:end]) + 2
-        if pos > len(buf):
-            return None
-    return pos
-
-
-def resp_command_name(command):
-    """The upper-cased name of a command cut by resp_command_length."""
-    if command.startswith(b"*"):
-        header = command.index(b"\r\n")
-        start = command.index(b"\r\n", header + 2) + 2
-        return command[start:command.index(b"\r\n", start)].upper()
-    return command.split()[0].upper() if command.split() else b""
-
-
-class RedisProxy:
-    """A TCP proxy in front of a Redis server, on loopback.  Requests from
-    the client can be delayed (delay, in seconds, read when each request
-    arrives: a master on a slow network), and the proxy can stop forwarding
-    after a number of script calls (forward: how many more EVAL/EVALSHA it
-    lets through, None for all; other commands, such as AUTH, do not count):
-    a master that answered, then went silent with the connection open.  Once
-    stopped, nothing more is forwarded nor answered.  Replies go back at
-    once."""
-
-    def __init__(self, target_port, delay=0.0, forward=None):
-        self.target_port = target_port
-        self.delay = delay
-        self.forward = forward
-        self.mutex = threading.Lock()
-        self.sockets = []
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def addr(self):
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            self.sockets += [client, upstream]
-            requests = queue.Queue()
-            for target, args in ((self._read_requests, (client, requests)),
-                                 (self._send_requests, (requests, upstream)),
-                                 (self._pipe, (upstream, client))):
-                threading.Thread(target=target, args=args, daemon=True).start()
-
-    def _admit(self, command):
-        with self.mutex:
-            if self.forward is None or resp_command_name(command) not in (b"EVAL", b"EVALSHA"):
-                return True
-            if self.forward > 0:
-                self.forward -= 1
-                return True
-            return False
-
-    def _read_requests(self, client, requests):
-        buf = b""
-        stalled = False
-        while True:
-            try:
-                data = client.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                requests.put(None)
-                return
-            buf += data
-            while (n := resp_command_length(buf)) is not None:
-                command, buf = buf[:n], buf[n:]
-                stalled = stalled or not self._admit(command)
-                if not stalled:
-                    requests.put((time.monotonic() + self.delay, command))
-
-    @staticmethod
-    def _send_requests(requests, upstream):
-        while (item := requests.get()) is not None:
-            due, data = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                upstream.sendall(data)
-            except OSError:
-                return
-        try:
-            upstream.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    @staticmethod
-    def _pipe(src, dst):
-        while True:
-            try:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-            except OSError:
-                break
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self):
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
-@pytest.fixture
-def proxy():
-    """Factory of RedisProxy(target_port, delay=0.0, forward=None)."""
-    yield from closing_factory(RedisProxy)
 
 
 def warnings(s):

@@ -18,7 +18,6 @@ behaviour and failed on the code reviewed (see each test's docstring).
 """
 
 import os
-import queue
 import re
 import signal
 import socket
@@ -28,8 +27,10 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (SLOW, backend_wait_event, closing_factory, in_thread, servers,
-                      throwaway_cluster, wait_for)
+from conftest import (SLOW, backend_wait_event, in_thread, servers, throwaway_cluster,
+                      wait_for)
+from proxy import bulk, resp_command, resp_end
+from test_hostile import FakeRedis
 
 WAITERS = b"\x00waiters"
 WAITEXP = b"\x00waitexp"
@@ -76,205 +77,6 @@ def stop_waiting(admin, s, thread):
     if thread.is_alive():
         admin.execute("SELECT pg_cancel_backend(%s)", (s.pid,))
         thread.join(10)
-
-
-# ---------------------------------------------------------------------------
-# RESP, as far as the helpers below need it
-# ---------------------------------------------------------------------------
-
-def resp_end(buf, pos=0):
-    """The index just after the RESP value that starts at buf[pos], or None
-    while it is incomplete."""
-    nl = buf.find(b"\r\n", pos)
-    if nl < 0:
-        return None
-    kind, line = buf[pos:pos + 1], buf[pos + 1:nl]
-    end = nl + 2
-    if kind in (b"+", b"-", b":"):
-        return end
-    if kind == b"$":
-        n = int(line)
-        if n < 0:
-            return end
-        return end + n + 2 if len(buf) >= end + n + 2 else None
-    if kind == b"*":
-        for _ in range(max(int(line), 0)):
-            end = resp_end(buf, end)
-            if end is None:
-                return None
-        return end
-    raise ValueError(f"not RESP: {buf[pos:pos + 20]!r}")
-
-
-def resp_command(buf, pos, end):
-    """The arguments of the command (an array of bulk strings) in buf[pos:end]."""
-    nl = buf.find(b"\r\n", pos)
-    args = []
-    p = nl + 2
-    for _ in range(int(buf[pos + 1:nl])):
-        nl = buf.find(b"\r\n", p)
-        n = int(buf[p + 1:nl])
-        args.append(buf[nl + 2:nl + 2 + n])
-        p = nl + 2 + n + 2
-    assert p == end
-    return args
-
-
-def bulk(s):
-    return b"$%d\r\n%s\r\n" % (len(s), s)
-
-
-# ---------------------------------------------------------------------------
-# A TCP proxy in front of a Redis server
-# ---------------------------------------------------------------------------
-
-class DelayedSender:
-    """Sends what it is given to a socket, each piece `delay` seconds after
-    it was given, in order."""
-
-    def __init__(self, sock, delay):
-        self.sock = sock
-        self.delay = delay
-        self.pending = queue.Queue()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def send(self, data):
-        self.pending.put((time.monotonic() + self.delay, data))
-
-    def close(self):
-        self.pending.put((0, None))
-
-    def _run(self):
-        while True:
-            due, data = self.pending.get()
-            if data is None:
-                return
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                return
-
-
-class Proxy:
-    """A TCP proxy on loopback in front of a Redis server.
-
-    delay: every request reaches Redis that many seconds after it arrived, in
-    order (a master on another host).  reply_delay: the same for replies,
-    but for subscription connections, whose messages come at once.
-    drop_next_reply(hook): the next request goes to Redis, Redis's complete
-    reply is read, hook() runs, and the client's connection is closed
-    without the reply (a connection lost between request and reply)."""
-
-    def __init__(self, target_port, delay=0.0, reply_delay=0.0):
-        self.target_port = target_port
-        self.delay = delay
-        self.reply_delay = reply_delay
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.addr = f"127.0.0.1:{self.port}"
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.armed = None           # the hook of the next request to cut short
-        self.dropped = threading.Event()
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def drop_next_reply(self, hook):
-        self.dropped.clear()
-        with self.lock:
-            self.armed = hook
-
-    def _accept(self):
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            for s in (client, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sockets += [client, upstream]
-            conn = {"client": client, "upstream": upstream, "cut": None,
-                    "sub": None, "typed": threading.Event()}
-            threading.Thread(target=self._requests, args=(conn,), daemon=True).start()
-            threading.Thread(target=self._replies, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _close(conn):
-        for s in (conn["client"], conn["upstream"]):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def _requests(self, conn):
-        """Client to Redis."""
-        out = DelayedSender(conn["upstream"], self.delay)
-        try:
-            while data := conn["client"].recv(65536):
-                if conn["sub"] is None:
-                    conn["sub"] = b"SUBSCRIBE" in data
-                    conn["typed"].set()
-                with self.lock:
-                    if self.armed is not None:
-                        conn["cut"], self.armed = self.armed, None
-                out.send(data)
-        except OSError:
-            pass
-        out.close()
-
-    def _replies(self, conn):
-        """Redis to client; for a request cut short, nothing."""
-        held = b""
-        out = None
-        try:
-            while data := conn["upstream"].recv(65536):
-                if conn["cut"] is None:
-                    if out is None:
-                        conn["typed"].wait(5)
-                        out = DelayedSender(conn["client"],
-                                            0.0 if conn["sub"] else self.reply_delay)
-                    out.send(data)
-                    continue
-                held += data
-                if resp_end(held) is not None:
-                    conn["cut"]()
-                    self._close(conn)
-                    self.dropped.set()
-                    return
-        except OSError:
-            pass
-        if out is not None:
-            out.close()
-            time.sleep(self.reply_delay)        # let what is due go out first
-        self._close(conn)
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-        for s in self.sockets:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
-@pytest.fixture
-def proxy():
-    """Factory of proxies: proxy(target_port, delay=0.0)."""
-    yield from closing_factory(Proxy)
 
 
 # ---------------------------------------------------------------------------
@@ -615,7 +417,7 @@ def test_wake_up_during_an_attempt_is_kept(session, admin, redis_server, proxy):
 # 6. A server that floods the subscription connection
 # ---------------------------------------------------------------------------
 
-class FloodingRedis:
+class FloodingRedis(FakeRedis):
     """A fake Redis on loopback: the acquire script (EVAL/EVALSHA with 4 or
     5 keys) is refused, as if the key were held for 5 s more; other scripts
     answer 0; SUBSCRIBE is confirmed and then followed by the start of a
@@ -625,22 +427,7 @@ class FloodingRedis:
     def __init__(self, flood):
         self.flood = flood
         self.sent = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__("flood")
 
     def _answer(self, conn, args):
         cmd = args[0].upper()
@@ -677,11 +464,6 @@ class FloodingRedis:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-
 
 def memory_kb(pid, field):
     """A field of /proc/PID/status (VmRSS, VmHWM), in kB."""
