@@ -10,7 +10,9 @@
 #     redlock 4.2.0, default retries) runs the same transaction once;
 #     tps, latency p50/p99 and fairness (fewest / most transactions of a
 #     client) from pgbench's per-transaction log;
-#   - hand-off: release -> the blocked waiter holds the lock;
+#   - hand-off: release -> the blocked waiter holds the lock, on one master
+#     and on three, and the hot key over three masters (a wake-up must
+#     never be lost: every master publishes one);
 #   - commands each master receives for an uncontended acquire + release
 #     (MONITOR), with one master and with three;
 #   - backend memory over many acquire/release cycles.
@@ -87,6 +89,16 @@ print('  node-redlock %.1f tps   p50 %.2f ms   p99 %.2f ms   max %.0f ms   fairn
 
 say "hand-off: release -> the blocked waiter holds the lock"
 /usr/bin/python3 "$ROOT/bench/waiting.py" handoff 200
+/usr/bin/python3 "$ROOT/bench/waiting.py" handoff 200 "127.0.0.1:$REDIS_PORT" \
+	"127.0.0.1:$((REDIS_PORT + 1))" "127.0.0.1:$((REDIS_PORT + 2))"
+
+say "hot key over three masters: redlock, the same transaction, $SECS s per run"
+three="127.0.0.1:$REDIS_PORT,127.0.0.1:$((REDIS_PORT + 1)),127.0.0.1:$((REDIS_PORT + 2))"
+for run in 1 2 3; do
+	read -r tps p50 p99 fair < <(PGOPTIONS="-c redlock.servers=$three" hot redlock)
+	printf '  run %d %7.1f tps   p50 %6.2f ms   p99 %6.2f ms   fairness %.2f\n' \
+		"$run" "$tps" "$p50" "$p99" "$fair"
+done
 
 say "commands per uncontended acquire + release, per master (MONITOR)"
 /usr/bin/python3 "$ROOT/bench/waiting.py" commands "127.0.0.1:$REDIS_PORT"

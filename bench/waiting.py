@@ -1,7 +1,8 @@
 """Measurements of bench/hotkey.sh that need two sessions or Redis's side:
 
-    python3 waiting.py handoff ROUNDS
+    python3 waiting.py handoff ROUNDS [SERVERS...]
         release -> the blocked waiter holds the lock, median and p90 in ms
+        (on the given masters, or redlock.servers)
     python3 waiting.py commands SERVERS...
         commands each master receives (MONITOR) for one uncontended
         acquire + release after warm-up; commands run inside scripts are
@@ -37,9 +38,10 @@ def value(cur, sql, args=None):
     return cur.fetchone()[0]
 
 
-def handoff(rounds):
-    _, holder = session()
-    wconn, waiter = session()
+def handoff(rounds, servers=()):
+    masters = ", ".join(servers) or None
+    _, holder = session(masters)
+    wconn, waiter = session(masters)
     _, admin = session()
     holder.execute("""CREATE OR REPLACE FUNCTION bench_release(k text) RETURNS timestamptz
                       LANGUAGE plpgsql AS $$
@@ -66,13 +68,17 @@ def handoff(rounds):
         gaps.append((got[0] - released).total_seconds() * 1000)
         waiter.execute("SELECT redlock_release('bench:handoff')")
     gaps.sort()
-    print(f"  hand-off over {rounds} rounds: median {statistics.median(gaps):.3f} ms, "
+    where = f"{len(servers)} masters" if servers else "redlock.servers"
+    print(f"  hand-off over {rounds} rounds ({where}): median {statistics.median(gaps):.3f} ms, "
           f"p90 {gaps[int(len(gaps) * 0.9)]:.3f} ms, max {gaps[-1]:.3f} ms")
 
 
 def commands(servers):
     _, cur = session(", ".join(servers))
-    cur.execute("SELECT redlock_acquire('bench:count')")        # connect, load scripts
+    # a key of its own per run: counters that differ between masters would
+    # add a one-time fencing write-back
+    key = f"bench:count:{len(servers)}"
+    cur.execute("SELECT redlock_acquire(%s)", (key,))           # connect, load scripts
     clients = [redis.Redis(host=s.split(":")[0], port=int(s.split(":")[1])) for s in servers]
     seen = [[] for _ in servers]
     ready = [threading.Event() for _ in servers]
@@ -94,7 +100,7 @@ def commands(servers):
         e.wait(5)
     time.sleep(0.05)
     cur.execute("BEGIN")
-    cur.execute("SELECT redlock_acquire('bench:count')")
+    cur.execute("SELECT redlock_acquire(%s)", (key,))
     cur.execute("COMMIT")
     time.sleep(0.1)
     for c in clients:
@@ -130,7 +136,7 @@ def memory(cycles):
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "handoff":
-        handoff(int(sys.argv[2]))
+        handoff(int(sys.argv[2]), sys.argv[3:])
     elif what == "commands":
         commands(sys.argv[2:])
     elif what == "memory":
