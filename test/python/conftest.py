@@ -134,8 +134,10 @@ def database():
 class Session:
     """One PostgreSQL connection, with helpers that keep tests short."""
 
-    def __init__(self, dbname, servers=None, autocommit=True):
-        self.conn = psycopg2.connect(dbname=dbname)
+    def __init__(self, dbname, servers=None, autocommit=True, **connect):
+        """connect: more psycopg2.connect() arguments (another cluster's
+        host and port, say)."""
+        self.conn = psycopg2.connect(dbname=dbname, **connect)
         self.conn.autocommit = autocommit
         self.pid = self.value("SELECT pg_backend_pid()")
         # load the library first: redlock.* are placeholders until then

@@ -27,8 +27,8 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (SLOW, backend_wait_event, in_thread, servers, throwaway_cluster,
-                      wait_for)
+from conftest import (SLOW, Session, backend_wait_event, in_thread, servers,
+                      throwaway_cluster, wait_for)
 from proxy import bulk, resp_command, resp_end
 from test_hostile import FakeRedis
 
@@ -236,26 +236,10 @@ def cluster_an_hour_behind():
         yield args
 
 
-class RemoteSession:
-    """A session on another cluster, with what in_thread and
-    backend_wait_event need."""
-
-    def __init__(self, args):
-        self.conn = psycopg2.connect(**args)
-        self.conn.autocommit = True
-        self.pid = self.value("SELECT pg_backend_pid()")
-
-    def execute(self, sql, args=None):
-        with self.conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else None
-
-    def value(self, sql, args=None):
-        rows = self.execute(sql, args)
-        return rows[0][0] if rows else None
-
-    def close(self):
-        self.conn.close()
+def remote_session(args):
+    """A session on another cluster (connection arguments args)."""
+    args = dict(args)
+    return Session(args.pop("dbname"), **args)
 
 
 def test_clock_behind_cannot_jump_the_queue(session, admin, main_redis,
@@ -265,8 +249,8 @@ def test_clock_behind_cannot_jump_the_queue(session, admin, main_redis,
     clamped to Redis's clock within 2 s.  On the code reviewed, W2's ticket
     was an hour older and it went first."""
     key = fresh(main_redis, "rw:clock")
-    behind = RemoteSession(cluster_an_hour_behind)
-    behind_admin = RemoteSession(cluster_an_hour_behind)
+    behind = remote_session(cluster_an_hour_behind)
+    behind_admin = remote_session(cluster_an_hour_behind)
     threads = []
     try:
         lag = admin.value("SELECT extract(epoch FROM now())") - \
