@@ -25,7 +25,7 @@ export REDLOCK_RUN_DIR=$RUN_DIR REDLOCK_REDIS_PORT=$REDIS_PORT PG_BIN
 PACKAGES=(
 	make gcc libc6-dev pkg-config
 	postgresql-15 postgresql-server-dev-15 postgresql-client-15
-	libhiredis-dev redis-server redis-tools
+	libhiredis-dev libssl-dev openssl redis-server redis-tools
 	python3 python3-psycopg2 python3-redis python3-pytest
 )
 

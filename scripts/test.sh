@@ -16,7 +16,7 @@
 # PostgreSQL's own padding writes in test/valgrind.supp), with the
 # regression and isolation tests and the scripted tests that matter most
 # for memory safety (hostile servers, fuzzing, session end, commit, views,
-# examples; their time bounds grow, as a valgrind backend is tens of times
+# examples, TLS; their time bounds grow, as a valgrind backend is tens of times
 # slower); it fails if memcheck reports anything.
 if [ "${1:-}" = "--valgrind" ]; then
 	export REDLOCK_VALGRIND=1
@@ -47,7 +47,7 @@ say "scripted tests (test/python)"
 pytest_args=(-q -p no:cacheprovider)
 if [ -n "${REDLOCK_VALGRIND:-}" ]; then
 	pytest_args+=(test_hostile.py test_session_end.py test_commit_order.py
-		test_security.py test_introspection.py test_examples.py)
+		test_security.py test_introspection.py test_examples.py test_tls.py)
 fi
 (cd "$ROOT/test/python" && /usr/bin/python3 -m pytest "${pytest_args[@]}") || status=1
 

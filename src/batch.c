@@ -73,12 +73,21 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 	strlcpy(call->error, text, sizeof(call->error));
 }
 
-/* connect_timeout_text: the text of a connect that ran out of time. */
+/*
+ * connect_timeout_text: the text of a connect that ran out of time; a TLS
+ * handshake that got no answer usually met a plain port, which waits for
+ * the end of a line that never comes.
+ */
 static void
-connect_timeout_text(char *text, size_t len)
+connect_timeout_text(const RedisConn *conn, char *text, size_t len)
 {
-	snprintf(text, len, "could not connect within %d ms",
-			 redlock_connect_timeout);
+	if (conn->transport.handshaking)
+		snprintf(text, len,
+				 "no answer to the TLS handshake within %d ms: the server may not speak TLS on this port (use a redis:// entry, or its TLS port)",
+				 redlock_connect_timeout);
+	else
+		snprintf(text, len, "could not connect within %d ms",
+				 redlock_connect_timeout);
 }
 
 /*
@@ -150,7 +159,7 @@ conn_timeout(RedisConn *conn, int timeout_ms)
 
 	if (conn->state == REDIS_CONN_CONNECTING)
 	{
-		connect_timeout_text(text, sizeof(text));
+		connect_timeout_text(conn, text, sizeof(text));
 		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
 		return;
 	}
@@ -326,7 +335,7 @@ batch_run(RedisBatch *b)
 		{
 			char		text[REDLOCK_ERROR_LEN];
 
-			connect_timeout_text(text, sizeof(text));
+			connect_timeout_text(conn, text, sizeof(text));
 			RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
 		}
 	}

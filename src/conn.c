@@ -148,11 +148,12 @@ RedisServerForSpec(const RedlockServerSpec *spec)
 	{
 		if (strcmp(srv->user, spec->user) != 0 ||
 			strcmp(srv->password, spec->password) != 0 ||
-			srv->db != spec->db)
+			srv->db != spec->db || srv->tls != spec->tls)
 		{
 			strlcpy(srv->user, spec->user, sizeof(srv->user));
 			strlcpy(srv->password, spec->password, sizeof(srv->password));
 			srv->db = spec->db;
+			srv->tls = spec->tls;
 			srv->entry_version++;
 		}
 		return srv;
@@ -174,6 +175,7 @@ RedisServerForSpec(const RedlockServerSpec *spec)
 	strlcpy(srv->addr, spec->addr, sizeof(srv->addr));
 	strlcpy(srv->host, spec->host, sizeof(srv->host));
 	srv->port = spec->port;
+	srv->tls = spec->tls;
 	strlcpy(srv->user, spec->user, sizeof(srv->user));
 	strlcpy(srv->password, spec->password, sizeof(srv->password));
 	srv->db = spec->db;
@@ -570,8 +572,11 @@ RedisConnOpen(RedisConn *conn, int64 now)
 	char		text[REDLOCK_ERROR_LEN];
 
 	Assert(conn->state == REDIS_CONN_CLOSED);
-	if (!RedisTransportOpen(&conn->transport, srv->host, srv->port,
-							text, sizeof(text)))
+	if (!(srv->tls ?
+		  RedisTransportOpenTls(&conn->transport, srv->host, srv->port,
+								text, sizeof(text)) :
+		  RedisTransportOpen(&conn->transport, srv->host, srv->port,
+							 text, sizeof(text))))
 	{
 		RedisConnFail(conn, REDIS_FAIL_CONNECT, text,
 					  RedlockNowUs() - now > SLOW_CONNECT_US);
@@ -582,6 +587,7 @@ RedisConnOpen(RedisConn *conn, int64 now)
 	conn->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
 	conn->handshake = 0;
 	conn->scripts_loaded = 0;
+	conn->heard = false;
 	conn->last_io = now;
 	conn->wes_pos = -1;
 	conn->serial++;
@@ -761,6 +767,10 @@ io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
 		return true;
 	if (st == REDIS_IO_EOF)
 		strlcpy(text, "the server closed the connection", len);
+	/* a TLS port drops a plain client at its first bytes */
+	if (st != REDIS_IO_AGAIN && !conn->heard && !conn->server->tls)
+		strlcat(text, " before answering anything (if the port expects TLS, use a rediss:// entry)",
+				len);
 	if (st != REDIS_IO_AGAIN)
 		conn_broken(conn, REDIS_FAIL_IO, text);
 	return false;
@@ -979,8 +989,8 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 }
 
 /*
- * conn_receive: one read from the transport, then every complete reply is
- * dispatched.  A server that makes us hold more than MAX_PENDING_BYTES of
+ * conn_receive: read from the transport (once; again while TLS holds
+ * decrypted bytes), then dispatch every complete reply.  A server that makes us hold more than MAX_PENDING_BYTES of
  * unparsed reply is not one to trust: our replies are a few integers.
  */
 static void
@@ -988,39 +998,61 @@ conn_receive(RedisConn *conn)
 {
 	char		buf[READ_CHUNK];
 	char		text[REDLOCK_ERROR_LEN];
-	size_t		n = 0;
-	RedisIoStatus st;
 
-	st = conn->transport.ops->read(&conn->transport, buf, sizeof(buf), &n,
-								   text, sizeof(text));
-	if (!io_done(conn, st, text, sizeof(text)))
-		return;
-	conn->last_io = RedlockNowUs();
-	if (redisReaderFeed(conn->reader, buf, n) != REDIS_OK)
-	{
-		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
-		return;
-	}
 	for (;;)
 	{
-		void	   *reply = NULL;
+		size_t		n = 0;
+		RedisIoStatus st;
 
-		if (redisReaderGetReply(conn->reader, &reply) != REDIS_OK)
+		st = conn->transport.ops->read(&conn->transport, buf, sizeof(buf), &n,
+									   text, sizeof(text));
+		if (!io_done(conn, st, text, sizeof(text)))
+			return;
+		conn->last_io = RedlockNowUs();
+
+		/* a TLS alert record (22 is a handshake, 21 an alert) on plain text */
+		if (!conn->heard && !conn->server->tls && (buf[0] == 21 || buf[0] == 22))
 		{
-			snprintf(text, sizeof(text), "protocol error: %s",
-					 conn->reader->errstr);
-			RedisConnFail(conn, REDIS_FAIL_PROTOCOL, text, false);
+			RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
+						  "the server answered with TLS: it expects a TLS connection (use a rediss:// entry)",
+						  false);
 			return;
 		}
-		if (reply == NULL)
-			break;
-		reply_dispatch(conn, (redisReply *) reply);
-		if (conn->state == REDIS_CONN_CLOSED)
+		conn->heard = true;
+		if (redisReaderFeed(conn->reader, buf, n) != REDIS_OK)
+		{
+			RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+			return;
+		}
+		for (;;)
+		{
+			void	   *reply = NULL;
+
+			if (redisReaderGetReply(conn->reader, &reply) != REDIS_OK)
+			{
+				snprintf(text, sizeof(text), "protocol error: %s",
+						 conn->reader->errstr);
+				RedisConnFail(conn, REDIS_FAIL_PROTOCOL, text, false);
+				return;
+			}
+			if (reply == NULL)
+				break;
+			reply_dispatch(conn, (redisReply *) reply);
+			if (conn->state == REDIS_CONN_CLOSED)
+				return;
+		}
+		if (conn->reader->len - conn->reader->pos > MAX_PENDING_BYTES)
+		{
+			RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
+						  "protocol error: a reply of more than 1 MB", false);
+			return;
+		}
+
+		/* TLS may hold decrypted bytes the socket will never signal again */
+		if (conn->transport.ops->pending == NULL ||
+			conn->transport.ops->pending(&conn->transport) == 0)
 			return;
 	}
-	if (conn->reader->len - conn->reader->pos > MAX_PENDING_BYTES)
-		RedisConnFail(conn, REDIS_FAIL_PROTOCOL,
-					  "protocol error: a reply of more than 1 MB", false);
 }
 
 /*
@@ -1123,7 +1155,8 @@ RedisConnService(RedisConn *conn, uint32 events)
 		return;
 	if (conn->state == REDIS_CONN_CLOSED)
 		return;
-	if (events & WL_SOCKET_READABLE)
+	/* TLS may need the socket writable to read on: try on any event */
+	if ((events & WL_SOCKET_READABLE) || conn->transport.ops->pending != NULL)
 		conn_receive(conn);
 	if (conn->state != REDIS_CONN_CLOSED)
 		RedisConnFlush(conn);

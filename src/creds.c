@@ -47,6 +47,16 @@ RedisCredentialsChanged(void)
 }
 
 /*
+ * RedisSettingsVersion: the version of the credential and TLS settings
+ * (not of any server's own entry): what the TLS context depends on.
+ */
+uint64
+RedisSettingsVersion(void)
+{
+	return settings_version;
+}
+
+/*
  * RedisCredentialsVersion: the version of the credentials srv gets now; a
  * connection opened under another one is stale.
  */

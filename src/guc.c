@@ -45,6 +45,18 @@ char	   *redlock_password = NULL;
 char	   *redlock_passfile = NULL;
 int			redlock_database = 0;
 int			redlock_snapshot_check = REDLOCK_SNAPSHOT_WARNING;
+int			redlock_sslmode = REDLOCK_SSLMODE_VERIFY_FULL;
+char	   *redlock_sslrootcert = NULL;
+char	   *redlock_sslcert = NULL;
+char	   *redlock_sslkey = NULL;
+char	   *redlock_sslcrl = NULL;
+
+static const struct config_enum_entry sslmode_options[] = {
+	{"require", REDLOCK_SSLMODE_REQUIRE, false},
+	{"verify-ca", REDLOCK_SSLMODE_VERIFY_CA, false},
+	{"verify-full", REDLOCK_SSLMODE_VERIFY_FULL, false},
+	{NULL, 0, false}
+};
 
 static const struct config_enum_entry snapshot_check_options[] = {
 	{"off", REDLOCK_SNAPSHOT_OFF, false},
@@ -132,14 +144,16 @@ url_decode(const char *src, size_t len, char *dst, size_t dstsize)
 static bool parse_server(const char *item, RedlockServerSpec *spec);
 
 /*
- * parse_url: parse "redis://[user][:password]@host[:port][/db]" into spec.
+ * parse_url: parse "redis://[user][:password]@host[:port][/db]" (or the
+ * same with rediss://, whose scheme is scheme_len long with its "://")
+ * into spec.
  * User and password may use %XX escapes.  Returns false, with the check
  * hook's detail set (never showing the password), when it is malformed.
  */
 static bool
-parse_url(const char *item, RedlockServerSpec *spec)
+parse_url(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 {
-	const char *rest = item + strlen("redis://");
+	const char *rest = item + scheme_len;
 	const char *at = strrchr(rest, '@');
 	const char *slash;
 	char		hostport[REDLOCK_ADDR_LEN];
@@ -231,11 +245,13 @@ parse_server(const char *item, RedlockServerSpec *spec)
 
 	if (strncmp(item, "rediss://", 9) == 0)
 	{
-		GUC_check_errdetail("TLS (rediss://) is not supported: hiredis 0.14, which redlock is built with, has no TLS.");
-		return false;
+		if (!parse_url(item, 9, spec))
+			return false;
+		spec->tls = true;
+		return true;
 	}
 	if (strncmp(item, "redis://", 8) == 0)
-		return parse_url(item, spec);
+		return parse_url(item, 8, spec);
 
 	if (item[0] == '/')
 	{
@@ -417,7 +433,8 @@ fail:
 		if (GUC_check_errdetail_string && strchr(GUC_check_errdetail_string, '"'))
 			GUC_check_errdetail("The faulty entry is not shown either. Entries are host, host:port, "
 								"[ipv6]:port, a unix socket path, or redis://user:password@host:port/db "
-								"with special characters in the user name and password written as %%XX.");
+								"(rediss:// for TLS) with special characters in the user name and password "
+								"written as %%XX.");
 	}
 	free(copy);
 	free(list);
@@ -476,6 +493,67 @@ assign_database(int newval, void *extra)
 		RedisCredentialsChanged();
 }
 
+/* the TLS settings: the same, so that TLS connections are made afresh */
+static void
+assign_sslmode(int newval, void *extra)
+{
+	if (newval != redlock_sslmode)
+		RedisCredentialsChanged();
+}
+
+static void
+assign_sslrootcert(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_sslrootcert))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_sslcert(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_sslcert))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_sslkey(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_sslkey))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_sslcrl(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_sslcrl))
+		RedisCredentialsChanged();
+}
+
+/*
+ * next_url: the next redis:// or rediss:// in p, or NULL; *scheme_len gets
+ * the length of its scheme and "://".
+ */
+static const char *
+next_url(const char *p, size_t *scheme_len)
+{
+	const char *url;
+
+	for (url = strstr(p, "redis"); url != NULL; url = strstr(url + 1, "redis"))
+	{
+		if (strncmp(url + 5, "://", 3) == 0)
+		{
+			*scheme_len = 8;
+			return url;
+		}
+		if (strncmp(url + 5, "s://", 4) == 0)
+		{
+			*scheme_len = 9;
+			return url;
+		}
+	}
+	return NULL;
+}
+
 /*
  * show_servers: what SHOW, pg_settings and current_setting() show of
  * redlock.servers: the list with every password replaced by ********.
@@ -490,7 +568,8 @@ show_servers(void)
 	initStringInfo(&buf);
 	while (*p)
 	{
-		const char *url = strstr(p, "redis://");
+		size_t		scheme_len = 0;
+		const char *url = next_url(p, &scheme_len);
 		const char *end;
 		const char *at;
 		const char *colon;
@@ -508,7 +587,7 @@ show_servers(void)
 		for (colon = url; colon < end; colon++)
 			if (*colon == '@')
 				at = colon;
-		colon = at ? memchr(url + 8, ':', at - (url + 8)) : NULL;
+		colon = at ? memchr(url + scheme_len, ':', at - (url + scheme_len)) : NULL;
 		if (colon)
 		{
 			appendBinaryStringInfo(&buf, url, colon + 1 - url);
@@ -589,8 +668,9 @@ RedlockDefineGucs(void)
 {
 	DefineCustomStringVariable("redlock.servers",
 							   "Redis masters that hold the locks.",
-							   "A comma-separated list of host, host:port, [ipv6]:port, unix socket paths or "
-							   "redis://user:password@host:port/db. A lock is held when a majority of them granted it.",
+							   "A comma-separated list of host, host:port, [ipv6]:port, unix socket paths, "
+							   "redis://user:password@host:port/db, or rediss://... for TLS. A lock is held when a "
+							   "majority of them granted it.",
 							   &redlock_servers,
 							   "localhost:6379",
 							   PGC_SUSET,
@@ -718,6 +798,54 @@ RedlockDefineGucs(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("redlock.sslmode",
+							 "How the certificate of a rediss:// master is checked, as libpq's sslmode.",
+							 "require: encrypt, and check the certificate against redlock.sslrootcert only when "
+							 "one is set; verify-ca: check that a trusted CA signed it; verify-full: that, and "
+							 "that it names the host.",
+							 &redlock_sslmode,
+							 REDLOCK_SSLMODE_VERIFY_FULL,
+							 sslmode_options,
+							 PGC_SUSET,
+							 0,
+							 NULL, assign_sslmode, NULL);
+
+	DefineCustomStringVariable("redlock.sslrootcert",
+							   "File of the CA certificates that rediss:// masters' certificates are checked against.",
+							   "Empty: the operating system's store.",
+							   &redlock_sslrootcert,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, assign_sslrootcert, NULL);
+
+	DefineCustomStringVariable("redlock.sslcert",
+							   "File of the client certificate shown to rediss:// masters that ask for one.",
+							   NULL,
+							   &redlock_sslcert,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, assign_sslcert, NULL);
+
+	DefineCustomStringVariable("redlock.sslkey",
+							   "File of the client certificate's private key.",
+							   "Like libpq's, it must not be readable by group or others (0640 if owned by root).",
+							   &redlock_sslkey,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, assign_sslkey, NULL);
+
+	DefineCustomStringVariable("redlock.sslcrl",
+							   "File of certificate revocation lists for rediss:// masters' certificates.",
+							   NULL,
+							   &redlock_sslcrl,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, assign_sslcrl, NULL);
 
 	DefineCustomEnumVariable("redlock.snapshot_check",
 							 "What to do when a lock is taken after a REPEATABLE READ or SERIALIZABLE snapshot.",

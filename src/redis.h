@@ -66,6 +66,7 @@ typedef struct RedlockServerSpec
 										 * holds credentials */
 	char		host[REDLOCK_ADDR_LEN]; /* host name or IP, or socket path */
 	int			port;			/* TCP port; 0 for a unix socket */
+	bool		tls;			/* a rediss:// entry */
 	char		user[REDLOCK_CRED_LEN]; /* from a redis:// URL, or "" */
 	char		password[REDLOCK_CRED_LEN];	/* from a redis:// URL, or "" */
 	int			db;				/* from a redis:// URL, or -1 */
@@ -123,6 +124,8 @@ typedef struct RedisTransportOps
 							size_t len, size_t *n, char *err, size_t errlen);
 	/* release what the transport holds; the socket is closed by the caller */
 	void		(*close) (struct RedisTransport *t);
+	/* bytes read from the socket and not handed out yet (NULL: none ever) */
+	size_t		(*pending) (struct RedisTransport *t);
 } RedisTransportOps;
 
 typedef struct RedisTransport
@@ -130,12 +133,19 @@ typedef struct RedisTransport
 	const RedisTransportOps *ops;
 	int			fd;				/* -1 while closed */
 	uint32		want;			/* events needed to make progress */
+	bool		handshaking;	/* connected, in the TLS handshake */
 	void	   *state;			/* the transport's own (malloc'd) */
 } RedisTransport;
 
 extern bool RedisTransportOpen(RedisTransport *t, const char *host, int port,
 							   char *err, size_t errlen);
 extern void RedisTransportClose(RedisTransport *t);
+
+/* transport_tls.c */
+extern bool RedisTransportOpenTls(RedisTransport *t, const char *host, int port,
+								  char *err, size_t errlen);
+extern bool RedisTransportTlsInfo(const RedisTransport *t, const char **version,
+								  const char **cipher);
 
 /* ------------------------------------------------------------------------
  * conn.c: servers and connections
@@ -248,6 +258,7 @@ typedef struct RedisConn
 	int64		connect_deadline;	/* us; while connecting or in handshake */
 	uint32		scripts_loaded; /* bit per RedisScript.id known here */
 	int64		last_io;		/* us; when it last received anything */
+	bool		heard;			/* it has received anything since it opened */
 
 	/* replies owed for requests (not the handshake's), in order: a ring */
 	RedisPending *pending;		/* malloc'd */
@@ -269,6 +280,7 @@ typedef struct RedisServer
 	char		addr[REDLOCK_ADDR_LEN];
 	char		host[REDLOCK_ADDR_LEN];
 	int			port;
+	bool		tls;			/* from a rediss:// entry */
 	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
 	char		password[REDLOCK_CRED_LEN];
 	int			db;				/* from its redis:// entry, or -1 */
@@ -325,6 +337,7 @@ extern void RedisDisconnectAll(void);
  */
 
 extern uint64 RedisCredentialsVersion(const RedisServer *srv);
+extern uint64 RedisSettingsVersion(void);
 extern void RedisCredentialsChanged(void);
 extern bool RedisCredentialsFor(RedisServer *srv, char *user, char *password,
 								int *db);

@@ -156,6 +156,19 @@ extern char *redlock_password;
 extern char *redlock_passfile;
 extern int	redlock_database;
 extern int	redlock_snapshot_check;
+extern int	redlock_sslmode;
+extern char *redlock_sslrootcert;
+extern char *redlock_sslcert;
+extern char *redlock_sslkey;
+extern char *redlock_sslcrl;
+
+/* values of redlock.sslmode, as libpq's (for rediss:// entries) */
+typedef enum RedlockSslMode
+{
+	REDLOCK_SSLMODE_REQUIRE,
+	REDLOCK_SSLMODE_VERIFY_CA,
+	REDLOCK_SSLMODE_VERIFY_FULL
+} RedlockSslMode;
 
 /* values of redlock.snapshot_check */
 typedef enum RedlockSnapshotCheck

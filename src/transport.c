@@ -113,7 +113,8 @@ static const RedisTransportOps plain_ops = {
 	plain_connect_step,
 	plain_read,
 	plain_write,
-	plain_close
+	plain_close,
+	NULL
 };
 
 /*

@@ -28,6 +28,10 @@
 #include "redlock.h"
 
 PG_FUNCTION_INFO_V1(redlock_locks);
+
+/* columns of redlock_servers(): since 1.1 with tls, tls_version, tls_cipher */
+#define SERVER_COLUMNS		13
+#define SERVER_COLUMNS_1_0	10
 PG_FUNCTION_INFO_V1(redlock_servers_srf);
 
 /* monotonic_to_wall: a monotonic time (us) as a timestamptz. */
@@ -131,13 +135,17 @@ server_state(const RedisServer *srv, int64 now)
  */
 static void
 server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
-		   bool configured, int64 now_us)
+		   bool tls, bool configured, int64 now_us)
 {
-	Datum		values[10];
-	bool		nulls[10] = {0};
+	Datum		values[SERVER_COLUMNS];
+	bool		nulls[SERVER_COLUMNS] = {0};
+	const char *version;
+	const char *cipher;
 
 	values[0] = CStringGetTextDatum(addr);
 	values[1] = BoolGetDatum(configured);
+	values[10] = BoolGetDatum(tls);
+	nulls[11] = nulls[12] = true;
 	if (srv == NULL)
 	{
 		values[2] = CStringGetTextDatum("disconnected");
@@ -147,6 +155,13 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 		nulls[6] = nulls[7] = nulls[8] = nulls[9] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		return;
+	}
+	if (srv->cmd.state != REDIS_CONN_CLOSED &&
+		RedisTransportTlsInfo(&srv->cmd.transport, &version, &cipher))
+	{
+		values[11] = CStringGetTextDatum(version);
+		values[12] = CStringGetTextDatum(cipher);
+		nulls[11] = nulls[12] = false;
 	}
 	values[2] = CStringGetTextDatum(server_state(srv, now_us));
 	values[3] = BoolGetDatum(RedisSubReady(srv));
@@ -191,6 +206,10 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 	int			j;
 
 	InitMaterializedSRF(fcinfo, 0);
+	/* the SQL definitions of an older extension version have fewer columns */
+	if (rsinfo->setDesc->natts != SERVER_COLUMNS &&
+		rsinfo->setDesc->natts != SERVER_COLUMNS_1_0)
+		elog(ERROR, "redlock's SQL definitions do not match its library; run ALTER EXTENSION redlock UPDATE");
 
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < nsrvs; i++)
@@ -200,10 +219,11 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 		for (j = 0; j < list->nservers; j++)
 			if (strcmp(list->servers[j].addr, srvs[i]->addr) == 0)
 				configured = true;
-		server_row(rsinfo, srvs[i], srvs[i]->addr, configured, now_us);
+		server_row(rsinfo, srvs[i], srvs[i]->addr, srvs[i]->tls, configured, now_us);
 	}
 	for (j = 0; j < list->nservers; j++)
 		if (RedisServerLookup(list->servers[j].addr) == NULL)
-			server_row(rsinfo, NULL, list->servers[j].addr, true, now_us);
+			server_row(rsinfo, NULL, list->servers[j].addr, list->servers[j].tls,
+					   true, now_us);
 	return (Datum) 0;
 }

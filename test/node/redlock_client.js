@@ -13,17 +13,26 @@
 //   node redlock_client.js SERVERS counter-unlocked KEY ROUNDS PGURL
 //       the same without the lock: the control that loses updates.
 //
-// SERVERS is a comma-separated list of host:port, as in redlock.servers.
+// SERVERS is a comma-separated list of host:port, as in redlock.servers;
+// rediss://host:port entries connect over TLS, checking the server's
+// certificate against the CA file named by $REDLOCK_TLS_CA.
 
 'use strict';
 
+const fs = require('fs');
 const Redis = require('ioredis');
 const Redlock = require('redlock');
 
 const [serverList, mode, key, arg, pgUrl] = process.argv.slice(2);
 const clients = serverList.split(',').map((s) => {
-  const [host, port] = s.trim().split(':');
-  return new Redis({ host, port: Number(port), maxRetriesPerRequest: 1 });
+  const entry = s.trim();
+  const tls = entry.startsWith('rediss://');
+  const [host, port] = entry.replace(/^rediss:\/\//, '').split(':');
+  const options = { host, port: Number(port), maxRetriesPerRequest: 1 };
+  if (tls) {
+    options.tls = { ca: fs.readFileSync(process.env.REDLOCK_TLS_CA), servername: host };
+  }
+  return new Redis(options);
 });
 const ready = Promise.all(clients.map((c) => new Promise((resolve) => c.once('ready', resolve))));
 

@@ -62,3 +62,22 @@ def test_upgrade_path_matches_a_fresh_install(database, script):
     finally:
         cur.execute("DROP EXTENSION IF EXISTS redlock")
         cur.execute("CREATE EXTENSION redlock")
+
+
+def test_servers_view_before_and_after_the_update_to_1_1(database):
+    """The library serves a database still on 1.0 (the view without the TLS
+    columns) until ALTER EXTENSION redlock UPDATE adds them."""
+    conn = psycopg2.connect(dbname=database)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("DROP EXTENSION redlock CASCADE")
+    try:
+        cur.execute("CREATE EXTENSION redlock VERSION '1.0'")
+        cur.execute("SELECT * FROM redlock_servers")
+        assert len(cur.description) == 10 and cur.fetchall()
+        cur.execute("ALTER EXTENSION redlock UPDATE TO '1.1'")
+        cur.execute("SELECT tls, tls_version, tls_cipher FROM redlock_servers")
+        assert cur.fetchall()
+    finally:
+        cur.execute("DROP EXTENSION IF EXISTS redlock")
+        cur.execute("CREATE EXTENSION redlock")

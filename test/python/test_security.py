@@ -180,7 +180,7 @@ def test_no_password_in_errors_or_the_log(session, redis_server):
     err = s.error("SELECT redlock_try_acquire('sec:log')")
     assert err.pgcode == "28000"
     assert PASSWORD not in str(err) and PASSWORD not in (err.diag.message_detail or "")
-    err = s.error("SET redlock.servers = %s", (f"rediss://:{PASSWORD}@host",))
+    err = s.error("SET redlock.servers = %s", (f"rediss://:{PASSWORD}@host:99999",))
     assert PASSWORD not in err.diag.message_primary and PASSWORD not in err.diag.message_detail
     log = os.path.join(os.environ.get("REDLOCK_RUN_DIR", "/tmp/redlock-run"), "postgresql.log")
     lines = [l for l in open(log, errors="replace") if PASSWORD in l]

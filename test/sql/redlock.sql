@@ -273,7 +273,12 @@ SET redlock.servers = 'redis://app:pa%3Ass@127.0.0.1:1/2';
 SHOW redlock.servers;
 SELECT redlock_try_acquire('regress:creds');
 RESET redlock.servers;
-SET redlock.servers = 'rediss://app:pass@host';
+SET redlock.servers = 'rediss://app:pass@host:99999';
+-- TLS entries are accepted and shown without their password
+SET redlock.servers = 'rediss://app:pa%3Ass@127.0.0.1:6380/2, 127.0.0.1:6379';
+SHOW redlock.servers;
+RESET redlock.servers;
+SET redlock.sslmode = 'verify-none';
 SET redlock.servers = 'redis://app:pa%4@host';
 SET redlock.servers = 'redis://app:pa,ss@host';
 SET redlock.servers = 'redis://host/x';

@@ -1,0 +1,387 @@
+"""TLS to Redis: rediss:// masters (redis-server's own TLS port, with
+certificates made here with openssl), checked as libpq checks PostgreSQL's
+(redlock.sslmode require, verify-ca, verify-full), with a client
+certificate for servers that want one.  Locks, releases, the commit check,
+quorum with a frozen TLS master, and wake-ups all work over TLS, also next
+to plain masters; each way a TLS connection can fail gives a clear error in
+bounded time; node-redlock over TLS and SQL exclude each other."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+import redis
+
+from conftest import SLOW, RedisProcess, backend_wait_event, in_thread, wait_for
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def openssl(*args, cwd, faketime=None):
+    cmd = ["openssl", *args]
+    if faketime:
+        cmd = ["faketime", faketime] + cmd
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+class Certs:
+    """A CA, and certificates signed by it (and by a second, untrusted CA),
+    in a directory the postgres user can read."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="redlock-certs-")
+        os.chmod(self.dir, 0o755)
+        self.ca("ca")
+        self.ca("other-ca")
+        self.cert("server", "ca", "IP:127.0.0.1,DNS:localhost")
+        self.cert("untrusted", "other-ca", "IP:127.0.0.1,DNS:localhost")
+        self.cert("wrong-host", "ca", "DNS:other.example")
+        self.cert("expired", "ca", "IP:127.0.0.1,DNS:localhost", faketime="3 years ago")
+        self.cert("client", "ca", None)
+        pw = shutil.chown
+        for f in os.listdir(self.dir):
+            path = self.path(f)
+            pw(path, "postgres")
+            os.chmod(path, 0o600 if f.endswith(".key") else 0o644)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def ca(self, name):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3650",
+                "-subj", f"/CN=redlock test {name}", cwd=self.dir)
+
+    def cert(self, name, ca, san, faketime=None):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=redlock {name}",
+                cwd=self.dir)
+        ext = []
+        if san:
+            with open(self.path(f"{name}.ext"), "w") as f:
+                f.write(f"subjectAltName={san}\n")
+            ext = ["-extfile", f"{name}.ext"]
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "1" if faketime else "3650",
+                *ext, cwd=self.dir, faketime=faketime)
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def certs():
+    c = Certs()
+    yield c
+    c.close()
+
+
+class TlsRedis(RedisProcess):
+    """A redis-server that speaks only TLS, on its TLS port, with the
+    certificate `cert` (of Certs); clients must show one when
+    auth_clients."""
+
+    def __init__(self, certs, cert="server", auth_clients=False):
+        self.certs = certs
+        self.cert = cert
+        self.auth_clients = auth_clients
+        super().__init__()
+
+    @property
+    def url(self):
+        return f"rediss://127.0.0.1:{self.port}"
+
+    def start(self):
+        c = self.certs
+        self.args = ["--tls-port", str(self.port), "--port", "0",
+                     "--tls-cert-file", c.path(f"{self.cert}.crt"),
+                     "--tls-key-file", c.path(f"{self.cert}.key"),
+                     "--tls-ca-cert-file", c.path("ca.crt"),
+                     "--tls-auth-clients", "yes" if self.auth_clients else "no"]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, *self.args,
+             "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, what=f"TLS redis on {self.port}")
+
+    def _answers(self):
+        try:
+            return self.client(socket_timeout=0.5).ping()
+        except (redis.RedisError, OSError):
+            return False
+
+    def client(self, **kw):
+        """The test's own client: it shows the client certificate, and
+        checks nothing (some servers here have bad certificates on purpose)."""
+        c = self.certs
+        return redis.Redis(host="127.0.0.1", port=self.port, ssl=True, ssl_cert_reqs="none",
+                           ssl_check_hostname=False, ssl_certfile=c.path("client.crt"),
+                           ssl_keyfile=c.path("client.key"), **kw)
+
+
+@pytest.fixture
+def tls_redis(certs):
+    """Factory of TLS redis-servers: tls_redis(cert="server", auth_clients=False)."""
+    made = []
+
+    def make(**kw):
+        made.append(TlsRedis(certs, **kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def tls_session(session, certs, servers_value, mode="verify-full", **settings):
+    s = session(servers=servers_value)
+    s.execute("SET redlock.sslmode = %s", (mode,))
+    s.execute("SET redlock.sslrootcert = %s", (certs.path("ca.crt"),))
+    for name, value in settings.items():
+        s.execute(f"SET redlock.{name} = %s", (value,))
+    return s
+
+
+def server_row(s, addr):
+    with s.conn.cursor() as cur:
+        cur.execute("SELECT * FROM redlock_servers WHERE address = %s", (addr,))
+        names = [d[0] for d in cur.description]
+        return dict(zip(names, cur.fetchone()))
+
+
+# -- what works over TLS --
+
+def test_locks_over_tls(session, certs, tls_redis):
+    r = tls_redis()
+    s = tls_session(session, certs, r.url)
+    s.execute("BEGIN")
+    token = s.value("SELECT redlock_acquire('tls:a', 60000)")
+    assert token > 0 and r.client().exists("tls:a")
+    s.execute("COMMIT")
+    assert not r.client().exists("tls:a"), "released at commit, over TLS"
+    assert s.value("SELECT redlock_acquire_session('tls:s', 60000)") > 0
+    assert s.value("SELECT redlock_extend('tls:s', 90000)") is True
+    assert r.client().pttl("tls:s") > 85000
+    assert s.value("SELECT redlock_release('tls:s')") is True
+    row = server_row(s, f"127.0.0.1:{r.port}")
+    assert row["tls"] is True and row["state"] == "connected"
+    assert row["tls_version"] in ("TLSv1.2", "TLSv1.3") and row["tls_cipher"]
+    assert s.value("SHOW redlock.servers") == r.url
+
+
+def test_commit_check_over_tls(session, certs, tls_redis):
+    """A lock lost while the transaction held it fails the commit (40001),
+    and one near expiry is re-armed at commit, over TLS."""
+    r = tls_redis()
+    s = tls_session(session, certs, r.url)
+    s.execute("BEGIN")
+    s.execute("SET LOCAL redlock.commit_margin = 60000")
+    s.execute("SELECT redlock_acquire('tls:commit', 5000)")
+    s.execute("COMMIT")
+    assert s.value("SELECT commit_extends FROM redlock_stats") == 1
+    s.execute("BEGIN")
+    s.execute("SET LOCAL redlock.commit_margin = 60000")
+    s.execute("SELECT redlock_acquire('tls:lost', 5000)")
+    r.client().delete("tls:lost")
+    err = s.error("COMMIT")
+    assert err.pgcode == "40001"
+
+
+def test_mixed_list_and_a_frozen_tls_master(session, certs, tls_redis, redis_server):
+    """Two TLS masters and a plain one; with one TLS master frozen, locks
+    are still taken and released at once, and the frozen master applies
+    its queued requests when it resumes."""
+    a, b = tls_redis(), tls_redis()
+    plain = redis_server()
+    s = tls_session(session, certs, f"{a.url}, {b.url}, {plain.addr}")
+    s.execute("SET redlock.command_timeout = 2000")
+
+    def all_connected():
+        # a lock needs a majority only: repeat until every handshake is done
+        s.execute("SELECT redlock_acquire_session('tls:warm'), redlock_release('tls:warm')")
+        return s.value("SELECT count(*) FROM redlock_servers WHERE configured"
+                       " AND state = 'connected'") == 3
+
+    wait_for(all_connected, what="connections to all three masters")
+    b.freeze()
+    try:
+        started = time.monotonic()
+        assert s.value("SELECT redlock_acquire_session('tls:mixed', 60000)") > 0
+        assert a.client().exists("tls:mixed") and plain.client().exists("tls:mixed")
+        assert s.value("SELECT redlock_release('tls:mixed')") is True
+        assert time.monotonic() - started < 1.5, "no wait for the frozen TLS master"
+    finally:
+        b.resume()
+    client = b.client()
+    wait_for(lambda: client.get(b"tls:mixed\x00fence") is not None, what="the queued acquire")
+    assert not client.exists("tls:mixed"), "and the release queued behind it"
+
+
+def test_wake_ups_over_tls(session, admin, certs, tls_redis):
+    r = tls_redis()
+    holder = tls_session(session, certs, r.url)
+    waiter = tls_session(session, certs, r.url)
+    waiter.execute("SET redlock.retry_delay = '60s'")
+    waiter.execute("SET redlock.retry_jitter = 0")
+    holder.execute("SELECT redlock_acquire_session('tls:wake')")
+    t, got = in_thread(waiter.value, "SELECT redlock_acquire_session('tls:wake')")
+    wait_for(lambda: r.client().zcard(b"tls:wake\x00waiters") == 1, what="the waiter to queue")
+    wait_for(lambda: backend_wait_event(admin, waiter.pid) == "Extension",
+             what="the waiter to wait")
+    wait_for(lambda: len(r.client().pubsub_channels()) == 1, what="its subscription, over TLS")
+    released = time.monotonic()
+    holder.execute("SELECT redlock_release('tls:wake')")
+    t.join(10)
+    assert got and got[0] > 0
+    # woken at once (whatever is left of its one-second refresh cycle)
+    assert time.monotonic() - released < 0.5 * SLOW
+
+
+def test_client_certificate(session, certs, tls_redis):
+    """A master that asks for a client certificate (tls-auth-clients yes):
+    refused without one, clearly; accepted with redlock.sslcert/sslkey."""
+    r = tls_redis(auth_clients=True)
+    s = tls_session(session, certs, r.url)
+    err = s.error("SELECT redlock_try_acquire('tls:mutual')")
+    assert err.pgcode.startswith("08"), err.pgcode
+    assert f"127.0.0.1:{r.port}" in err.diag.message_primary
+    assert "TLS" in err.diag.message_detail or "certificate" in err.diag.message_detail
+    s.execute("SET redlock.sslcert = %s", (certs.path("client.crt"),))
+    s.execute("SET redlock.sslkey = %s", (certs.path("client.key"),))
+    assert s.value("SELECT redlock_try_acquire('tls:mutual')") > 0
+
+
+# -- how each failure shows --
+
+def tls_error(session, certs, r_url, mode="verify-full", **settings):
+    s = tls_session(session, certs, r_url, mode=mode, **settings)
+    s.execute("SET redlock.connect_timeout = 2000")
+    started = time.monotonic()
+    err = s.error("SELECT redlock_try_acquire('tls:fail')")
+    return err, time.monotonic() - started
+
+
+@pytest.mark.parametrize("cert, mode, detail", [
+    ("untrusted", "verify-full", "certificate was not accepted: unable to get local issuer certificate"),
+    ("untrusted", "verify-ca", "certificate was not accepted: unable to get local issuer certificate"),
+    ("expired", "verify-full", "certificate was not accepted: certificate has expired"),
+    ("wrong-host", "verify-full", "certificate was not accepted: IP address mismatch"),
+])
+def test_certificate_checks(session, certs, tls_redis, cert, mode, detail):
+    r = tls_redis(cert=cert)
+    err, took = tls_error(session, certs, r.url, mode=mode)
+    assert err.pgcode == "08001", (err.pgcode, str(err))
+    assert f'could not reach Redis server "127.0.0.1:{r.port}"' in err.diag.message_primary
+    assert detail in err.diag.message_detail, err.diag.message_detail
+    assert took < 2.0 * SLOW
+
+
+@pytest.mark.parametrize("cert, mode", [("wrong-host", "verify-ca"), ("untrusted", "require")])
+def test_weaker_modes_accept_what_they_do_not_check(session, certs, tls_redis, cert, mode):
+    """verify-ca does not check the host name; require without a root
+    certificate checks nothing (it only encrypts), as in libpq."""
+    r = tls_redis(cert=cert)
+    s = tls_session(session, certs, r.url, mode=mode)
+    if mode == "require":
+        s.execute("RESET redlock.sslrootcert")
+    assert s.value("SELECT redlock_try_acquire('tls:weak')") > 0
+
+
+def test_require_with_a_root_certificate_checks_the_ca(session, certs, tls_redis):
+    """libpq: sslmode=require with a root certificate file behaves as
+    verify-ca."""
+    r = tls_redis(cert="untrusted")
+    err, _ = tls_error(session, certs, r.url, mode="require")
+    assert "unable to get local issuer certificate" in err.diag.message_detail
+
+
+def test_tls_spoken_to_a_plain_port(session, certs, redis_server):
+    plain = redis_server()
+    err, took = tls_error(session, certs, f"rediss://{plain.addr}")
+    assert err.pgcode.startswith("08"), err.pgcode
+    assert "speak TLS on this port" in err.diag.message_detail, err.diag.message_detail
+    # a plain Redis waits for the end of a line: the connect timeout (2 s) ends it
+    assert took < 3.0 * SLOW
+
+
+def test_plain_spoken_to_a_tls_port(session, certs, tls_redis):
+    r = tls_redis()
+    s = session(servers=f"127.0.0.1:{r.port}")
+    s.execute("SET redlock.command_timeout = 2000")
+    started = time.monotonic()
+    err = s.error("SELECT redlock_try_acquire('tls:plain')")
+    assert err.pgcode.startswith("08"), err.pgcode
+    detail = err.diag.message_detail
+    assert "rediss://" in detail, detail
+    assert time.monotonic() - started < 2.5 * SLOW
+
+
+def test_key_file_with_loose_permissions_is_refused(session, certs, tls_redis):
+    r = tls_redis(auth_clients=True)
+    loose = certs.path("loose.key")
+    shutil.copy(certs.path("client.key"), loose)
+    shutil.chown(loose, "postgres")
+    os.chmod(loose, 0o644)
+    err, _ = tls_error(session, certs, r.url, sslcert=certs.path("client.crt"), sslkey=loose)
+    assert err.pgcode == "08001"
+    assert "has group or world access" in err.diag.message_detail
+    assert "BEGIN" not in err.diag.message_detail, "no key material in messages"
+
+
+def test_changing_a_tls_setting_reconnects(session, certs, tls_redis):
+    r = tls_redis()
+    s = tls_session(session, certs, r.url)
+    s.execute("SELECT redlock_try_acquire('tls:re')")
+    assert server_row(s, f"127.0.0.1:{r.port}")["connects"] == 1
+    s.execute("SET redlock.sslmode = 'verify-full'")          # the same: nothing
+    s.execute("SELECT redlock_try_acquire('tls:re')")
+    assert server_row(s, f"127.0.0.1:{r.port}")["connects"] == 1
+    s.execute("SET redlock.sslmode = 'verify-ca'")            # changed: a new connection
+    s.execute("SELECT redlock_try_acquire('tls:re')")
+    assert server_row(s, f"127.0.0.1:{r.port}")["connects"] == 2
+
+
+def test_tls_settings_are_superuser_only(session):
+    s = session()
+    s.execute("CREATE ROLE tls_nobody")
+    try:
+        s.execute("SET ROLE tls_nobody")
+        for name in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl"):
+            err = s.error(f"SET redlock.{name} = 'require'"
+                          if name == "sslmode" else f"SET redlock.{name} = '/tmp/x'")
+            assert err.pgcode == "42501", name
+        s.execute("RESET ROLE")
+    finally:
+        s.execute("RESET ROLE")
+        s.execute("DROP ROLE tls_nobody")
+
+
+# -- interop --
+
+def test_node_redlock_over_tls_and_sql_exclude_each_other(session, certs, tls_redis):
+    r = tls_redis()
+    s = tls_session(session, certs, r.url)
+    env = dict(os.environ, REDLOCK_TLS_CA=certs.path("ca.crt"))
+    node = subprocess.Popen(["node", "redlock_client.js", r.url, "try", "tls:node", "30000"],
+                            cwd=os.path.join(ROOT, "test", "node"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert node.stdout.readline().startswith("acquired")
+        assert s.value("SELECT redlock_try_acquire('tls:node')") is None
+        node.stdin.write("release\n")
+        node.stdin.flush()
+        assert node.stdout.readline().strip() == "released"
+        assert s.value("SELECT redlock_acquire_session('tls:node')") > 0
+        other = subprocess.run(["node", "redlock_client.js", r.url, "try", "tls:node", "30000"],
+                               cwd=os.path.join(ROOT, "test", "node"), env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert other.stdout.strip() == "busy"
+        assert s.value("SELECT redlock_release('tls:node')") is True
+    finally:
+        node.kill()
+        node.wait(10)
