@@ -7,7 +7,8 @@
 # only TLS (a CA and a server certificate made here with openssl).  Then:
 #   - 8 pgbench clients, each transaction locks a random key of 100000 and
 #     updates that row (as bench/pgbench.sh), alternating a plain master and
-#     the TLS one, three runs each: tps, and TLS / plain;
+#     the TLS one, three runs each, under fsync = on (PostgreSQL's default)
+#     and off (commits cost nothing, so CPU shows most): tps, TLS / plain;
 #   - the first acquire of a new backend (connect, TLS handshake, AUTH-free,
 #     the script): median over 50 new sessions, plain and TLS.
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -69,19 +70,23 @@ say "machine"
 echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
 echo "$(openssl version), $(redis-server --version | cut -d' ' -f1-3)"
 
-say "8 clients, one master, plain and TLS alternating, $SECS s per run"
-declare -A T
-for run in 1 2 3; do
-	for kind in plain tls; do
-		masters "$([ $kind = plain ] && echo "$PLAIN" || echo "$TLS")"
-		t=$(tps)
-		T[$kind]+="$t "
-		printf '  run %d %-5s %8.0f tps\n' "$run" "$kind" "$t"
+for fsync in on off; do
+	psql -X -q -c "ALTER SYSTEM SET fsync = $fsync" -c "SELECT pg_reload_conf()" >/dev/null
+	say "8 clients, one master, fsync = $fsync, plain and TLS alternating, $SECS s per run"
+	declare -A T=()
+	for run in 1 2 3; do
+		for kind in plain tls; do
+			masters "$([ $kind = plain ] && echo "$PLAIN" || echo "$TLS")"
+			t=$(tps)
+			T[$kind]+="$t "
+			printf '  run %d %-5s %8.0f tps\n' "$run" "$kind" "$t"
+		done
 	done
+	tp=$(median ${T[plain]}) tt=$(median ${T[tls]})
+	printf '  medians (fsync = %s): plain %.0f tps, TLS %.0f tps: TLS / plain %.2f\n' \
+		"$fsync" "$tp" "$tt" "$(echo "$tt / $tp" | bc -l)"
 done
-tp=$(median ${T[plain]}) tt=$(median ${T[tls]})
-printf '  medians: plain %.0f tps, TLS %.0f tps: TLS / plain %.2f\n' "$tp" "$tt" \
-	"$(echo "$tt / $tp" | bc -l)"
+psql -X -q -c "ALTER SYSTEM RESET fsync" -c "SELECT pg_reload_conf()" >/dev/null
 
 say "first acquire of a new backend (its connect and handshake), 50 sessions each"
 /usr/bin/python3 - "$PLAIN" "$TLS" <<'PY'
