@@ -140,6 +140,7 @@ typedef struct RedisTransport
 extern bool RedisTransportOpen(RedisTransport *t, const char *host, int port,
 							   char *err, size_t errlen);
 extern void RedisTransportClose(RedisTransport *t);
+extern bool RedisTransportConnected(RedisTransport *t, char *err, size_t errlen);
 
 /* transport_tls.c */
 extern bool RedisTransportOpenTls(RedisTransport *t, const char *host, int port,

@@ -34,11 +34,12 @@
 #include "redis.h"
 
 /*
- * plain_connect_step: the socket reported an event while connecting;
- * whether the connect succeeded is in SO_ERROR.
+ * RedisTransportConnected: the socket reported an event while connecting;
+ * whether the (TCP or unix) connect succeeded is in SO_ERROR.  Returns
+ * true when it did; false with the reason in err.
  */
-static RedisIoStatus
-plain_connect_step(RedisTransport *t, char *err, size_t errlen)
+bool
+RedisTransportConnected(RedisTransport *t, char *err, size_t errlen)
 {
 	int			so_error = 0;
 	socklen_t	len = sizeof(so_error);
@@ -48,8 +49,17 @@ plain_connect_step(RedisTransport *t, char *err, size_t errlen)
 	if (so_error != 0)
 	{
 		snprintf(err, errlen, "could not connect: %s", strerror(so_error));
-		return REDIS_IO_ERROR;
+		return false;
 	}
+	return true;
+}
+
+/* plain_connect_step: a plain socket is usable once connected. */
+static RedisIoStatus
+plain_connect_step(RedisTransport *t, char *err, size_t errlen)
+{
+	if (!RedisTransportConnected(t, err, errlen))
+		return REDIS_IO_ERROR;
 	t->want = 0;
 	return REDIS_IO_OK;
 }

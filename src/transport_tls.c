@@ -279,16 +279,8 @@ tls_connect_step(RedisTransport *t, char *err, size_t errlen)
 
 	if (!st->tcp_done)
 	{
-		int			so_error = 0;
-		socklen_t	len = sizeof(so_error);
-
-		if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0)
-			so_error = errno;
-		if (so_error != 0)
-		{
-			snprintf(err, errlen, "could not connect: %s", strerror(so_error));
+		if (!RedisTransportConnected(t, err, errlen))
 			return REDIS_IO_ERROR;
-		}
 		st->tcp_done = true;
 		t->handshaking = true;
 	}

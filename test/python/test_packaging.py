@@ -18,12 +18,25 @@ def default_version():
     return re.search(r"default_version\s*=\s*'([^']+)'", control).group(1)
 
 
+def install_path(v):
+    """The scripts that install version v: a base script, then upgrades
+    (as PostgreSQL's contrib modules ship them; CREATE EXTENSION follows
+    the same path)."""
+    path = []
+    while not os.path.exists(os.path.join(ROOT, "sql", f"redlock--{v}.sql")):
+        ups = [u for u in upgrade_scripts() if u.endswith(f"--{v}.sql")]
+        assert len(ups) == 1, f"no single way to version {v}: {ups}"
+        path.insert(0, ups[0])
+        v = re.match(r"redlock--(.+)--(.+)\.sql", ups[0]).group(1)
+    return [f"redlock--{v}.sql"] + path
+
+
 def test_versions_agree():
     v = default_version()
-    assert os.path.exists(os.path.join(ROOT, "sql", f"redlock--{v}.sql"))
+    path = install_path(v)
     meta = json.load(open(os.path.join(ROOT, "META.json")))
-    assert meta["provides"]["redlock"]["file"] == f"sql/redlock--{v}.sql"
-    assert meta["version"].startswith(v)
+    assert meta["provides"]["redlock"]["file"] == f"sql/{path[0]}"
+    assert meta["version"].startswith(v) and meta["provides"]["redlock"]["version"].startswith(v)
     assert f"## {v}" in open(os.path.join(ROOT, "CHANGELOG.md")).read()
 
 
