@@ -141,6 +141,8 @@ def test_short_lived_waiter_does_not_shorten_the_queue_for_others(session, admin
         w1.execute(sql)
     t1, got1 = in_thread(w1.value, "SELECT redlock_acquire_session(%s)", (key,))
     waiting(admin, w1)
+    # "Extension" is also the wait for the first attempt's reply: wait for the entry
+    wait_for(lambda: main_redis.zcard(k + WAITERS) == 1, what="W1 to queue")
     w1_entry = main_redis.zrange(k + WAITERS, 0, 0)[0]
     w3 = t3 = None
     try:
