@@ -5,11 +5,13 @@
 
 -- 1.1: redlock_servers shows whether each master is reached over TLS
 -- (rediss:// entries), with the protocol version and cipher in use.
+--
+-- The view is replaced in place (CREATE OR REPLACE VIEW may add columns at
+-- its end), so that views users built on it, and the privileges they set
+-- on it, survive the update.  Its function gets a new name: a function's
+-- result columns cannot change in place.
 
-DROP VIEW redlock_servers;
-DROP FUNCTION redlock_servers();
-
-CREATE FUNCTION redlock_servers(
+CREATE FUNCTION redlock_server_list(
     OUT address text, OUT configured boolean, OUT state text,
     OUT subscribed boolean, OUT replies_owed integer, OUT connects bigint,
     OUT last_rtt_ms double precision, OUT last_error text,
@@ -19,6 +21,6 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'redlock_servers_srf'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-CREATE VIEW redlock_servers AS SELECT * FROM redlock_servers();
-GRANT SELECT ON redlock_servers TO PUBLIC;
-COMMENT ON VIEW redlock_servers IS 'Redis masters as this session sees them';
+CREATE OR REPLACE VIEW redlock_servers AS SELECT * FROM redlock_server_list();
+
+DROP FUNCTION redlock_servers();

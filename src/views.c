@@ -209,7 +209,12 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 	/* the SQL definitions of an older extension version have fewer columns */
 	if (rsinfo->setDesc->natts != SERVER_COLUMNS &&
 		rsinfo->setDesc->natts != SERVER_COLUMNS_1_0)
-		elog(ERROR, "redlock's SQL definitions do not match its library; run ALTER EXTENSION redlock UPDATE");
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("redlock's SQL definitions do not match its library"),
+				 errdetail("The function returns %d columns; this library knows %d (1.1) and %d (1.0).",
+						   rsinfo->setDesc->natts, SERVER_COLUMNS, SERVER_COLUMNS_1_0),
+				 errhint("Install the matching library, or run ALTER EXTENSION redlock UPDATE.")));
 
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < nsrvs; i++)

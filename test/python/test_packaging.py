@@ -94,3 +94,28 @@ def test_servers_view_before_and_after_the_update_to_1_1(database):
     finally:
         cur.execute("DROP EXTENSION IF EXISTS redlock")
         cur.execute("CREATE EXTENSION redlock")
+
+
+def test_update_to_1_1_keeps_what_users_built_on_the_servers_view(database):
+    """A view of the user's on redlock_servers, and the privileges set on
+    it, survive ALTER EXTENSION redlock UPDATE (a DROP VIEW in the upgrade
+    script would refuse to run, or drop them with CASCADE)."""
+    conn = psycopg2.connect(dbname=database)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("DROP EXTENSION redlock CASCADE")
+    try:
+        cur.execute("CREATE EXTENSION redlock VERSION '1.0'")
+        cur.execute("CREATE VIEW my_masters AS SELECT address, state FROM redlock_servers")
+        cur.execute("REVOKE SELECT ON redlock_servers FROM PUBLIC")
+        cur.execute("ALTER EXTENSION redlock UPDATE TO '1.1'")
+        cur.execute("SELECT * FROM my_masters")
+        assert cur.fetchall()
+        cur.execute("SELECT has_table_privilege('public', 'redlock_servers', 'SELECT')")
+        assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
+        cur.execute("SELECT tls FROM redlock_servers")
+        assert cur.fetchall()
+    finally:
+        cur.execute("DROP VIEW IF EXISTS my_masters")
+        cur.execute("DROP EXTENSION IF EXISTS redlock")
+        cur.execute("CREATE EXTENSION redlock")

@@ -11,7 +11,9 @@ SELECT p.proname, pg_get_function_arguments(p.oid) AS arguments,
        pg_get_function_result(p.oid) AS result, p.provolatile, p.proparallel
 FROM pg_proc p
 WHERE p.proname LIKE 'redlock%'
-  AND NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = p.proname)
+  AND NOT EXISTS (SELECT FROM pg_depend d
+                  WHERE d.classid = 'pg_rewrite'::regclass
+                    AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid)
 ORDER BY 1;
 
 -- the views and their columns
@@ -19,8 +21,12 @@ SELECT table_name, column_name, data_type
 FROM information_schema.columns
 WHERE table_name LIKE 'redlock%'
 ORDER BY table_name, ordinal_position;
-SELECT p.proname, p.provolatile, p.proparallel
-FROM pg_proc p JOIN pg_class c ON c.relname = p.proname
+SELECT DISTINCT c.relname AS view, p.proname, p.provolatile, p.proparallel
+FROM pg_proc p
+JOIN pg_depend d ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid
+                AND d.classid = 'pg_rewrite'::regclass
+JOIN pg_rewrite r ON r.oid = d.objid
+JOIN pg_class c ON c.oid = r.ev_class
 WHERE p.proname LIKE 'redlock%' ORDER BY 1;
 
 -- the settings: defaults, units, who may set them
