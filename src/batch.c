@@ -74,16 +74,16 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 }
 
 /*
- * connect_timeout_text: the text of a connect that ran out of time; a TLS
- * handshake that got no answer usually met a plain port, which waits for
- * the end of a line that never comes.
+ * connect_timeout_text: the text of a connect that ran out of time.  A TLS
+ * handshake without an answer met a frozen server, or a plain port (which
+ * waits for the end of a line that never comes): which one, we cannot tell.
  */
 static void
 connect_timeout_text(const RedisConn *conn, char *text, size_t len)
 {
 	if (conn->transport.handshaking)
 		snprintf(text, len,
-				 "no answer to the TLS handshake within %d ms: the server may not speak TLS on this port (use a redis:// entry, or its TLS port)",
+				 "no answer to the TLS handshake within %d ms (a frozen or unreachable server, or one that does not speak TLS on this port)",
 				 redlock_connect_timeout);
 	else
 		snprintf(text, len, "could not connect within %d ms",
@@ -118,7 +118,7 @@ batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
 		RedisConnClose(conn);	/* what it still owes is lost with it */
 	RedisConnDrain(conn);
 	existed = conn->state != REDIS_CONN_CLOSED;
-	if (!existed && !b->no_connect && now >= srv->retry_after)
+	if (!existed && !b->no_connect && RedisServerMayConnect(srv, now))
 		(void) RedisConnOpen(conn, now);
 
 	memset(&conn->batch, 0, sizeof(conn->batch));
@@ -209,7 +209,7 @@ send_calls(RedisBatch *b, int64 now, int64 cap)
 			RedisConnSendCall(conn, call);
 			continue;
 		}
-		if (now < srv->retry_after)
+		if (!RedisServerMayConnect(srv, now))
 		{
 			char		text[REDLOCK_ERROR_LEN];
 
@@ -396,7 +396,7 @@ RedisPrepareServers(RedisServer **srvs, int n)
 		RedisConn  *conn = &srvs[i]->cmd;
 
 		RedisConnCheckIdle(conn, now);
-		if (conn->state == REDIS_CONN_CLOSED && now >= srvs[i]->retry_after)
+		if (conn->state == REDIS_CONN_CLOSED && RedisServerMayConnect(srvs[i], now))
 			(void) RedisConnOpen(conn, now);
 	}
 	RedisWaitSetPrepare();

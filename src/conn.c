@@ -483,6 +483,7 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 			Min(srv->backoff_ms * 2, BACKOFF_MAX_MS);
 		srv->retry_after = RedlockNowUs() + (int64) srv->backoff_ms * 1000;
 		srv->backoff_until = srv->retry_after;
+		srv->backoff_version = RedisCredentialsVersion(srv);
 	}
 
 	for (i = 0; i < conn->npending; i++)
@@ -559,6 +560,18 @@ queue_handshake(RedisConn *conn)
 }
 
 /*
+ * RedisServerMayConnect: whether a new connect to srv may be attempted
+ * now: its backoff is over, or the settings it failed under have changed
+ * since (a certificate or password put right is tried at once).
+ */
+bool
+RedisServerMayConnect(const RedisServer *srv, int64 now)
+{
+	return now >= srv->retry_after ||
+		RedisCredentialsVersion(srv) != srv->backoff_version;
+}
+
+/*
  * RedisConnOpen: start connecting, and queue the handshake.
  *
  * Returns true when the connect is under way (or done); false after
@@ -628,11 +641,18 @@ RedisConnOwed(const RedisConn *conn)
 uint32
 RedisConnEvents(const RedisConn *conn)
 {
+	const RedisTransport *t = &conn->transport;
+	uint32		events = WL_SOCKET_READABLE;	/* replies, always */
+
 	if (conn->state == REDIS_CONN_CONNECTING)
-		return conn->transport.want ? conn->transport.want : WL_SOCKET_WRITEABLE;
-	return WL_SOCKET_READABLE |
-		(conn->out.pos < conn->out.len || conn->transport.want == WL_SOCKET_WRITEABLE ?
-		 WL_SOCKET_WRITEABLE : 0);
+		return t->want ? t->want : WL_SOCKET_WRITEABLE;
+	/* a read that needs the socket writable (TLS) */
+	if (t->read_want == WL_SOCKET_WRITEABLE)
+		events |= WL_SOCKET_WRITEABLE;
+	/* output left, unless its write waits for the socket to be readable */
+	if (conn->out.pos < conn->out.len && t->write_want != WL_SOCKET_READABLE)
+		events |= WL_SOCKET_WRITEABLE;
+	return events;
 }
 
 /* ------------------------------------------------------------------------
@@ -765,14 +785,33 @@ io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
 {
 	if (st == REDIS_IO_OK)
 		return true;
+	if (st == REDIS_IO_AGAIN)
+		return false;
 	if (st == REDIS_IO_EOF)
 		strlcpy(text, "the server closed the connection", len);
-	/* a TLS port drops a plain client at its first bytes */
-	if (st != REDIS_IO_AGAIN && !conn->heard && !conn->server->tls)
+	if (!conn->heard && conn->server->tls)
+	{
+		/*
+		 * In TLS 1.3 the server checks the client's certificate after the
+		 * client has finished its part of the handshake: a refusal comes as
+		 * an alert at the first read, or, when our first request crossed
+		 * it, as a reset that took the alert with it.  That is a failed
+		 * handshake, which trying again at once would not cure.
+		 */
+		char		why[REDLOCK_ERROR_LEN];
+
+		snprintf(why, sizeof(why), "TLS handshake failed: %s%s", text,
+				 st == REDIS_IO_EOF && !(redlock_sslcert && redlock_sslcert[0]) ?
+				 " before answering anything (if it asks for a client certificate, set redlock.sslcert)" :
+				 "");
+		RedisConnFail(conn, REDIS_FAIL_CONNECT, why, true);
+		return false;
+	}
+	/* a TLS port drops a plain TCP client at its first bytes */
+	if (!conn->heard && !conn->server->tls && conn->server->port > 0)
 		strlcat(text, " before answering anything (if the port expects TLS, use a rediss:// entry)",
 				len);
-	if (st != REDIS_IO_AGAIN)
-		conn_broken(conn, REDIS_FAIL_IO, text);
+	conn_broken(conn, REDIS_FAIL_IO, text);
 	return false;
 }
 
@@ -802,7 +841,7 @@ RedisConnFlush(RedisConn *conn)
 		conn->out.pos += n;
 	}
 	conn->out.pos = conn->out.len = 0;
-	conn->transport.want = 0;
+	conn->transport.write_want = 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -989,6 +1028,26 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 }
 
 /*
+ * conn_heard: the first bytes from the server on this connection.  Only
+ * now does the connect count as a success (backoff over, counted in the
+ * view): a TLS 1.3 server refuses a client certificate after the
+ * handshake looked done to us.
+ */
+static void
+conn_heard(RedisConn *conn)
+{
+	RedisServer *srv = conn->server;
+
+	conn->heard = true;
+	if (conn->is_sub)
+		return;
+	srv->backoff_ms = 0;
+	srv->backoff_until = 0;
+	if (srv->connects++ > 0)
+		RedlockCount(REDLOCK_RECONNECTS, 1);
+}
+
+/*
  * conn_receive: read from the transport (once; again while TLS holds
  * decrypted bytes), then dispatch every complete reply.  A server that makes us hold more than MAX_PENDING_BYTES of
  * unparsed reply is not one to trust: our replies are a few integers.
@@ -1018,7 +1077,8 @@ conn_receive(RedisConn *conn)
 						  false);
 			return;
 		}
-		conn->heard = true;
+		if (!conn->heard)
+			conn_heard(conn);
 		if (redisReaderFeed(conn->reader, buf, n) != REDIS_OK)
 		{
 			RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
@@ -1116,7 +1176,6 @@ conn_broken(RedisConn *conn, RedisFailure failure, const char *text)
 static bool
 connect_step(RedisConn *conn)
 {
-	RedisServer *srv = conn->server;
 	char		text[REDLOCK_ERROR_LEN];
 	RedisIoStatus st;
 
@@ -1125,16 +1184,16 @@ connect_step(RedisConn *conn)
 		return false;
 	if (st != REDIS_IO_OK)
 	{
-		conn_broken(conn, REDIS_FAIL_CONNECT, text);
+		/* a refused certificate is not cured by trying again at once */
+		if (conn->transport.handshaking)
+			RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+		else
+			conn_broken(conn, REDIS_FAIL_CONNECT, text);
 		return false;
 	}
 	conn->state = conn->handshake > 0 ? REDIS_CONN_HANDSHAKE : REDIS_CONN_READY;
 	if (!conn->is_sub)
 	{
-		srv->backoff_ms = 0;
-		srv->backoff_until = 0;
-		if (srv->connects++ > 0)
-			RedlockCount(REDLOCK_RECONNECTS, 1);
 		/* its calls get a command timeout from now */
 		if (conn->batch.joined)
 			conn->batch.deadline = Min(RedlockNowUs() +
@@ -1155,8 +1214,8 @@ RedisConnService(RedisConn *conn, uint32 events)
 		return;
 	if (conn->state == REDIS_CONN_CLOSED)
 		return;
-	/* TLS may need the socket writable to read on: try on any event */
-	if ((events & WL_SOCKET_READABLE) || conn->transport.ops->pending != NULL)
+	/* a read may wait for the socket to be writable (TLS) */
+	if ((events & WL_SOCKET_READABLE) || conn->transport.read_want == WL_SOCKET_WRITEABLE)
 		conn_receive(conn);
 	if (conn->state != REDIS_CONN_CLOSED)
 		RedisConnFlush(conn);

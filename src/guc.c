@@ -168,7 +168,7 @@ parse_url(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 			(colon && !url_decode(colon + 1, at - colon - 1, spec->password,
 								  sizeof(spec->password))))
 		{
-			GUC_check_errdetail("A redis:// entry has a malformed or too long user name or password (write special characters as %%XX).");
+			GUC_check_errdetail("A redis:// or rediss:// entry has a malformed or too long user name or password (write special characters as %%XX).");
 			return false;
 		}
 		rest = at + 1;
@@ -195,7 +195,7 @@ parse_url(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 			{
 				if (!isdigit((unsigned char) *p) || v > 1000000)
 				{
-					GUC_check_errdetail("A redis:// entry for \"%.*s\" has an invalid database number \"%s\".",
+					GUC_check_errdetail("A redis:// or rediss:// entry for \"%.*s\" has an invalid database number \"%s\".",
 										(int) (slash - rest), rest, slash + 1);
 					return false;
 				}

@@ -183,7 +183,7 @@ sub_ask(RedisServer *srv, const char *channel, int64 now)
 		RedisConnClose(sub);
 	if (sub->state == REDIS_CONN_CLOSED)
 	{
-		if (now < srv->retry_after || !RedisConnOpen(sub, now))
+		if (!RedisServerMayConnect(srv, now) || !RedisConnOpen(sub, now))
 			return;
 	}
 	argv[0] = "SUBSCRIBE";

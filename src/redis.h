@@ -106,9 +106,11 @@ typedef enum RedisIoStatus
 struct RedisTransport;
 
 /*
- * What a kind of transport implements.  Each function sets t->want to the
- * socket events (WL_SOCKET_READABLE / WRITEABLE) it needs before it can
- * make progress when it returns REDIS_IO_AGAIN.  None raises an ERROR.
+ * What a kind of transport implements.  When a function returns
+ * REDIS_IO_AGAIN it notes the socket event (WL_SOCKET_READABLE or
+ * WRITEABLE) it needs before it can make progress: connect_step in want,
+ * read in read_want, write in write_want.  TLS may need the socket
+ * writable to read, and readable to write.  None raises an ERROR.
  */
 typedef struct RedisTransportOps
 {
@@ -132,7 +134,9 @@ typedef struct RedisTransport
 {
 	const RedisTransportOps *ops;
 	int			fd;				/* -1 while closed */
-	uint32		want;			/* events needed to make progress */
+	uint32		want;			/* what connect_step waits for */
+	uint32		read_want;		/* what a blocked read waits for, or 0 */
+	uint32		write_want;		/* what a blocked write waits for, or 0 */
 	bool		handshaking;	/* connected, in the TLS handshake */
 	void	   *state;			/* the transport's own (malloc'd) */
 } RedisTransport;
@@ -297,6 +301,8 @@ typedef struct RedisServer
 	bool		sub_confirmed[REDIS_SUB_MAX_CHANNELS];
 
 	int64		retry_after;	/* us; no new connect attempt before */
+	uint64		backoff_version;	/* credentials version of that backoff:
+									 * new settings end it */
 	int64		backoff_until;	/* us; end of the last backoff, kept for the
 								 * view until a connect succeeds */
 	int			backoff_ms;		/* current backoff, grows on failures */
@@ -328,6 +334,7 @@ extern void RedisConnSendCall(RedisConn *conn, RedisCall *call);
 extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 								 const char *text);
 extern bool RedisConnStale(const RedisConn *conn);
+extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern uint32 RedisConnEvents(const RedisConn *conn);
 extern void RedisDisconnectAll(void);

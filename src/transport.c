@@ -7,8 +7,8 @@
  * The connection layer (conn.c) sees only RedisTransport and its ops, so
  * that another transport (TLS) can take the place of the plain socket
  * without conn.c knowing.  Each operation reports REDIS_IO_AGAIN with the
- * socket events it waits for in t->want; the caller puts the socket in the
- * wait set for those events and calls again.
+ * socket event it waits for (t->want, read_want, write_want); the caller
+ * puts the socket in the wait set for those events and calls again.
  *
  * No function here raises an ERROR or allocates with palloc: they run in
  * commit and abort callbacks too.  Failures are described in the caller's
@@ -82,7 +82,7 @@ plain_read(RedisTransport *t, char *buf, size_t len, size_t *n,
 		return REDIS_IO_EOF;
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 	{
-		t->want = WL_SOCKET_READABLE;
+		t->read_want = WL_SOCKET_READABLE;
 		return REDIS_IO_AGAIN;
 	}
 	snprintf(err, errlen, "connection error: %s", strerror(errno));
@@ -105,7 +105,7 @@ plain_write(RedisTransport *t, const char *buf, size_t len, size_t *n,
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 	{
-		t->want = WL_SOCKET_WRITEABLE;
+		t->write_want = WL_SOCKET_WRITEABLE;
 		return REDIS_IO_AGAIN;
 	}
 	snprintf(err, errlen, "connection error: %s", strerror(errno));
@@ -252,5 +252,6 @@ RedisTransportClose(RedisTransport *t)
 	t->fd = -1;
 	t->ops = NULL;
 	t->state = NULL;
-	t->want = 0;
+	t->want = t->read_want = t->write_want = 0;
+	t->handshaking = false;
 }

@@ -23,9 +23,10 @@
  *	  redlock.sslcrl		certificate revocation list (PEM)
  * They go into one SSL_CTX, built when the first TLS connection opens and
  * again after any of them (or any credential setting) changes value
- * (RedisSettingsVersion, creds.c).  A failure to build it (a missing file, a key that
- * does not match, loose permissions) fails the connect with OpenSSL's
- * reason; it is tried again at the next connect.
+ * (RedisSettingsVersion, creds.c) or a file they name is replaced (a
+ * renewed certificate).  A failure to build it (a missing file, a key that
+ * does not match, loose permissions, a passphrase) fails the connect with
+ * OpenSSL's reason; it is tried again at the next connect.
  *
  * Non-blocking: the handshake runs in connect_step, a step each time the
  * socket is ready, inside the backend's wait set and within
@@ -51,9 +52,28 @@
 
 #include "redlock.h"
 
-/* The SSL_CTX for TLS connections, and the credentials version it is for. */
+/* The SSL_CTX for TLS connections, and the settings version it is for. */
 static SSL_CTX *tls_ctx = NULL;
 static uint64 tls_ctx_version = 0;
+
+/*
+ * The files that SSL_CTX was built from, as they were then: a certificate
+ * renewed in place (same path, new file) is read again at the next connect,
+ * as a new libpq connection would.
+ */
+#define TLS_FILES 4
+typedef struct TlsFileSeen
+{
+	bool		exists;
+	dev_t		dev;
+	ino_t		ino;
+	off_t		size;
+	struct timespec mtime;
+} TlsFileSeen;
+static TlsFileSeen tls_files_seen[TLS_FILES];
+
+/* Set by the passphrase callback: the key asked for a passphrase. */
+static bool tls_key_encrypted = false;
 
 /* What a TLS transport keeps besides its socket. */
 typedef struct TlsState
@@ -63,18 +83,18 @@ typedef struct TlsState
 } TlsState;
 
 /*
- * openssl_reason: the text of OpenSSL's most recent error (and clear its
- * queue), or "unknown" when there is none.
+ * openssl_reason: the text of the first error in OpenSSL's queue (and clear
+ * the queue), or "unknown" when there is none.  The first is where it
+ * started ("No such file or directory", "certificate verify failed"); the
+ * ones after it are the callers that passed it on.  libpq reports the first
+ * too.
  */
 static const char *
 openssl_reason(char *buf, size_t len)
 {
 	unsigned long e = ERR_get_error();
-	unsigned long next;
 
-	/* the last error in the queue is the most specific */
-	while ((next = ERR_get_error()) != 0)
-		e = next;
+	ERR_clear_error();
 	if (e == 0)
 		return "unknown";
 	ERR_error_string_n(e, buf, len);
@@ -94,30 +114,103 @@ openssl_reason(char *buf, size_t len)
  * most group-readable (0640), as libpq demands of its sslkey.
  */
 static bool
-key_file_ok(const char *path, char *err, size_t errlen)
+key_file_ok(const char *label, const char *path, char *err, size_t errlen)
 {
 	struct stat st;
 
 	if (stat(path, &st) != 0)
 	{
-		snprintf(err, errlen, "redlock.sslkey \"%s\" cannot be read: %s",
-				 path, strerror(errno));
+		snprintf(err, errlen, "%s \"%s\" cannot be read: %s",
+				 label, path, strerror(errno));
 		return false;
 	}
 	if (!S_ISREG(st.st_mode))
 	{
-		snprintf(err, errlen, "redlock.sslkey \"%s\" is not a regular file", path);
+		snprintf(err, errlen, "%s \"%s\" is not a regular file", label, path);
 		return false;
 	}
 	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
 		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
 	{
 		snprintf(err, errlen,
-				 "redlock.sslkey \"%s\" has group or world access; it must be u=rw (0600) or less if owned by the database user, or u=rw,g=r (0640) or less if owned by root",
-				 path);
+				 "%s \"%s\" has group or world access; it must be u=rw (0600) or less if owned by the database user, or u=rw,g=r (0640) or less if owned by root",
+				 label, path);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * tls_file_paths: the files the TLS settings name (NULL or "" when unset),
+ * in the order of tls_files_seen.
+ */
+static void
+tls_file_paths(const char *paths[TLS_FILES])
+{
+	paths[0] = redlock_sslrootcert;
+	paths[1] = redlock_sslcert;
+	paths[2] = redlock_sslkey;
+	paths[3] = redlock_sslcrl;
+}
+
+/* file_seen: what stat says of path now. */
+static void
+file_seen(const char *path, TlsFileSeen *seen)
+{
+	struct stat st;
+
+	memset(seen, 0, sizeof(*seen));
+	if (path == NULL || path[0] == '\0' || stat(path, &st) != 0)
+		return;
+	seen->exists = true;
+	seen->dev = st.st_dev;
+	seen->ino = st.st_ino;
+	seen->size = st.st_size;
+	seen->mtime = st.st_mtim;
+}
+
+/*
+ * tls_files_changed: whether a file of the TLS settings is not the one the
+ * current SSL_CTX was built from (replaced, rewritten, created, removed).
+ * With note, remember them as they are now instead.  A few stat calls per
+ * TLS connect: connects are rare.
+ */
+static bool
+tls_files_changed(bool note)
+{
+	const char *paths[TLS_FILES];
+	bool		changed = false;
+
+	tls_file_paths(paths);
+	for (int i = 0; i < TLS_FILES; i++)
+	{
+		TlsFileSeen now;
+		TlsFileSeen *was = &tls_files_seen[i];
+
+		file_seen(paths[i], &now);
+		if (note)
+			*was = now;
+		else if (now.exists != was->exists || now.dev != was->dev ||
+				 now.ino != was->ino || now.size != was->size ||
+				 now.mtime.tv_sec != was->mtime.tv_sec ||
+				 now.mtime.tv_nsec != was->mtime.tv_nsec)
+			changed = true;
+	}
+	return changed;
+}
+
+/*
+ * no_passphrase: OpenSSL's passphrase callback.  A backend cannot ask
+ * anyone for one (and OpenSSL's default would read the terminal): refuse,
+ * and remember why the key could not be read.
+ */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+	tls_key_encrypted = true;
+	if (size > 0)
+		buf[0] = '\0';
+	return 0;
 }
 
 /* verifying: whether the server's certificate is to be checked. */
@@ -138,7 +231,7 @@ tls_context(uint64 version, char *err, size_t errlen)
 	char		reason[256];
 	SSL_CTX    *ctx;
 
-	if (tls_ctx != NULL && tls_ctx_version == version)
+	if (tls_ctx != NULL && tls_ctx_version == version && !tls_files_changed(false))
 		return tls_ctx;
 	if (tls_ctx != NULL)
 	{
@@ -146,6 +239,21 @@ tls_context(uint64 version, char *err, size_t errlen)
 		tls_ctx = NULL;
 	}
 
+	/*
+	 * verify-ca against the system's store would accept any certificate any
+	 * public CA signed, for any name: libpq refuses that too
+	 * (sslrootcert=system needs verify-full).
+	 */
+	if (redlock_sslmode == REDLOCK_SSLMODE_VERIFY_CA &&
+		(redlock_sslrootcert == NULL || redlock_sslrootcert[0] == '\0'))
+	{
+		snprintf(err, errlen,
+				 "redlock.sslmode = verify-ca needs redlock.sslrootcert: against the system's store any publicly signed certificate would pass; name the CA file, or use verify-full");
+		return NULL;
+	}
+
+	/* the files as they are now, before they are read */
+	(void) tls_files_changed(true);
 	ERR_clear_error();
 	ctx = SSL_CTX_new(TLS_client_method());
 	if (ctx == NULL)
@@ -154,7 +262,13 @@ tls_context(uint64 version, char *err, size_t errlen)
 				 openssl_reason(reason, sizeof(reason)));
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+	{
+		snprintf(err, errlen, "could not set up TLS 1.2 or later: %s",
+				 openssl_reason(reason, sizeof(reason)));
+		goto fail;
+	}
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	/* AES-128-GCM first: as safe for this, and cheaper per record */
 	(void) SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
 	/* our output buffer may move between a partial write and its retry */
@@ -199,8 +313,9 @@ tls_context(uint64 version, char *err, size_t errlen)
 
 	if (redlock_sslcert && redlock_sslcert[0])
 	{
-		const char *key = redlock_sslkey && redlock_sslkey[0] ?
-			redlock_sslkey : redlock_sslcert;
+		bool		own_key = redlock_sslkey && redlock_sslkey[0];
+		const char *key = own_key ? redlock_sslkey : redlock_sslcert;
+		const char *label = own_key ? "redlock.sslkey" : "redlock.sslcert (its key)";
 
 		if (SSL_CTX_use_certificate_chain_file(ctx, redlock_sslcert) != 1)
 		{
@@ -208,13 +323,24 @@ tls_context(uint64 version, char *err, size_t errlen)
 					 redlock_sslcert, openssl_reason(reason, sizeof(reason)));
 			goto fail;
 		}
-		if (!key_file_ok(key, err, errlen))
+		if (!key_file_ok(label, key, err, errlen))
 			goto fail;
-		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-			SSL_CTX_check_private_key(ctx) != 1)
+		tls_key_encrypted = false;
+		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
 		{
-			snprintf(err, errlen, "could not load redlock.sslkey \"%s\": %s",
-					 key, openssl_reason(reason, sizeof(reason)));
+			if (tls_key_encrypted)
+				snprintf(err, errlen,
+						 "%s \"%s\" is protected by a passphrase, which a database backend cannot ask for: store it decrypted (openssl pkey -in OLD -out NEW), readable by the database user only",
+						 label, key);
+			else
+				snprintf(err, errlen, "could not load %s \"%s\": %s",
+						 label, key, openssl_reason(reason, sizeof(reason)));
+			goto fail;
+		}
+		if (SSL_CTX_check_private_key(ctx) != 1)
+		{
+			snprintf(err, errlen, "%s \"%s\" does not match redlock.sslcert \"%s\": %s",
+					 label, key, redlock_sslcert, openssl_reason(reason, sizeof(reason)));
 			goto fail;
 		}
 	}
@@ -237,8 +363,8 @@ static void
 handshake_error(TlsState *st, int ssl_error, char *err, size_t errlen)
 {
 	char		reason[256];
-	long		verify = SSL_get_verify_result(st->ssl);
-	unsigned long e = ERR_peek_last_error();
+	long		verify = verifying() ? SSL_get_verify_result(st->ssl) : X509_V_OK;
+	unsigned long e = ERR_peek_error();
 
 	if (verify != X509_V_OK)
 	{
@@ -309,10 +435,13 @@ tls_connect_step(RedisTransport *t, char *err, size_t errlen)
 }
 
 /*
- * io_result: what an SSL_read or SSL_write that moved nothing means.
+ * io_result: what an SSL_read or SSL_write that moved nothing means; the
+ * event it waits for goes into *want (the read's or the write's: a read may
+ * need the socket writable, during a renegotiation or key update, and a
+ * write readable).
  */
 static RedisIoStatus
-io_result(RedisTransport *t, int r, char *err, size_t errlen)
+io_result(RedisTransport *t, uint32 *want, int r, char *err, size_t errlen)
 {
 	TlsState   *st = (TlsState *) t->state;
 	char		reason[256];
@@ -320,10 +449,10 @@ io_result(RedisTransport *t, int r, char *err, size_t errlen)
 	switch (SSL_get_error(st->ssl, r))
 	{
 		case SSL_ERROR_WANT_READ:
-			t->want = WL_SOCKET_READABLE;
+			*want = WL_SOCKET_READABLE;
 			return REDIS_IO_AGAIN;
 		case SSL_ERROR_WANT_WRITE:
-			t->want = WL_SOCKET_WRITEABLE;
+			*want = WL_SOCKET_WRITEABLE;
 			return REDIS_IO_AGAIN;
 		case SSL_ERROR_ZERO_RETURN:
 			return REDIS_IO_EOF;
@@ -366,13 +495,14 @@ tls_read(RedisTransport *t, char *buf, size_t len, size_t *n,
 	*n = 0;
 	clear_errors();
 	errno = 0;
+	t->read_want = 0;
 	r = SSL_read(st->ssl, buf, (int) Min(len, (size_t) INT_MAX));
 	if (r > 0)
 	{
 		*n = (size_t) r;
 		return REDIS_IO_OK;
 	}
-	return io_result(t, r, err, errlen);
+	return io_result(t, &t->read_want, r, err, errlen);
 }
 
 /* tls_write: encrypt and send up to len bytes. */
@@ -388,13 +518,14 @@ tls_write(RedisTransport *t, const char *buf, size_t len, size_t *n,
 		return REDIS_IO_OK;
 	clear_errors();
 	errno = 0;
+	t->write_want = 0;
 	r = SSL_write(st->ssl, buf, (int) Min(len, (size_t) INT_MAX));
 	if (r > 0)
 	{
 		*n = (size_t) r;
 		return REDIS_IO_OK;
 	}
-	return io_result(t, r, err, errlen);
+	return io_result(t, &t->write_want, r, err, errlen);
 }
 
 /*
@@ -461,10 +592,14 @@ RedisTransportOpenTls(RedisTransport *t, const char *host, int port,
 		return false;
 
 	st = calloc(1, sizeof(TlsState));
+	ERR_clear_error();
 	if (st == NULL || (st->ssl = SSL_new(ctx)) == NULL ||
 		SSL_set_fd(st->ssl, t->fd) != 1)
 	{
-		snprintf(err, errlen, "could not set up TLS: out of memory");
+		char		reason[256];
+
+		snprintf(err, errlen, "could not set up TLS: %s",
+				 st == NULL ? "out of memory" : openssl_reason(reason, sizeof(reason)));
 		if (st && st->ssl)
 			SSL_free(st->ssl);
 		free(st);
@@ -480,7 +615,11 @@ RedisTransportOpenTls(RedisTransport *t, const char *host, int port,
 		(void) SSL_set_tlsext_host_name(st->ssl, host);
 	if (redlock_sslmode == REDLOCK_SSLMODE_VERIFY_FULL)
 	{
-		int			ok = is_ip ?
+		int			ok;
+
+		/* "*.example.com" only: no "f*.example.com", as libpq */
+		SSL_set_hostflags(st->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		ok = is_ip ?
 			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(st->ssl), host) :
 			SSL_set1_host(st->ssl, host);
 

@@ -42,6 +42,10 @@ class Certs:
         self.cert("wrong-host", "ca", "DNS:other.example")
         self.cert("expired", "ca", "IP:127.0.0.1,DNS:localhost", faketime="3 years ago")
         self.cert("client", "ca", None)
+        self.cert("revoked", "ca", "IP:127.0.0.1,DNS:localhost")
+        self.crls()
+        openssl("pkey", "-in", "client.key", "-aes256", "-passout", "pass:secret",
+                "-out", "encrypted.key", cwd=self.dir)
         pw = shutil.chown
         for f in os.listdir(self.dir):
             path = self.path(f)
@@ -68,6 +72,19 @@ class Certs:
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "1" if faketime else "3650",
                 *ext, cwd=self.dir, faketime=faketime)
+
+    def crls(self):
+        """ca-empty.crl revokes nothing; ca-revoked.crl revokes revoked.crt."""
+        with open(self.path("ca.cnf"), "w") as f:
+            f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\n"
+                    "crlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n")
+        open(self.path("index.txt"), "w").close()
+        with open(self.path("crlnumber"), "w") as f:
+            f.write("01\n")
+        ca = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt"]
+        openssl("ca", *ca, "-gencrl", "-out", "ca-empty.crl", cwd=self.dir)
+        openssl("ca", *ca, "-revoke", "revoked.crt", cwd=self.dir)
+        openssl("ca", *ca, "-gencrl", "-out", "ca-revoked.crl", cwd=self.dir)
 
     def close(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -103,7 +120,8 @@ class TlsRedis(RedisProcess):
                      "--tls-ca-cert-file", c.path("ca.crt"),
                      "--tls-auth-clients", "yes" if self.auth_clients else "no"]
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            # "-::1": also IPv6 loopback where there is one (rediss://localhost)
+            ["redis-server", "--bind", "127.0.0.1", "-::1", "--save", "", "--appendonly", "no",
              "--dir", self.dir, *self.args,
              "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,13 +210,15 @@ def test_commit_check_over_tls(session, certs, tls_redis):
     assert err.pgcode == "40001"
 
 
-def test_mixed_list_and_a_frozen_tls_master(session, certs, tls_redis, redis_server):
-    """Two TLS masters and a plain one; with one TLS master frozen, locks
-    are still taken and released at once, and the frozen master applies
-    its queued requests when it resumes."""
+@pytest.mark.parametrize("third", ["plain", "tls"])
+def test_mixed_list_and_a_frozen_tls_master(session, certs, tls_redis, redis_server, third):
+    """Two TLS masters and a third (plain, or TLS too); with one TLS
+    master frozen, locks are still taken and released at once, and the
+    frozen master applies its queued requests when it resumes."""
     a, b = tls_redis(), tls_redis()
-    plain = redis_server()
-    s = tls_session(session, certs, f"{a.url}, {b.url}, {plain.addr}")
+    plain = redis_server() if third == "plain" else tls_redis()
+    s = tls_session(session, certs,
+                    f"{a.url}, {b.url}, {plain.addr if third == 'plain' else plain.url}")
     s.execute("SET redlock.command_timeout = 2000")
 
     def all_connected():
@@ -248,9 +268,16 @@ def test_client_certificate(session, certs, tls_redis):
     r = tls_redis(auth_clients=True)
     s = tls_session(session, certs, r.url)
     err = s.error("SELECT redlock_try_acquire('tls:mutual')")
-    assert err.pgcode.startswith("08"), err.pgcode
+    # TLS 1.3: the refusal comes after our side of the handshake, as an alert
+    assert err.pgcode == "08001", (err.pgcode, str(err))
     assert f"127.0.0.1:{r.port}" in err.diag.message_primary
-    assert "TLS" in err.diag.message_detail or "certificate" in err.diag.message_detail
+    assert "TLS handshake failed" in err.diag.message_detail, err.diag.message_detail
+    # not one handshake per call while it cannot succeed
+    again = s.error("SELECT redlock_try_acquire('tls:mutual')")
+    assert "not retried for" in again.diag.message_detail, again.diag.message_detail
+    assert s.value(f"SELECT state FROM redlock_servers WHERE address = '127.0.0.1:{r.port}'") \
+        == "backoff"
+    # a setting put right is tried at once, backoff or not
     s.execute("SET redlock.sslcert = %s", (certs.path("client.crt"),))
     s.execute("SET redlock.sslkey = %s", (certs.path("client.key"),))
     assert s.value("SELECT redlock_try_acquire('tls:mutual')") > 0
@@ -300,11 +327,84 @@ def test_require_with_a_root_certificate_checks_the_ca(session, certs, tls_redis
     assert "unable to get local issuer certificate" in err.diag.message_detail
 
 
+def test_verify_full_checks_a_host_name(session, certs, tls_redis):
+    """rediss://localhost: the name is checked against the certificate's
+    DNS names (and sent as SNI)."""
+    good = tls_redis()
+    s = tls_session(session, certs, f"rediss://localhost:{good.port}")
+    assert s.value("SELECT redlock_try_acquire('tls:name')") > 0
+    bad = tls_redis(cert="wrong-host")
+    err, _ = tls_error(session, certs, f"rediss://localhost:{bad.port}")
+    assert err.pgcode == "08001"
+    assert "certificate was not accepted: hostname mismatch" in err.diag.message_detail, \
+        err.diag.message_detail
+
+
+def test_revoked_certificate_is_refused(session, certs, tls_redis):
+    """redlock.sslcrl: a certificate the CA revoked is refused; the same
+    server passes with a list that does not name it (the control)."""
+    r = tls_redis(cert="revoked")
+    s = tls_session(session, certs, r.url, sslcrl=certs.path("ca-empty.crl"))
+    assert s.value("SELECT redlock_try_acquire('tls:crl')") > 0
+    err, _ = tls_error(session, certs, r.url, sslcrl=certs.path("ca-revoked.crl"))
+    assert err.pgcode == "08001"
+    assert "certificate was not accepted: certificate revoked" in err.diag.message_detail, \
+        err.diag.message_detail
+
+
+def test_verify_ca_needs_a_root_certificate_file(session, certs, tls_redis):
+    """verify-ca against the system's store would take any publicly signed
+    certificate for any host: refused, as libpq refuses sslrootcert=system
+    without verify-full."""
+    r = tls_redis()
+    s = tls_session(session, certs, r.url, mode="verify-ca")
+    s.execute("RESET redlock.sslrootcert")
+    err = s.error("SELECT redlock_try_acquire('tls:ca')")
+    assert err.pgcode == "08001"
+    assert "verify-ca needs redlock.sslrootcert" in err.diag.message_detail, \
+        err.diag.message_detail
+    assert "verify-full" in err.diag.message_detail
+
+
+def test_encrypted_key_is_refused_without_asking(session, certs, tls_redis):
+    """A key protected by a passphrase: a backend has no one to ask (and
+    must not read its stdin): a clear message, at once."""
+    r = tls_redis(auth_clients=True)
+    err, took = tls_error(session, certs, r.url, sslcert=certs.path("client.crt"),
+                          sslkey=certs.path("encrypted.key"))
+    assert err.pgcode == "08001"
+    assert "is protected by a passphrase" in err.diag.message_detail, err.diag.message_detail
+    assert took < 1.0 * SLOW
+
+
+def test_a_renewed_root_certificate_file_is_read_again(session, certs, tls_redis):
+    """A file replaced under the same name (certificates are renewed that
+    way) is read again by the next connection of the same backend, as a
+    new libpq connection reads it; no setting changes."""
+    r = tls_redis()
+    roots = certs.path("roots.crt")
+    shutil.copy(certs.path("other-ca.crt"), roots)
+    s = tls_session(session, certs, r.url, sslrootcert=roots)
+    err = s.error("SELECT redlock_try_acquire('tls:renew')")
+    assert "certificate was not accepted" in err.diag.message_detail
+    # control: the same file, after the backoff: still refused
+    time.sleep(0.3)
+    err = s.error("SELECT redlock_try_acquire('tls:renew')")
+    assert "certificate was not accepted" in err.diag.message_detail, \
+        err.diag.message_detail
+    # the file is replaced (a new file renamed over it), as renewals do
+    shutil.copy(certs.path("ca.crt"), roots + ".new")
+    os.chmod(roots + ".new", 0o644)
+    os.rename(roots + ".new", roots)
+    time.sleep(0.5)                     # past the backoff (at most 200 ms here)
+    assert s.value("SELECT redlock_try_acquire('tls:renew')") > 0
+
+
 def test_tls_spoken_to_a_plain_port(session, certs, redis_server):
     plain = redis_server()
     err, took = tls_error(session, certs, f"rediss://{plain.addr}")
     assert err.pgcode.startswith("08"), err.pgcode
-    assert "speak TLS on this port" in err.diag.message_detail, err.diag.message_detail
+    assert "not speak TLS on this port" in err.diag.message_detail, err.diag.message_detail
     # a plain Redis waits for the end of a line: the connect timeout (2 s) ends it
     assert took < 3.0 * SLOW
 
