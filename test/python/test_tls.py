@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 
+import psycopg2
 import pytest
 import redis
 
@@ -220,10 +221,14 @@ def test_mixed_list_and_a_frozen_tls_master(session, certs, tls_redis, redis_ser
     s = tls_session(session, certs,
                     f"{a.url}, {b.url}, {plain.addr if third == 'plain' else plain.url}")
     s.execute("SET redlock.command_timeout = 2000")
+    s.execute("SET redlock.connect_timeout = %s", (1000 * SLOW,))
 
     def all_connected():
         # a lock needs a majority only: repeat until every handshake is done
-        s.execute("SELECT redlock_acquire_session('tls:warm'), redlock_release('tls:warm')")
+        try:
+            s.execute("SELECT redlock_acquire_session('tls:warm'), redlock_release('tls:warm')")
+        except psycopg2.OperationalError:
+            return False        # handshakes under valgrind: slow, they go on
         return s.value("SELECT count(*) FROM redlock_servers WHERE configured"
                        " AND state = 'connected'") == 3
 
@@ -272,11 +277,12 @@ def test_client_certificate(session, certs, tls_redis):
     assert err.pgcode == "08001", (err.pgcode, str(err))
     assert f"127.0.0.1:{r.port}" in err.diag.message_primary
     assert "TLS handshake failed" in err.diag.message_detail, err.diag.message_detail
-    # not one handshake per call while it cannot succeed
-    again = s.error("SELECT redlock_try_acquire('tls:mutual')")
-    assert "not retried for" in again.diag.message_detail, again.diag.message_detail
-    assert s.value(f"SELECT state FROM redlock_servers WHERE address = '127.0.0.1:{r.port}'") \
-        == "backoff"
+    # not one handshake per call while it cannot succeed: a backoff
+    assert s.value("SELECT backoff_until IS NOT NULL FROM redlock_servers WHERE address = %s",
+                   (f"127.0.0.1:{r.port}",)), "no backoff after a refused handshake"
+    if SLOW == 1:       # under valgrind the 100 ms backoff is over before the next call
+        again = s.error("SELECT redlock_try_acquire('tls:mutual')")
+        assert "not retried for" in again.diag.message_detail, again.diag.message_detail
     # a setting put right is tried at once, backoff or not
     s.execute("SET redlock.sslcert = %s", (certs.path("client.crt"),))
     s.execute("SET redlock.sslkey = %s", (certs.path("client.key"),))
