@@ -483,7 +483,7 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 			Min(srv->backoff_ms * 2, BACKOFF_MAX_MS);
 		srv->retry_after = RedlockNowUs() + (int64) srv->backoff_ms * 1000;
 		srv->backoff_until = srv->retry_after;
-		srv->backoff_version = RedisCredentialsVersion(srv);
+		srv->backoff_version = conn->cred_version;
 	}
 
 	for (i = 0; i < conn->npending; i++)
@@ -561,8 +561,9 @@ queue_handshake(RedisConn *conn)
 
 /*
  * RedisServerMayConnect: whether a new connect to srv may be attempted
- * now: its backoff is over, or the settings it failed under have changed
- * since (a certificate or password put right is tried at once).
+ * now: its backoff is over, or the settings have changed since the last
+ * attempt (a certificate or password put right is tried at once, once:
+ * settings that change every transaction do not undo the backoff).
  */
 bool
 RedisServerMayConnect(const RedisServer *srv, int64 now)
@@ -585,6 +586,10 @@ RedisConnOpen(RedisConn *conn, int64 now)
 	char		text[REDLOCK_ERROR_LEN];
 
 	Assert(conn->state == REDIS_CONN_CLOSED);
+	conn->cred_version = RedisCredentialsVersion(srv);
+	/* one attempt per settings change while in backoff (see above) */
+	if (!conn->is_sub)
+		srv->backoff_version = conn->cred_version;
 	if (!(srv->tls ?
 		  RedisTransportOpenTls(&conn->transport, srv->host, srv->port,
 								text, sizeof(text)) :
@@ -596,7 +601,6 @@ RedisConnOpen(RedisConn *conn, int64 now)
 		return false;
 	}
 	conn->state = REDIS_CONN_CONNECTING;
-	conn->cred_version = RedisCredentialsVersion(srv);
 	conn->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
 	conn->handshake = 0;
 	conn->scripts_loaded = 0;
@@ -789,7 +793,9 @@ io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
 		return false;
 	if (st == REDIS_IO_EOF)
 		strlcpy(text, "the server closed the connection", len);
-	if (!conn->heard && conn->server->tls)
+	if (!conn->heard && conn->server->tls &&
+		(st == REDIS_IO_ERROR ? strncmp(text, "TLS error:", 10) == 0 :
+		 !(redlock_sslcert && redlock_sslcert[0])))
 	{
 		/*
 		 * In TLS 1.3 the server checks the client's certificate after the
@@ -801,7 +807,7 @@ io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
 		char		why[REDLOCK_ERROR_LEN];
 
 		snprintf(why, sizeof(why), "TLS handshake failed: %s%s", text,
-				 st == REDIS_IO_EOF && !(redlock_sslcert && redlock_sslcert[0]) ?
+				 st == REDIS_IO_EOF ?
 				 " before answering anything (if it asks for a client certificate, set redlock.sslcert)" :
 				 "");
 		RedisConnFail(conn, REDIS_FAIL_CONNECT, why, true);
@@ -1043,6 +1049,7 @@ conn_heard(RedisConn *conn)
 		return;
 	srv->backoff_ms = 0;
 	srv->backoff_until = 0;
+	srv->retry_after = 0;
 	if (srv->connects++ > 0)
 		RedlockCount(REDLOCK_RECONNECTS, 1);
 }

@@ -351,6 +351,7 @@ tls_context(uint64 version, char *err, size_t errlen)
 
 fail:
 	SSL_CTX_free(ctx);
+	ERR_clear_error();			/* not left for other OpenSSL users */
 	return NULL;
 }
 
