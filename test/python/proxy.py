@@ -12,6 +12,9 @@ RedisProxy(target_port, delay=0.0, reply_delay=0.0, forward=None):
                None for all; other commands (AUTH) do not count.  Once it
                stops, nothing more is forwarded nor answered: a master that
                answered, then went silent with the connection open.
+  partitioned  a threading.Event: while it is set, nothing passes either
+               way; what is sent meanwhile waits in the sockets and goes on
+               when it is cleared, as TCP delivers after a partition heals
   drop_next_reply(hook)
                the next request goes to Redis, Redis's complete reply is
                read, hook() runs, and the client's connection is closed
@@ -109,6 +112,7 @@ class RedisProxy:
         self.lock = threading.Lock()
         self.armed = None           # the hook of the next request to cut short
         self.dropped = threading.Event()
+        self.partitioned = threading.Event()
         self.stop = threading.Event()
         self.sockets = []
         self.sock = socket.socket()
@@ -145,6 +149,11 @@ class RedisProxy:
             conn = {"client": client, "upstream": upstream, "cut": None, "sub": False}
             threading.Thread(target=self._requests, args=(conn,), daemon=True).start()
             threading.Thread(target=self._replies, args=(conn,), daemon=True).start()
+
+    def _hold(self):
+        """Wait while the proxy is partitioned."""
+        while self.partitioned.is_set() and not self.stop.is_set():
+            time.sleep(0.005)
 
     def _admit(self, name):
         """Whether a script call may still go through (see forward)."""
@@ -185,6 +194,7 @@ class RedisProxy:
                     with self.lock:
                         if self.armed is not None:
                             conn["cut"], self.armed = self.armed, None
+                    self._hold()
                     out.send(command, self.delay)
         except OSError:
             pass
@@ -197,6 +207,7 @@ class RedisProxy:
         try:
             while data := conn["upstream"].recv(65536):
                 if conn["cut"] is None:
+                    self._hold()
                     out.send(data, 0.0 if conn["sub"] else self.reply_delay)
                     continue
                 held += data

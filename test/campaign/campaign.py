@@ -1,0 +1,735 @@
+"""The fault campaign: many clients doing real work under locks while a
+nemesis injects faults at random, and a checker that reads the final state
+for anything lost.
+
+    bench/campaign.sh [--seconds N] [--seed S] [--clients N] [--masters N]
+                      [--keys K] [--ttl MS] [--modes redlock,none,client]
+
+(or this file directly, against servers scripts/lib.sh started).  Each mode
+runs the same seeded fault schedule:
+
+  redlock  SELECT redlock_acquire(...) inside the transaction: released
+           after COMMIT, the commit checked against the lease
+  none     no lock at all (the control that shows the race)
+  client   the usual application pattern: a Redlock taken by the client
+           (SET NX PX on a majority, as node-redlock and redis-py do),
+           released before COMMIT
+
+Workload (three shapes, each transaction picks one):
+  counter  read a value, work, write value + 1, record (key, token, value)
+  stock    sell one unit of an item if any is left (20 units per item and
+           10-second epoch), recording the sale
+  job      run a job once per 2-second period, recording the run
+
+Nemesis (one fault at a time, always healed; same schedule in every mode):
+  freeze_short / freeze_long   SIGSTOP a master for TTL/3, or 1.5 TTL
+  restart_persistent           kill -9 a master, restart it with its
+                               append-only file (appendfsync always)
+  restart_amnesia              kill -9, restart with its data gone
+  partition                    nothing passes between PostgreSQL and one
+                               master (a proxy holds the bytes) for up to 2 TTL
+  delay                        20-100 ms more per request to one master
+  clock_jump                   one master's clock jumps 2.5 TTL ahead: what
+                               that does to keys, every TTL on it shortened
+                               by the jump at once (libfaketime cannot run
+                               Debian's redis-server: jemalloc's start-up
+                               recurses into its clock hook and it hangs)
+  pause_backend                SIGSTOP a client's backend for 1.5 TTL
+  cancel_backend               pg_cancel_backend of a client's backend
+  terminate_backend            pg_terminate_backend (the client reconnects)
+Sentinel and Cluster failovers join the list once those deployments are
+supported.
+
+Checker, from the database and Redis at the end:
+  lost updates     per counter: committed increments - (final - initial)
+  oversold         per item: sales beyond its stock
+  duplicate jobs   per job and period: runs beyond one
+  token order      per counter key, in commit order (the value each holder
+                   wrote): each token greater than the one before
+  keys left        lock, queue and deadline keys still in Redis a TTL after
+                   the end (fencing counters stay by design)
+  liveness         the longest transaction against its bound, and after
+                   each heal, how long until the next commit
+"""
+
+import argparse
+import collections
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psycopg2
+import psycopg2.errorcodes
+import redis
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from proxy import RedisProxy  # noqa: E402
+
+STOCK_UNITS = 20
+STOCK_EPOCH_S = 10.0
+JOB_PERIOD_S = 2.0
+PREFIX = "campaign:"
+
+FAULTS = ["freeze_short", "freeze_long", "restart_persistent", "restart_amnesia",
+          "partition", "delay", "clock_jump", "pause_backend", "cancel_backend",
+          "terminate_backend"]
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Masters
+# ---------------------------------------------------------------------------
+
+SHORTEN = """local gone = 0
+for _, k in ipairs(KEYS) do
+  local left = redis.call('pttl', k)
+  if left > 0 then
+    if left <= tonumber(ARGV[1]) then redis.call('del', k); gone = gone + 1
+    else redis.call('pexpire', k, left - tonumber(ARGV[1])) end
+  end
+end
+return gone"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Master:
+    """A redis-server of the campaign's own, behind a proxy (partitions,
+    delays), with an append-only file it may keep or lose across a crash."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="redlock-campaign-")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+        self.proxy = RedisProxy(self.port)
+
+    @property
+    def addr(self):
+        """What PostgreSQL connects to: the proxy."""
+        return self.proxy.addr
+
+    def jump_clock(self, ms):
+        """What a clock jump of ms ahead does to this master's keys: every
+        TTL is that much shorter, keys with less left are gone."""
+        c = self.client()
+        keys = list(c.scan_iter(match=PREFIX + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            c.eval(SHORTEN, len(keys[i:i + 500]), *keys[i:i + 500], ms)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client(socket_timeout=0.2).ping():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis on {self.port} did not start")
+            time.sleep(0.02)
+
+    def client(self, **kw):
+        """Direct, not through the proxy."""
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def crash(self, keep_data):
+        """kill -9; the append-only file (fsynced at every write) survives
+        unless keep_data is false."""
+        self.resume()
+        self.proc.kill()
+        self.proc.wait()
+        if not keep_data:
+            for name in os.listdir(self.dir):
+                if name.startswith("appendonly") or name.endswith(".rdb"):
+                    path = os.path.join(self.dir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        self.start()
+
+    def flush(self):
+        self.client().flushall()
+
+    def close(self):
+        self.proxy.close()
+        if self.proc and self.proc.poll() is None:
+            self.resume()
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Database
+# ---------------------------------------------------------------------------
+
+SCHEMA = """
+DROP TABLE IF EXISTS counters, history, stock, sales, job_runs;
+CREATE TABLE counters (key text PRIMARY KEY, value bigint NOT NULL);
+CREATE TABLE history (id bigserial, key text, token bigint, value bigint, client int);
+CREATE TABLE stock (key text PRIMARY KEY, units int NOT NULL, initial int NOT NULL);
+CREATE TABLE sales (key text, client int, token bigint);
+CREATE TABLE job_runs (job text, period bigint, client int, token bigint);
+"""
+
+
+def connect(dbname, servers, ttl_ms):
+    conn = psycopg2.connect(dbname=dbname)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET redlock.servers = %s", (servers,))
+        cur.execute("SET redlock.default_ttl = %s", (ttl_ms,))
+        cur.execute("SET redlock.command_timeout = 500")
+        cur.execute("SET redlock.connect_timeout = 500")
+    conn.autocommit = False
+    return conn
+
+
+# ---------------------------------------------------------------------------
+# The client-side lock of the "client" control
+# ---------------------------------------------------------------------------
+
+RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1]) else return 0 end"""
+
+
+class ClientLock:
+    """Redlock as application libraries do it: SET NX PX on every master,
+    a majority and time left, released by compare-and-delete."""
+
+    def __init__(self, masters, ttl_ms):
+        self.clients = [redis.Redis(host="127.0.0.1", port=m.proxy.port, socket_timeout=0.5,
+                                    socket_connect_timeout=0.5) for m in masters]
+        self.ttl_ms = ttl_ms
+
+    def acquire(self, key, wait_s, rng):
+        token = "%016x" % rng.getrandbits(64)
+        deadline = time.monotonic() + wait_s
+        while True:
+            start = time.monotonic()
+            ok = 0
+            for c in self.clients:
+                try:
+                    ok += bool(c.set(key, token, nx=True, px=self.ttl_ms))
+                except redis.RedisError:
+                    pass
+            elapsed_ms = (time.monotonic() - start) * 1000
+            if ok > len(self.clients) // 2 and elapsed_ms < self.ttl_ms * 0.99 - 2:
+                return token
+            self.release(key, token)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(rng.uniform(0.005, 0.03))
+
+    def release(self, key, token):
+        for c in self.clients:
+            try:
+                c.eval(RELEASE, 1, key, token)
+            except redis.RedisError:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------
+
+class Outcomes:
+    """What the clients saw, shared between their threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.samples = {}
+        self.commits = []           # monotonic times of commits
+        self.longest = 0.0
+
+    def add(self, kind, duration, sample=None):
+        with self.lock:
+            self.counts[kind] += 1
+            if sample and kind not in self.samples:
+                self.samples[kind] = sample
+            self.longest = max(self.longest, duration)
+            if kind == "committed":
+                self.commits.append(time.monotonic())
+
+
+def classify(e):
+    code = getattr(e, "pgcode", None)
+    if code == "40001":
+        return "refused"
+    if code == "55P03":
+        return "gave_up"
+    if code and code.startswith("08"):
+        return "unreachable"
+    if code in ("57014", "57P01") or isinstance(e, (psycopg2.OperationalError,
+                                                     psycopg2.InterfaceError)):
+        return "interrupted"
+    return "other"
+
+
+class Client(threading.Thread):
+    def __init__(self, n, campaign, seed):
+        super().__init__(daemon=True)
+        self.n = n
+        self.c = campaign
+        self.rng = random.Random(seed)
+        self.pid = None
+        self.conn = None
+
+    def reconnect(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        self.conn = None
+        while not self.c.stop.is_set():
+            try:
+                self.conn = connect(self.c.dbname, self.c.servers, self.c.ttl_ms)
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    self.pid = cur.fetchone()[0]
+                self.conn.commit()
+                return
+            except psycopg2.Error:
+                time.sleep(0.1)
+
+    def run(self):
+        self.reconnect()
+        while not self.c.stop.is_set():
+            shape = self.rng.choices(("counter", "stock", "job"), (6, 2, 2))[0]
+            started = time.monotonic()
+            try:
+                getattr(self, shape)()
+                self.c.out.add("committed", time.monotonic() - started)
+            except (psycopg2.Error, _Gave_up) as e:
+                kind = "gave_up" if isinstance(e, _Gave_up) else classify(e)
+                self.c.out.add(kind, time.monotonic() - started,
+                               f"{getattr(e, 'pgcode', '')} {str(e).strip()[:200]}")
+                try:
+                    self.conn.rollback()
+                except psycopg2.Error:
+                    pass
+                if self.conn.closed or kind == "interrupted":
+                    self.reconnect()
+
+    # -- the lock, per mode --
+
+    def lock(self, cur, name):
+        """Take the lock on name (mode redlock: inside the transaction);
+        returns (token, release-before-commit function or None)."""
+        mode = self.c.mode
+        if mode == "redlock":
+            cur.execute("SELECT redlock_acquire(%s, NULL, %s)", (PREFIX + name, self.c.wait_ms))
+            return cur.fetchone()[0], None
+        if mode == "client":
+            token = self.c.client_lock.acquire(PREFIX + name, self.c.wait_ms / 1000, self.rng)
+            if token is None:
+                raise _Gave_up()
+            return 0, lambda: self.c.client_lock.release(PREFIX + name, token)
+        return 0, None
+
+    def work(self):
+        time.sleep(self.rng.uniform(0, self.c.work_ms / 1000))
+
+    def finish(self, release):
+        if release:
+            release()           # the usual mistake: before COMMIT
+        self.conn.commit()
+
+    # -- the shapes --
+
+    def counter(self):
+        key = "ctr:%d" % self.rng.randrange(self.c.keys)
+        with self.conn.cursor() as cur:
+            token, release = self.lock(cur, key)
+            cur.execute("SELECT value FROM counters WHERE key = %s", (key,))
+            value = cur.fetchone()[0]
+            self.work()
+            cur.execute("UPDATE counters SET value = %s WHERE key = %s", (value + 1, key))
+            cur.execute("INSERT INTO history (key, token, value, client) VALUES (%s, %s, %s, %s)",
+                        (key, token, value + 1, self.n))
+        self.finish(release)
+
+    def stock(self):
+        item = "stk:%d:%d" % (self.rng.randrange(max(1, self.c.keys // 4)),
+                              int((time.monotonic() - self.c.t0) // STOCK_EPOCH_S))
+        with self.conn.cursor() as cur:
+            cur.execute("INSERT INTO stock VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        (item, STOCK_UNITS, STOCK_UNITS))
+            self.conn.commit()
+            token, release = self.lock(cur, item)
+            cur.execute("SELECT units FROM stock WHERE key = %s", (item,))
+            units = cur.fetchone()[0]
+            if units > 0:
+                self.work()
+                cur.execute("UPDATE stock SET units = %s WHERE key = %s", (units - 1, item))
+                cur.execute("INSERT INTO sales VALUES (%s, %s, %s)", (item, self.n, token))
+        self.finish(release)
+
+    def job(self):
+        job = "job:%d" % self.rng.randrange(max(1, self.c.keys // 4))
+        period = int((time.monotonic() - self.c.t0) // JOB_PERIOD_S)
+        with self.conn.cursor() as cur:
+            token, release = self.lock(cur, job)
+            cur.execute("SELECT count(*) FROM job_runs WHERE job = %s AND period = %s",
+                        (job, period))
+            if cur.fetchone()[0] == 0:
+                self.work()
+                cur.execute("INSERT INTO job_runs VALUES (%s, %s, %s, %s)",
+                            (job, period, self.n, token))
+        self.finish(release)
+
+
+class _Gave_up(Exception):
+    """The client-side lock was not had within the wait."""
+
+
+# ---------------------------------------------------------------------------
+# Nemesis
+# ---------------------------------------------------------------------------
+
+def schedule(seed, seconds, faults, ttl_ms, nmasters):
+    """The faults of a run: (start offset s, kind, duration s, target)."""
+    rng = random.Random(seed)
+    ttl = ttl_ms / 1000
+    plan = []
+    cycle = []
+    t = rng.uniform(0.5, 1.5)
+    while t < seconds - 1:
+        # every kind once per cycle, in a random order: even short runs
+        # see each of them
+        if not cycle:
+            cycle = rng.sample(faults, len(faults))
+        kind = cycle.pop()
+        duration = {
+            "freeze_short": ttl / 3, "freeze_long": 1.5 * ttl,
+            "partition": rng.uniform(0.25, 2) * ttl, "delay": rng.uniform(1, 3),
+            "pause_backend": 1.5 * ttl,
+        }.get(kind, 0.0)
+        plan.append((t, kind, duration, rng.randrange(max(nmasters, 64))))
+        t += duration + rng.expovariate(1 / max(0.5, ttl / 2))
+    return plan
+
+
+class Nemesis(threading.Thread):
+    def __init__(self, campaign, plan):
+        super().__init__(daemon=True)
+        self.c = campaign
+        self.plan = plan
+        self.injected = collections.Counter()
+        self.heals = []             # monotonic times of heals
+        self.paused = set()
+        self.admin = psycopg2.connect(dbname=campaign.dbname)
+        self.admin.autocommit = True
+
+    def sleep_until(self, t):
+        while not self.c.stop.is_set() and time.monotonic() < t:
+            time.sleep(min(0.01, max(0.0, t - time.monotonic())))
+
+    def run(self):
+        for offset, kind, duration, target in self.plan:
+            self.sleep_until(self.c.t0 + offset)
+            if self.c.stop.is_set():
+                return
+            try:
+                self.inject(kind, duration, target)
+            except Exception as e:          # a fault that could not be applied
+                log(f"nemesis: {kind} failed: {e}")
+                continue
+            self.injected[kind] += 1
+            self.heals.append(time.monotonic())
+
+    def backend(self, target):
+        """A live backend of the clients (they reconnect after a
+        terminate: their pids change)."""
+        with self.admin.cursor() as cur:
+            cur.execute("""SELECT pid FROM pg_stat_activity
+                           WHERE datname = current_database() AND pid <> pg_backend_pid()
+                             AND backend_type = 'client backend' ORDER BY pid""")
+            pids = [r[0] for r in cur.fetchall()]
+        return pids[target % len(pids)] if pids else None
+
+    def inject(self, kind, duration, target):
+        m = self.c.masters[target % len(self.c.masters)]
+        end = time.monotonic() + duration
+        if kind in ("freeze_short", "freeze_long"):
+            m.freeze()
+            try:
+                self.sleep_until(end)
+            finally:
+                m.resume()
+        elif kind in ("restart_persistent", "restart_amnesia"):
+            m.crash(keep_data=kind == "restart_persistent")
+        elif kind == "partition":
+            m.proxy.partitioned.set()
+            try:
+                self.sleep_until(end)
+            finally:
+                m.proxy.partitioned.clear()
+        elif kind == "delay":
+            m.proxy.delay = self.c.rng.uniform(0.02, 0.1)
+            try:
+                self.sleep_until(end)
+            finally:
+                m.proxy.delay = 0.0
+        elif kind == "clock_jump":
+            m.jump_clock(int(2.5 * self.c.ttl_ms))
+        elif kind == "pause_backend":
+            pid = self.backend(target)
+            if pid:
+                os.kill(pid, signal.SIGSTOP)
+                self.paused.add(pid)
+                try:
+                    self.sleep_until(end)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                    self.paused.discard(pid)
+        elif kind in ("cancel_backend", "terminate_backend"):
+            pid = self.backend(target)
+            if pid:
+                fn = "pg_cancel_backend" if kind == "cancel_backend" else "pg_terminate_backend"
+                with self.admin.cursor() as cur:
+                    cur.execute(f"SELECT {fn}(%s)", (pid,))
+        else:
+            raise ValueError(kind)
+
+    def heal_all(self):
+        for m in self.c.masters:
+            m.resume()
+            m.proxy.partitioned.clear()
+            m.proxy.delay = 0.0
+        for pid in self.paused:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# Checker
+# ---------------------------------------------------------------------------
+
+def check(dbname, masters, mode):
+    """Violations found in the final state, by kind."""
+    v = collections.Counter()
+    conn = psycopg2.connect(dbname=dbname)
+    cur = conn.cursor()
+    cur.execute("""SELECT c.key, c.value, count(h.id) FROM counters c
+                   LEFT JOIN history h USING (key) GROUP BY c.key, c.value""")
+    for key, value, committed in cur.fetchall():
+        v["lost_updates"] += committed - value
+    cur.execute("""SELECT s.key, s.initial, count(x.key), s.initial - s.units FROM stock s
+                   LEFT JOIN sales x USING (key) GROUP BY s.key, s.initial, s.units""")
+    for key, initial, sold, decremented in cur.fetchall():
+        v["oversold"] += max(0, sold - initial)
+        v["lost_updates"] += sold - decremented
+    cur.execute("SELECT count(*) - count(DISTINCT (job, period)) FROM job_runs")
+    v["duplicate_jobs"] += cur.fetchone()[0]
+    if mode == "redlock":
+        # in commit order: each holder wrote the value after its predecessor's
+        cur.execute("""SELECT count(*) FROM (
+                         SELECT token, lag(token) OVER (PARTITION BY key ORDER BY value, id) AS prev
+                         FROM history) t WHERE token <= prev""")
+        v["token_order"] += cur.fetchone()[0]
+    conn.close()
+    for m in masters:
+        c = m.client()
+        for k in c.scan_iter(match=PREFIX + "*", count=1000):
+            if not k.endswith(b"\x00fence"):
+                v["keys_left"] += 1
+    return v
+
+
+# ---------------------------------------------------------------------------
+# A run
+# ---------------------------------------------------------------------------
+
+class Campaign:
+    def __init__(self, dbname, masters, mode, seed, seconds, clients, keys, ttl_ms,
+                 wait_ms=5000, work_ms=20, faults=FAULTS):
+        self.dbname = dbname
+        self.masters = masters
+        self.servers = ", ".join(m.addr for m in masters)
+        self.mode = mode
+        self.seed = seed
+        self.seconds = seconds
+        self.nclients = clients
+        self.keys = keys
+        self.ttl_ms = ttl_ms
+        self.wait_ms = wait_ms
+        self.work_ms = work_ms
+        self.faults = faults
+        self.rng = random.Random(seed)
+        self.stop = threading.Event()
+        self.out = Outcomes()
+        self.client_lock = ClientLock(masters, ttl_ms) if mode == "client" else None
+
+    def run(self):
+        for m in self.masters:
+            m.flush()
+        conn = psycopg2.connect(dbname=self.dbname)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(SCHEMA)
+            cur.execute("INSERT INTO counters SELECT 'ctr:' || i, 0 FROM generate_series(0, %s) i",
+                        (self.keys - 1,))
+        conn.close()
+
+        plan = schedule(self.seed, self.seconds, self.faults, self.ttl_ms, len(self.masters))
+        self.t0 = time.monotonic()
+        self.clients = [Client(i, self, self.seed * 1000 + i) for i in range(self.nclients)]
+        for c in self.clients:
+            c.start()
+        nemesis = Nemesis(self, plan)
+        nemesis.start()
+        time.sleep(self.seconds)
+        self.stop.set()
+        nemesis.join(60)
+        nemesis.heal_all()
+        bound = self.wait_ms / 1000 + 2 * self.ttl_ms / 1000 + 10
+        for c in self.clients:
+            c.join(bound)
+        stuck = sum(c.is_alive() for c in self.clients)
+        for c in self.clients:
+            try:
+                c.conn.close()
+            except Exception:
+                pass
+        nemesis.admin.close()
+        # what was not released expires: locks by their TTL, queues once
+        # their last entry (5 s unrefreshed) is gone
+        time.sleep(max(self.ttl_ms / 1000, 5) + 1)
+        violations = check(self.dbname, self.masters, self.mode)
+        violations["stuck_clients"] += stuck
+        if self.out.longest > bound:
+            violations["slow_transactions"] += 1
+        recovery = recovery_times(nemesis.heals, self.out.commits, self.t0 + self.seconds)
+        return {
+            "mode": self.mode, "outcomes": dict(self.out.counts),
+            "samples": self.out.samples, "violations": dict(violations),
+            "faults": dict(nemesis.injected), "longest_tx_s": self.out.longest,
+            "bound_s": bound, "max_recovery_s": max(recovery, default=0.0),
+        }
+
+
+def recovery_times(heals, commits, end):
+    """For each heal with at least 10 s of run after it: seconds until the
+    next commit (the whole rest of the run when none came)."""
+    commits = sorted(commits)
+    out = []
+    i = 0
+    for h in heals:
+        if end - h < 10:
+            continue
+        while i < len(commits) and commits[i] < h:
+            i += 1
+        out.append((commits[i] if i < len(commits) else end) - h)
+    return out
+
+
+def report(config, results):
+    lines = [f"campaign: seed {config['seed']}, {config['seconds']} s per mode, "
+             f"{config['clients']} clients, {config['masters']} master(s), "
+             f"{config['keys']} counter keys, TTL {config['ttl']} ms"]
+    faults = collections.Counter()
+    for r in results:
+        faults.update(r["faults"])
+    lines.append("faults injected (per mode): " + ", ".join(
+        f"{k} {v // len(results)}" for k, v in sorted(faults.items())))
+    cols = ["committed", "refused", "gave_up", "unreachable", "interrupted", "other"]
+    vcols = ["lost_updates", "oversold", "duplicate_jobs", "token_order", "keys_left",
+             "stuck_clients", "slow_transactions"]
+    lines.append("")
+    lines.append("| mode | " + " | ".join(cols + vcols) + " | longest tx s | max recovery s |")
+    lines.append("|" + " --- |" * (len(cols) + len(vcols) + 3))
+    for r in results:
+        row = [r["mode"]] + [str(r["outcomes"].get(c, 0)) for c in cols] + \
+            [str(r["violations"].get(c, 0)) if not (c == "token_order" and r["mode"] != "redlock")
+             else "-" for c in vcols] + \
+            [f"{r['longest_tx_s']:.1f}", f"{r['max_recovery_s']:.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    for r in results:
+        for kind, sample in sorted(r["samples"].items()):
+            lines.append(f"  {r['mode']} {kind}, e.g.: {sample}")
+    return "\n".join(lines)
+
+
+def campaign(dbname, seed=1, seconds=60, clients=16, masters=3, keys=4, ttl=2000,
+             modes=("redlock", "none", "client"), faults=FAULTS):
+    """Run the campaign in every mode, on fresh masters; returns (report
+    text, results)."""
+    ms = [Master() for _ in range(masters)]
+    try:
+        results = []
+        for mode in modes:
+            log(f"campaign: mode {mode}, {seconds} s")
+            results.append(Campaign(dbname, ms, mode, seed, seconds, clients, keys, ttl,
+                                    faults=faults).run())
+        config = dict(seed=seed, seconds=seconds, clients=clients, masters=masters,
+                      keys=keys, ttl=ttl)
+        return report(config, results), results
+    finally:
+        for m in ms:
+            m.close()
+
+
+def prepare_database(dbname):
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {dbname}")
+    admin.close()
+    conn = psycopg2.connect(dbname=dbname)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION redlock")
+    conn.close()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=600)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--masters", type=int, default=3)
+    p.add_argument("--keys", type=int, default=4)
+    p.add_argument("--ttl", type=int, default=2000)
+    p.add_argument("--modes", default="redlock,none,client")
+    p.add_argument("--faults", default=",".join(FAULTS))
+    a = p.parse_args()
+    dbname = "redlock_campaign"
+    prepare_database(dbname)
+    text, _ = campaign(dbname, a.seed, a.seconds, a.clients, a.masters, a.keys, a.ttl,
+                       a.modes.split(","), a.faults.split(","))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
