@@ -12,8 +12,8 @@ runs the same seeded fault schedule:
            after COMMIT, the commit checked against the lease
   none     no lock at all (the control that shows the race)
   client   the usual application pattern: a Redlock taken by the client
-           (SET NX PX on a majority, as node-redlock and redis-py do),
-           released before COMMIT
+           (SET NX PX on a majority, as node-redlock does; one master is
+           redis-py's Lock), released before COMMIT
 
 Workload (three shapes, each transaction picks one):
   counter  read a value, work, write value + 1, record (key, token, value)
@@ -191,7 +191,8 @@ class Master:
 SCHEMA = """
 DROP TABLE IF EXISTS counters, history, stock, sales, job_runs;
 CREATE TABLE counters (key text PRIMARY KEY, value bigint NOT NULL);
-CREATE TABLE history (id bigserial, key text, token bigint, value bigint, client int);
+CREATE TABLE history (id bigserial, key text, token bigint, value bigint, client int,
+                      xid xid8 DEFAULT pg_current_xact_id());
 CREATE TABLE stock (key text PRIMARY KEY, units int NOT NULL, initial int NOT NULL);
 CREATE TABLE sales (key text, client int, token bigint);
 CREATE TABLE job_runs (job text, period bigint, client int, token bigint);
@@ -205,6 +206,9 @@ def connect(dbname, servers, ttl_ms):
         cur.execute("SET redlock.servers = %s", (servers,))
         cur.execute("SET redlock.default_ttl = %s", (ttl_ms,))
         cur.execute("SET redlock.command_timeout = 500")
+        # a margin under the TTL: commits soon after the acquire skip the
+        # re-arm, late ones re-arm (with the default 2 s both would re-arm)
+        cur.execute("SET redlock.commit_margin = %s", (ttl_ms // 4,))
         cur.execute("SET redlock.connect_timeout = 500")
     conn.autocommit = False
     return conn
@@ -244,7 +248,7 @@ class ClientLock:
             self.release(key, token)
             if time.monotonic() > deadline:
                 return None
-            time.sleep(rng.uniform(0.005, 0.03))
+            time.sleep(rng.uniform(0.05, 0.25))     # node-redlock: 200 ms +- jitter
 
     def release(self, key, token):
         for c in self.clients:
@@ -279,16 +283,24 @@ class Outcomes:
 
 
 def classify(e):
+    """The kind of a failed transaction.  Anything not expected of a
+    fault is "other", which the short form requires to be zero: a Redis
+    error reply (a script error, say) reaches SQL as 08000 too, so it is
+    told apart by its text."""
     code = getattr(e, "pgcode", None)
+    text = str(e)
     if code == "40001":
         return "refused"
     if code == "55P03":
         return "gave_up"
     if code and code.startswith("08"):
+        if "ERR" in text or "script" in text or "LOADING" in text or "MISCONF" in text:
+            return "other"
         return "unreachable"
-    if code in ("57014", "57P01") or isinstance(e, (psycopg2.OperationalError,
-                                                     psycopg2.InterfaceError)):
+    if code in ("57014", "57P01"):
         return "interrupted"
+    if code is None and isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return "interrupted"        # the connection was lost (terminated)
     return "other"
 
 
@@ -337,6 +349,9 @@ class Client(threading.Thread):
                     pass
                 if self.conn.closed or kind == "interrupted":
                     self.reconnect()
+            except Exception as e:          # a bug of the campaign, or worse
+                self.c.out.add("crashed", time.monotonic() - started, repr(e)[:200])
+                return
 
     # -- the lock, per mode --
 
@@ -457,22 +472,27 @@ class Nemesis(threading.Thread):
             self.sleep_until(self.c.t0 + offset)
             if self.c.stop.is_set():
                 return
-            try:
-                self.inject(kind, duration, target)
-            except Exception as e:          # a fault that could not be applied
-                log(f"nemesis: {kind} failed: {e}")
+            for attempt in range(3):
+                try:
+                    self.inject(kind, duration, target + attempt)
+                    break
+                except Exception as e:      # a pid gone meanwhile, say
+                    log(f"nemesis: {kind} not applied: {e}")
+            else:
                 continue
             self.injected[kind] += 1
             self.heals.append(time.monotonic())
 
-    def backend(self, target):
+    def backend(self, target, prefer):
         """A live backend of the clients (they reconnect after a
-        terminate: their pids change)."""
+        terminate: their pids change), of those in the state the fault
+        wants if any is (prefer: an SQL condition on pg_stat_activity)."""
         with self.admin.cursor() as cur:
-            cur.execute("""SELECT pid FROM pg_stat_activity
+            cur.execute(f"""SELECT pid, {prefer} FROM pg_stat_activity
                            WHERE datname = current_database() AND pid <> pg_backend_pid()
                              AND backend_type = 'client backend' ORDER BY pid""")
-            pids = [r[0] for r in cur.fetchall()]
+            rows = cur.fetchall()
+        pids = [pid for pid, wanted in rows if wanted] or [pid for pid, _ in rows]
         return pids[target % len(pids)] if pids else None
 
     def inject(self, kind, duration, target):
@@ -501,21 +521,26 @@ class Nemesis(threading.Thread):
         elif kind == "clock_jump":
             m.jump_clock(int(2.5 * self.c.ttl_ms))
         elif kind == "pause_backend":
-            pid = self.backend(target)
-            if pid:
-                os.kill(pid, signal.SIGSTOP)
-                self.paused.add(pid)
-                try:
-                    self.sleep_until(end)
-                finally:
-                    os.kill(pid, signal.SIGCONT)
-                    self.paused.discard(pid)
+            # a holder at work: idle in its transaction, between statements
+            pid = self.backend(target, "state = 'idle in transaction'")
+            if pid is None:
+                raise RuntimeError("no backend to pause")
+            os.kill(pid, signal.SIGSTOP)
+            self.paused.add(pid)
+            try:
+                self.sleep_until(end)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+                self.paused.discard(pid)
         elif kind in ("cancel_backend", "terminate_backend"):
-            pid = self.backend(target)
-            if pid:
-                fn = "pg_cancel_backend" if kind == "cancel_backend" else "pg_terminate_backend"
-                with self.admin.cursor() as cur:
-                    cur.execute(f"SELECT {fn}(%s)", (pid,))
+            # mid-wait (the Extension wait event) or mid-commit; a cancel of
+            # an idle backend would do nothing
+            pid = self.backend(target, "wait_event_type = 'Extension' OR query = 'COMMIT'")
+            fn = "pg_cancel_backend" if kind == "cancel_backend" else "pg_terminate_backend"
+            with self.admin.cursor() as cur:
+                cur.execute(f"SELECT {fn}(%s)", (pid,))
+                if not cur.fetchone()[0]:
+                    raise RuntimeError(f"{fn} found no backend")
         else:
             raise ValueError(kind)
 
@@ -535,7 +560,17 @@ class Nemesis(threading.Thread):
 # Checker
 # ---------------------------------------------------------------------------
 
-def check(dbname, masters, mode):
+def lock_keys(masters):
+    """Lock, queue and deadline keys in Redis (fencing counters stay by
+    design)."""
+    n = 0
+    for m in masters:
+        for k in m.client().scan_iter(match=PREFIX + "*", count=1000):
+            n += not k.endswith(b"\x00fence")
+    return n
+
+
+def check(dbname, masters, mode, ttl_ms):
     """Violations found in the final state, by kind."""
     v = collections.Counter()
     conn = psycopg2.connect(dbname=dbname)
@@ -558,11 +593,13 @@ def check(dbname, masters, mode):
                          FROM history) t WHERE token <= prev""")
         v["token_order"] += cur.fetchone()[0]
     conn.close()
-    for m in masters:
-        c = m.client()
-        for k in c.scan_iter(match=PREFIX + "*", count=1000):
-            if not k.endswith(b"\x00fence"):
-                v["keys_left"] += 1
+    # what was not released expires: a lock by its TTL (re-armed at most a
+    # command timeout before), a queue and its promise 6 s after its last
+    # entry was refreshed
+    deadline = time.monotonic() + ttl_ms / 1000 + 0.5 + 6 + 2
+    while lock_keys(masters) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    v["keys_left"] += lock_keys(masters)
     return v
 
 
@@ -603,30 +640,37 @@ class Campaign:
 
         plan = schedule(self.seed, self.seconds, self.faults, self.ttl_ms, len(self.masters))
         self.t0 = time.monotonic()
-        self.clients = [Client(i, self, self.seed * 1000 + i) for i in range(self.nclients)]
-        for c in self.clients:
-            c.start()
+        self.clients = []
         nemesis = Nemesis(self, plan)
-        nemesis.start()
-        time.sleep(self.seconds)
-        self.stop.set()
-        nemesis.join(60)
-        nemesis.heal_all()
         bound = self.wait_ms / 1000 + 2 * self.ttl_ms / 1000 + 10
-        for c in self.clients:
-            c.join(bound)
-        stuck = sum(c.is_alive() for c in self.clients)
-        for c in self.clients:
-            try:
-                c.conn.close()
-            except Exception:
-                pass
-        nemesis.admin.close()
-        # what was not released expires: locks by their TTL, queues once
-        # their last entry (5 s unrefreshed) is gone
-        time.sleep(max(self.ttl_ms / 1000, 5) + 1)
-        violations = check(self.dbname, self.masters, self.mode)
-        violations["stuck_clients"] += stuck
+        try:
+            self.clients = [Client(i, self, self.seed * 1000 + i) for i in range(self.nclients)]
+            for c in self.clients:
+                c.start()
+            nemesis.start()
+            time.sleep(self.seconds)
+            # the whole plan, even when faults took longer than planned
+            nemesis.join(60)
+        finally:
+            self.stop.set()
+            if nemesis.ident is not None:
+                nemesis.join(60)
+            nemesis.heal_all()
+            for c in self.clients:
+                c.join(bound)
+            stuck = [c for c in self.clients if c.is_alive()]
+            # a stuck client's connection is busy: end its backend, not its
+            # connection object (closing that would wait for the query)
+            with nemesis.admin.cursor() as cur:
+                for c in stuck:
+                    cur.execute("SELECT pg_terminate_backend(%s)", (c.pid,))
+            for c in self.clients:
+                c.join(10)
+                if not c.is_alive() and c.conn is not None:
+                    c.conn.close()
+            nemesis.admin.close()
+        violations = check(self.dbname, self.masters, self.mode, self.ttl_ms)
+        violations["stuck_clients"] += len(stuck)
         if self.out.longest > bound:
             violations["slow_transactions"] += 1
         recovery = recovery_times(nemesis.heals, self.out.commits, self.t0 + self.seconds)
@@ -654,15 +698,17 @@ def recovery_times(heals, commits, end):
 
 
 def report(config, results):
-    lines = [f"campaign: seed {config['seed']}, {config['seconds']} s per mode, "
+    lines = [f"campaign: seed {config['seed']}, {config['seconds']} s with redlock, "
+             f"{config['control_seconds']} s per control, "
              f"{config['clients']} clients, {config['masters']} master(s), "
              f"{config['keys']} counter keys, TTL {config['ttl']} ms"]
     faults = collections.Counter()
     for r in results:
         faults.update(r["faults"])
-    lines.append("faults injected (per mode): " + ", ".join(
-        f"{k} {v // len(results)}" for k, v in sorted(faults.items())))
-    cols = ["committed", "refused", "gave_up", "unreachable", "interrupted", "other"]
+    lines.append("faults injected (all modes): " + ", ".join(
+        f"{k} {v}" for k, v in sorted(faults.items())))
+    cols = ["committed", "refused", "gave_up", "unreachable", "interrupted", "other",
+            "crashed"]
     vcols = ["lost_updates", "oversold", "duplicate_jobs", "token_order", "keys_left",
              "stuck_clients", "slow_transactions"]
     lines.append("")
@@ -681,18 +727,23 @@ def report(config, results):
 
 
 def campaign(dbname, seed=1, seconds=60, clients=16, masters=3, keys=4, ttl=2000,
-             modes=("redlock", "none", "client"), faults=FAULTS):
+             modes=("redlock", "none", "client"), faults=FAULTS, control_seconds=None):
     """Run the campaign in every mode, on fresh masters; returns (report
-    text, results)."""
-    ms = [Master() for _ in range(masters)]
+    text, results).  The controls (none, client) run control_seconds
+    (default: as long as redlock): they show their violations early."""
+    ms = []
     try:
+        for _ in range(masters):
+            ms.append(Master())
         results = []
         for mode in modes:
-            log(f"campaign: mode {mode}, {seconds} s")
-            results.append(Campaign(dbname, ms, mode, seed, seconds, clients, keys, ttl,
+            secs = seconds if mode == "redlock" or not control_seconds else control_seconds
+            log(f"campaign: mode {mode}, {secs} s")
+            results.append(Campaign(dbname, ms, mode, seed, secs, clients, keys, ttl,
                                     faults=faults).run())
+            log(f"campaign: mode {mode}: {results[-1]['outcomes']} {results[-1]['violations']}")
         config = dict(seed=seed, seconds=seconds, clients=clients, masters=masters,
-                      keys=keys, ttl=ttl)
+                      keys=keys, ttl=ttl, control_seconds=control_seconds or seconds)
         return report(config, results), results
     finally:
         for m in ms:
@@ -723,11 +774,13 @@ def main():
     p.add_argument("--ttl", type=int, default=2000)
     p.add_argument("--modes", default="redlock,none,client")
     p.add_argument("--faults", default=",".join(FAULTS))
+    p.add_argument("--control-seconds", type=float, default=None,
+                   help="how long the controls run (default: --seconds)")
     a = p.parse_args()
     dbname = "redlock_campaign"
     prepare_database(dbname)
     text, _ = campaign(dbname, a.seed, a.seconds, a.clients, a.masters, a.keys, a.ttl,
-                       a.modes.split(","), a.faults.split(","))
+                       a.modes.split(","), a.faults.split(","), a.control_seconds)
     print(text)
 
 
