@@ -8,6 +8,7 @@
 #
 #     bench/campaign.sh [--seconds 600] [--seed 1] [--clients 16] [--masters 3]
 #                       [--keys 4] [--ttl 2000] [--modes redlock,none,client]
+#                       [--control-seconds N]
 #
 # Sets up like the tests (scripts/lib.sh), runs each mode for --seconds
 # with the same seeded fault schedule, and prints the report table.  The
