@@ -2,6 +2,7 @@
 agree on the version; every upgrade script leads to the same objects as a
 fresh install of the version it reaches."""
 
+import contextlib
 import glob
 import json
 import os
@@ -77,35 +78,39 @@ def test_upgrade_path_matches_a_fresh_install(database, script):
         cur.execute("CREATE EXTENSION redlock")
 
 
-def test_servers_view_before_and_after_the_update_to_1_1(database):
-    """The library serves a database still on 1.0 (the view without the TLS
-    columns) until ALTER EXTENSION redlock UPDATE adds them."""
+@contextlib.contextmanager
+def extension_at(database, version):
+    """A cursor on database with the extension reinstalled at version; the
+    default version is back afterwards."""
     conn = psycopg2.connect(dbname=database)
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("DROP EXTENSION redlock CASCADE")
     try:
-        cur.execute("CREATE EXTENSION redlock VERSION '1.0'")
+        cur.execute(f"CREATE EXTENSION redlock VERSION '{version}'")
+        yield cur
+    finally:
+        cur.execute("DROP EXTENSION IF EXISTS redlock CASCADE")
+        cur.execute("CREATE EXTENSION redlock")
+        conn.close()
+
+
+def test_servers_view_before_and_after_the_update_to_1_1(database):
+    """The library serves a database still on 1.0 (the view without the TLS
+    columns) until ALTER EXTENSION redlock UPDATE adds them."""
+    with extension_at(database, "1.0") as cur:
         cur.execute("SELECT * FROM redlock_servers")
         assert len(cur.description) == 10 and cur.fetchall()
         cur.execute("ALTER EXTENSION redlock UPDATE TO '1.1'")
         cur.execute("SELECT tls, tls_version, tls_cipher FROM redlock_servers")
         assert cur.fetchall()
-    finally:
-        cur.execute("DROP EXTENSION IF EXISTS redlock")
-        cur.execute("CREATE EXTENSION redlock")
 
 
 def test_update_to_1_1_keeps_what_users_built_on_the_servers_view(database):
     """A view of the user's on redlock_servers, and the privileges set on
     it, survive ALTER EXTENSION redlock UPDATE (a DROP VIEW in the upgrade
     script would refuse to run, or drop them with CASCADE)."""
-    conn = psycopg2.connect(dbname=database)
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute("DROP EXTENSION redlock CASCADE")
-    try:
-        cur.execute("CREATE EXTENSION redlock VERSION '1.0'")
+    with extension_at(database, "1.0") as cur:
         cur.execute("CREATE VIEW my_masters AS SELECT address, state FROM redlock_servers")
         cur.execute("REVOKE SELECT ON redlock_servers FROM PUBLIC")
         cur.execute("ALTER EXTENSION redlock UPDATE TO '1.1'")
@@ -115,7 +120,3 @@ def test_update_to_1_1_keeps_what_users_built_on_the_servers_view(database):
         assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
         cur.execute("SELECT tls FROM redlock_servers")
         assert cur.fetchall()
-    finally:
-        cur.execute("DROP VIEW IF EXISTS my_masters")
-        cur.execute("DROP EXTENSION IF EXISTS redlock")
-        cur.execute("CREATE EXTENSION redlock")
