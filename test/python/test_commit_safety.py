@@ -144,6 +144,62 @@ def test_commit_check_uses_the_quorum(session, masters, rows):
     assert [r[0] for r in rows.execute("SELECT k FROM cs_rows")] == ["one lost"]
 
 
+def test_master_restarted_without_its_data_fails_the_commit(session, redis_server, rows):
+    """One master that crashes and comes back empty forgets the lock while
+    the holder still has most of its TTL: another session takes the key
+    and commits.  The holder's commit must not follow it (that would be a
+    lost update): the connection that granted the lock is gone, so the
+    commit check asks the master again instead of trusting the TTL."""
+    r = redis_server()
+    a = session(servers=r.addr, autocommit=False)
+    a.execute("SELECT redlock_acquire('cs:amnesia', 60000)")
+    a.execute("INSERT INTO cs_rows VALUES ('first holder')")
+    r.restart()                                         # no persistence
+    b = session(servers=r.addr, autocommit=False)
+    assert b.value("SELECT redlock_acquire('cs:amnesia', 60000, 0)") > 0
+    b.execute("INSERT INTO cs_rows VALUES ('second holder')")
+    b.conn.commit()
+    commit_fails_with_lost_lock(a, "cs:amnesia")
+    assert [r[0] for r in rows.execute("SELECT k FROM cs_rows")] == ["second holder"]
+
+
+def test_master_restarted_with_its_data_keeps_the_lock(session, redis_server, rows):
+    """The same restart with an append-only file: the lock is still there,
+    nobody else gets it, and the holder's commit goes through (the check
+    asked and the master confirmed)."""
+    r = redis_server(args=("--appendonly", "yes", "--appendfsync", "always"))
+    a = session(servers=r.addr, autocommit=False)
+    a.execute("SELECT redlock_acquire('cs:persisted', 60000)")
+    a.execute("INSERT INTO cs_rows VALUES ('holder')")
+    r.restart()
+    assert session(servers=r.addr).value("SELECT redlock_try_acquire('cs:persisted')") is None
+    a.conn.commit()
+    assert rows.value("SELECT count(*) FROM cs_rows") == 1
+
+
+def test_missed_master_and_a_restart_fail_the_commit(session, masters, rows):
+    """Three masters, the lock granted by two (the third was down when it
+    was taken); then one of the two restarts empty.  A majority (the
+    restarted one and the one that missed) now lets another session take
+    the key: the first holder's commit must fail, not lose the second's
+    update."""
+    ms = masters(3)
+    a = session(servers=servers(ms), autocommit=False)
+    a.execute("SET redlock.connect_timeout = 300")
+    ms[2].kill()
+    a.execute("SELECT redlock_acquire('cs:missed', 60000)")
+    assert a.value("SELECT cardinality(granted_by) FROM redlock_locks") == 2
+    a.execute("INSERT INTO cs_rows VALUES ('first holder')")
+    ms[2].start()
+    ms[0].restart()
+    b = session(servers=servers(ms), autocommit=False)
+    assert b.value("SELECT redlock_acquire('cs:missed', 60000, 0)") > 0
+    b.execute("INSERT INTO cs_rows VALUES ('second holder')")
+    b.conn.commit()
+    commit_fails_with_lost_lock(a, "cs:missed")
+    assert [r[0] for r in rows.execute("SELECT k FROM cs_rows")] == ["second holder"]
+
+
 @pytest.fixture
 def bank(session):
     s = session()
