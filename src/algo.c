@@ -724,6 +724,8 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 		{
 			lock->token = token;
 			lock->granted = granted;
+			for (i = 0; i < lock->nservers; i++)
+				lock->granted_on[i] = lock->servers[i]->connects;
 			lock->acquired_us = start;
 			lock->acquired_at = start_wall;
 			lock->valid_until_us = RedlockValidUntil(start, lock->ttl_ms);
@@ -939,6 +941,58 @@ RedlockDescribeTally(const RedlockTally *tally, StringInfo buf)
 						 tally->first_server, tally->first_error);
 }
 
+/*
+ * note_confirmed: after a re-arm that a quorum confirmed, the masters that
+ * hold our word are those that confirmed it now, on their connection of
+ * now.  (The calls for lock number idx are in the order of its servers.)
+ */
+static void
+note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
+{
+	int			j = 0;
+	int			i;
+
+	lock->granted = 0;
+	for (i = 0; i < ncalls; i++)
+	{
+		if (calls[i].tag != idx)
+			continue;
+		if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
+			calls[i].ints[0] == 1)
+		{
+			lock->granted |= (uint32) 1 << j;
+			lock->granted_on[j] = lock->servers[j]->connects;
+		}
+		j++;
+	}
+}
+
+/*
+ * RedlockTrustedGrants: how many masters still hold our word for "lock"
+ * as far as this backend can tell without asking: those that granted (or
+ * last re-armed) it, on a connection still open.  A master whose
+ * connection closed since may have restarted without its data and then
+ * granted the key to someone else; its TTL says nothing any more.  Looks
+ * at each connection (one read, no waiting).
+ */
+int
+RedlockTrustedGrants(RedlockLock *lock)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < lock->nservers; i++)
+	{
+		RedisServer *srv = lock->servers[i];
+
+		if ((lock->granted & ((uint32) 1 << i)) &&
+			RedisConnStillOpen(&srv->cmd) &&
+			srv->connects == lock->granted_on[i])
+			n++;
+	}
+	return n;
+}
+
 typedef struct ExtendBatch
 {
 	RedlockLock **locks;
@@ -1023,6 +1077,7 @@ RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
 		{
 			locks[i]->ttl_ms = ttls[i];
 			locks[i]->valid_until_us = RedlockValidUntil(start, ttls[i]);
+			note_confirmed(locks[i], calls, ncalls, i);
 			results[i] = REDLOCK_EXTENDED;
 		}
 		else if (outcome == 0)

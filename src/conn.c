@@ -1255,6 +1255,20 @@ RedisConnCheckIdle(RedisConn *conn, int64 now)
 }
 
 /*
+ * RedisConnStillOpen: whether the connection is ready and the server has
+ * not closed it, looking without waiting (one read: a server that died or
+ * restarted has left its end-of-file there, which fails the connection).
+ * Replies that arrived are dispatched as usual.
+ */
+bool
+RedisConnStillOpen(RedisConn *conn)
+{
+	if (conn->state == REDIS_CONN_READY)
+		conn_receive(conn);
+	return conn->state == REDIS_CONN_READY;
+}
+
+/*
  * RedisDisconnectAll: close every connection (at proc exit).
  */
 void

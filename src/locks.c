@@ -617,7 +617,8 @@ commit_check(RedlockLock **locks, int nlocks)
 		{
 			if (locks[i]->lost)
 				report_lost_at_commit(locks[i]);
-			if (locks[i]->valid_until_us - now < (int64) redlock_commit_margin * 1000)
+			if (locks[i]->valid_until_us - now < (int64) redlock_commit_margin * 1000 ||
+				RedlockTrustedGrants(locks[i]) < RedlockQuorum(locks[i]->nservers))
 			{
 				under[nunder] = locks[i];
 				ttls[nunder] = commit_ttl(locks[i]);

@@ -336,6 +336,7 @@ extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 extern bool RedisConnStale(const RedisConn *conn);
 extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
+extern bool RedisConnStillOpen(RedisConn *conn);
 extern uint32 RedisConnEvents(const RedisConn *conn);
 extern void RedisDisconnectAll(void);
 

@@ -214,6 +214,12 @@ typedef struct RedlockLock
 	int			nservers;
 	RedisServer *servers[REDLOCK_MAX_SERVERS];
 	uint32		granted;		/* bit per servers[] that said yes */
+	/*
+	 * For each master that said yes, its connects count then: the
+	 * connection that holds its word.  When that connection is gone (the
+	 * master may have restarted without its data), its word is in doubt.
+	 */
+	int64		granted_on[REDLOCK_MAX_SERVERS];
 } RedlockLock;
 
 typedef struct RedlockHold
@@ -280,6 +286,7 @@ extern void RedlockExtendMany(RedlockLock **locks, int nlocks,
 							  RedlockTally *tallies);
 extern RedlockExtendResult RedlockExtend(RedlockLock *lock, int ttl_ms,
 										 RedlockTally *tally);
+extern int	RedlockTrustedGrants(RedlockLock *lock);
 extern void RedlockDescribeTally(const RedlockTally *tally,
 								 StringInfo buf);
 extern void RedlockPrepareScripts(void);
