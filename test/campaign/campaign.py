@@ -189,10 +189,18 @@ class Master:
 # ---------------------------------------------------------------------------
 
 SCHEMA = """
-DROP TABLE IF EXISTS counters, history, stock, sales, job_runs;
+DROP TABLE IF EXISTS counters, history, stock, sales, job_runs, holds;
 CREATE TABLE counters (key text PRIMARY KEY, value bigint NOT NULL);
 CREATE TABLE history (id bigserial, key text, token bigint, value bigint, client int,
                       xid xid8 DEFAULT pg_current_xact_id());
+-- every shape's committed write, with what its lock looked like then: the
+-- forensics of a violation (value: the counter's new value, the units
+-- left, the job's period; two rows with one key and value are a lost
+-- update, an oversale or a job run twice)
+CREATE TABLE holds (key text, value bigint, token bigint, client int,
+                    pid int DEFAULT pg_backend_pid(), locked_at timestamptz,
+                    valid_until timestamptz, granted_by text[],
+                    written_at timestamptz DEFAULT clock_timestamp());
 CREATE TABLE stock (key text PRIMARY KEY, units int NOT NULL, initial int NOT NULL);
 CREATE TABLE sales (key text, client int, token bigint);
 CREATE TABLE job_runs (job text, period bigint, client int, token bigint);
@@ -270,6 +278,8 @@ class Outcomes:
         self.counts = collections.Counter()
         self.samples = {}
         self.commits = []           # monotonic times of commits
+        # (key, value written) -> wall times at which COMMIT returned
+        self.committed_values = collections.defaultdict(list)
         self.longest = 0.0
 
     def add(self, kind, duration, sample=None):
@@ -372,10 +382,21 @@ class Client(threading.Thread):
     def work(self):
         time.sleep(self.rng.uniform(0, self.c.work_ms / 1000))
 
-    def finish(self, release):
+    def record(self, cur, key, value, token):
+        """The write and, with redlock, what the lock looked like then."""
+        cur.execute("""INSERT INTO holds (key, value, token, client, locked_at, valid_until,
+                                          granted_by)
+                       SELECT %s, %s, %s, %s, l.acquired_at, l.valid_until, l.granted_by
+                       FROM (SELECT) AS one LEFT JOIN redlock_locks() AS l ON l.key = %s""",
+                    (key, value, token, self.n, PREFIX + key))
+
+    def finish(self, release, key, value):
         if release:
             release()           # the usual mistake: before COMMIT
         self.conn.commit()
+        if value is not None:
+            with self.c.out.lock:
+                self.c.out.committed_values[(key, value)].append(time.time())
 
     # -- the shapes --
 
@@ -389,7 +410,8 @@ class Client(threading.Thread):
             cur.execute("UPDATE counters SET value = %s WHERE key = %s", (value + 1, key))
             cur.execute("INSERT INTO history (key, token, value, client) VALUES (%s, %s, %s, %s)",
                         (key, token, value + 1, self.n))
-        self.finish(release)
+            self.record(cur, key, value + 1, token)
+        self.finish(release, key, value + 1)
 
     def stock(self):
         item = "stk:%d:%d" % (self.rng.randrange(max(1, self.c.keys // 4)),
@@ -405,7 +427,8 @@ class Client(threading.Thread):
                 self.work()
                 cur.execute("UPDATE stock SET units = %s WHERE key = %s", (units - 1, item))
                 cur.execute("INSERT INTO sales VALUES (%s, %s, %s)", (item, self.n, token))
-        self.finish(release)
+                self.record(cur, item, units - 1, token)
+        self.finish(release, item, units - 1 if units > 0 else None)
 
     def job(self):
         job = "job:%d" % self.rng.randrange(max(1, self.c.keys // 4))
@@ -414,11 +437,13 @@ class Client(threading.Thread):
             token, release = self.lock(cur, job)
             cur.execute("SELECT count(*) FROM job_runs WHERE job = %s AND period = %s",
                         (job, period))
-            if cur.fetchone()[0] == 0:
+            ran = cur.fetchone()[0] == 0
+            if ran:
                 self.work()
                 cur.execute("INSERT INTO job_runs VALUES (%s, %s, %s, %s)",
                             (job, period, self.n, token))
-        self.finish(release)
+                self.record(cur, job, period, token)
+        self.finish(release, job, period if ran else None)
 
 
 class _Gave_up(Exception):
@@ -459,6 +484,7 @@ class Nemesis(threading.Thread):
         self.plan = plan
         self.injected = collections.Counter()
         self.heals = []             # monotonic times of heals
+        self.windows = []           # (wall start, wall end, kind, what it hit)
         self.paused = set()
         self.admin = psycopg2.connect(dbname=campaign.dbname)
         self.admin.autocommit = True
@@ -474,7 +500,9 @@ class Nemesis(threading.Thread):
                 return
             for attempt in range(3):
                 try:
-                    self.inject(kind, duration, target + attempt)
+                    began = time.time()
+                    hit = self.inject(kind, duration, target + attempt)
+                    self.windows.append((began, time.time(), kind, hit))
                     break
                 except Exception as e:      # a pid gone meanwhile, say
                     log(f"nemesis: {kind} not applied: {e}")
@@ -496,6 +524,7 @@ class Nemesis(threading.Thread):
         return pids[target % len(pids)] if pids else None
 
     def inject(self, kind, duration, target):
+        """Inject one fault, heal it; returns what it hit."""
         m = self.c.masters[target % len(self.c.masters)]
         end = time.monotonic() + duration
         if kind in ("freeze_short", "freeze_long"):
@@ -543,6 +572,9 @@ class Nemesis(threading.Thread):
                     raise RuntimeError(f"{fn} found no backend")
         else:
             raise ValueError(kind)
+        if kind.endswith("_backend"):
+            return f"backend {pid}"
+        return f"master {target % len(self.c.masters)} ({m.addr})"
 
     def heal_all(self):
         for m in self.c.masters:
@@ -603,6 +635,49 @@ def check(dbname, masters, mode, ttl_ms):
     return v
 
 
+def forensics(dbname, t0, windows, committed, ttl_ms):
+    """For each violation the database shows (two writes of one key and
+    value: a lost update, an oversale, a job run twice; a counter token
+    not above its predecessor's), the writes around it, what their locks
+    looked like, and the faults that overlapped them.  Times are seconds
+    since the start of the run."""
+    conn = psycopg2.connect(dbname=dbname)
+    cur = conn.cursor()
+    cur.execute("""SELECT key, value, 'two writes of one value' FROM holds
+                   GROUP BY key, value HAVING count(*) > 1
+                   UNION ALL
+                   SELECT key, value, 'token not above the previous' FROM (
+                     SELECT key, value, token,
+                            lag(token) OVER (PARTITION BY key ORDER BY value, id) AS prev
+                     FROM history) t WHERE token <= prev
+                   ORDER BY 1, 2""")
+    cases = cur.fetchall()
+    lines = []
+    for key, value, what in cases:
+        cur.execute("""SELECT value, token, client, pid,
+                              extract(epoch FROM locked_at), extract(epoch FROM valid_until),
+                              granted_by, extract(epoch FROM written_at)
+                       FROM holds WHERE key = %s AND value BETWEEN %s - 1 AND %s + 1
+                       ORDER BY written_at""", (key, value, value))
+        rows = cur.fetchall()
+        lines.append(f"  {key} = {value}: {what}")
+        lo, hi = float("inf"), float("-inf")
+        for v, token, client, pid, locked, valid, granted, written in rows:
+            commits = committed.get((key, v), [])
+            rel = (lambda x: "-" if x is None else f"{float(x) - t0:.3f}")
+            lines.append(f"    value {v} token {token} client {client} pid {pid} "
+                         f"locked {rel(locked)} valid until {rel(valid)} written {rel(written)} "
+                         f"committed {','.join(rel(c) for c in commits) or '?'} "
+                         f"granted by {','.join(granted or [])}")
+            lo = min(lo, float(locked if locked is not None else written))
+            hi = max([hi, float(written)] + commits)
+        for began, ended, kind, hit in windows:
+            if ended >= lo - ttl_ms / 1000 - 1 and began <= hi + 0.5:
+                lines.append(f"    fault {kind} on {hit}: {began - t0:.3f} to {ended - t0:.3f}")
+    conn.close()
+    return lines
+
+
 # ---------------------------------------------------------------------------
 # A run
 # ---------------------------------------------------------------------------
@@ -640,6 +715,7 @@ class Campaign:
 
         plan = schedule(self.seed, self.seconds, self.faults, self.ttl_ms, len(self.masters))
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self.clients = []
         nemesis = Nemesis(self, plan)
         bound = self.wait_ms / 1000 + 2 * self.ttl_ms / 1000 + 10
@@ -674,11 +750,15 @@ class Campaign:
         if self.out.longest > bound:
             violations["slow_transactions"] += 1
         recovery = recovery_times(nemesis.heals, self.out.commits, self.t0 + self.seconds)
+        # without a lock, violations are the rule: nothing to explain
+        details = forensics(self.dbname, self.t0_wall, nemesis.windows,
+                            self.out.committed_values, self.ttl_ms) if self.mode != "none" else []
         return {
             "mode": self.mode, "outcomes": dict(self.out.counts),
             "samples": self.out.samples, "violations": dict(violations),
             "faults": dict(nemesis.injected), "longest_tx_s": self.out.longest,
             "bound_s": bound, "max_recovery_s": max(recovery, default=0.0),
+            "forensics": details,
         }
 
 
@@ -723,6 +803,10 @@ def report(config, results):
     for r in results:
         for kind, sample in sorted(r["samples"].items()):
             lines.append(f"  {r['mode']} {kind}, e.g.: {sample}")
+    for r in results:
+        if r["mode"] != "none" and r["forensics"]:
+            lines.append(f"violations of mode {r['mode']}, with the faults around them:")
+            lines.extend(r["forensics"][:200])
     return "\n".join(lines)
 
 
