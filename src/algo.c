@@ -973,10 +973,10 @@ note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
  * last re-armed) it, on a connection still open.  A master whose
  * connection closed since may have restarted without its data and then
  * granted the key to someone else; its TTL says nothing any more.  Looks
- * at each connection (one read, no waiting).
+ * at each connection (one read, no waiting), once per "now".
  */
 int
-RedlockTrustedGrants(RedlockLock *lock)
+RedlockTrustedGrants(RedlockLock *lock, int64 now)
 {
 	int			n = 0;
 	int			i;
@@ -986,7 +986,7 @@ RedlockTrustedGrants(RedlockLock *lock)
 		RedisServer *srv = lock->servers[i];
 
 		if ((lock->granted & ((uint32) 1 << i)) &&
-			RedisConnStillOpen(&srv->cmd) &&
+			RedisConnStillOpen(&srv->cmd, now) &&
 			srv->connects == lock->granted_on[i])
 			n++;
 	}

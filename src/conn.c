@@ -1258,13 +1258,18 @@ RedisConnCheckIdle(RedisConn *conn, int64 now)
  * RedisConnStillOpen: whether the connection is ready and the server has
  * not closed it, looking without waiting (one read: a server that died or
  * restarted has left its end-of-file there, which fails the connection).
- * Replies that arrived are dispatched as usual.
+ * Replies that arrived are dispatched as usual.  Looks once per "now", so
+ * that a caller going through many locks on few masters reads each
+ * connection once.
  */
 bool
-RedisConnStillOpen(RedisConn *conn)
+RedisConnStillOpen(RedisConn *conn, int64 now)
 {
-	if (conn->state == REDIS_CONN_READY)
+	if (conn->state == REDIS_CONN_READY && conn->looked_at != now)
+	{
+		conn->looked_at = now;
 		conn_receive(conn);
+	}
 	return conn->state == REDIS_CONN_READY;
 }
 

@@ -22,7 +22,11 @@
  *					found lost, or one with less validity left than
  *					redlock.commit_margin that a quorum will not re-arm,
  *					fails the COMMIT (40001) so that none of the work done
- *					under it becomes visible.  Locks under the margin are
+ *					under it becomes visible.  A lock whose masters no
+ *					longer hold its grant on a quorum of open connections
+ *					(RedlockTrustedGrants: one may have restarted without
+ *					its data) counts as under the margin, whatever its TTL
+ *					says.  Locks under the margin are
  *					re-armed in one batch, and every lock is then checked
  *					again against a fresh clock, until all have the margin.
  *					The connections the release will use are made ready
@@ -591,7 +595,8 @@ report_lost_at_commit(const RedlockLock *lock)
 /*
  * commit_check: make sure every transaction-level lock is still ours, with
  * at least redlock.commit_margin of validity, before the commit.  Locks
- * under the margin are re-armed together, in one batch; then every lock is
+ * under the margin, and those a quorum's connections no longer vouch for
+ * (see RedlockTrustedGrants), are re-armed together, in one batch; then every lock is
  * checked again against a fresh clock, since the batch itself took time,
  * and the rounds go on until all have the margin (at most
  * COMMIT_CHECK_ROUNDS).  Raises 40001 when a lock is lost, 08xxx when a
@@ -618,7 +623,7 @@ commit_check(RedlockLock **locks, int nlocks)
 			if (locks[i]->lost)
 				report_lost_at_commit(locks[i]);
 			if (locks[i]->valid_until_us - now < (int64) redlock_commit_margin * 1000 ||
-				RedlockTrustedGrants(locks[i]) < RedlockQuorum(locks[i]->nservers))
+				RedlockTrustedGrants(locks[i], now) < RedlockQuorum(locks[i]->nservers))
 			{
 				under[nunder] = locks[i];
 				ttls[nunder] = commit_ttl(locks[i]);

@@ -263,6 +263,7 @@ typedef struct RedisConn
 	int64		connect_deadline;	/* us; while connecting or in handshake */
 	uint32		scripts_loaded; /* bit per RedisScript.id known here */
 	int64		last_io;		/* us; when it last received anything */
+	int64		looked_at;		/* us; RedisConnStillOpen's last look */
 	bool		heard;			/* it has received anything since it opened */
 
 	/* replies owed for requests (not the handshake's), in order: a ring */
@@ -336,7 +337,7 @@ extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 extern bool RedisConnStale(const RedisConn *conn);
 extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
-extern bool RedisConnStillOpen(RedisConn *conn);
+extern bool RedisConnStillOpen(RedisConn *conn, int64 now);
 extern uint32 RedisConnEvents(const RedisConn *conn);
 extern void RedisDisconnectAll(void);
 

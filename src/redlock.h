@@ -286,7 +286,7 @@ extern void RedlockExtendMany(RedlockLock **locks, int nlocks,
 							  RedlockTally *tallies);
 extern RedlockExtendResult RedlockExtend(RedlockLock *lock, int ttl_ms,
 										 RedlockTally *tally);
-extern int	RedlockTrustedGrants(RedlockLock *lock);
+extern int	RedlockTrustedGrants(RedlockLock *lock, int64 now);
 extern void RedlockDescribeTally(const RedlockTally *tally,
 								 StringInfo buf);
 extern void RedlockPrepareScripts(void);
