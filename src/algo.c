@@ -567,9 +567,19 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	for (i = 0; i < lock->nservers; i++)
 		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
 			agree++;
-	if (agree >= RedlockQuorum(lock->nservers))
+	if (agree == lock->nservers)
 		return true;
 
+	/*
+	 * Every master that did not return the token gets it, also when a
+	 * quorum already has it: one that missed acquisitions (down, cut off,
+	 * its requests dropped) lags behind, and a lagging master and one that
+	 * restarts without its data are a majority whose counters are behind
+	 * the last token; the next holder taking the key on those two would
+	 * get a smaller one.  A quorum that agrees is not kept waiting: the
+	 * write-back then just goes out, queued behind the acquire on a master
+	 * that has not answered yet, and its reply is skipped.
+	 */
 	fkey = fence_key(lock, &fkeylen);
 	snprintf(tokenbuf, sizeof(tokenbuf), INT64_FORMAT, token);
 	for (i = 0; i < lock->nservers; i++)
