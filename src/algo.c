@@ -29,10 +29,15 @@
  * to T before we returned).  The next holder's quorum overlaps that one in
  * at least one master, whose INCR then yields more than T, so its token
  * (a maximum that includes that value) exceeds T.  With one master this is
- * simply INCR.  Limits: a master that loses its data (restart without
- * persistence) can only lower one member of a quorum, which the overlap
- * argument tolerates as long as a majority keeps its counters; and tokens
- * count only acquisitions made through this extension.
+ * simply INCR.  Every master that did not return the token is sent it
+ * too (awaited only while fewer than a quorum have it), so a master that
+ * missed acquisitions (down, cut off) catches up at the next one instead
+ * of lagging until another loses its data: a lagging master and one that
+ * restarted empty would be a majority behind the last token.  Limits: a
+ * master that loses its data (restart without persistence) can only lower
+ * one member of a quorum, which the overlap argument tolerates as long as
+ * a majority keeps its counters; and tokens count only acquisitions made
+ * through this extension.
  *
  * Waiting, fairly.  A backend that has to wait for a key queues itself on
  * each master: a sorted set next to the key (REDLOCK_WAITERS_SUFFIX) holds
