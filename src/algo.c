@@ -576,26 +576,35 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 		return true;
 
 	/*
-	 * Every master that did not return the token gets it, also when a
-	 * quorum already has it: one that missed acquisitions (down, cut off,
-	 * its requests dropped) lags behind, and a lagging master and one that
-	 * restarts without its data are a majority whose counters are behind
-	 * the last token; the next holder taking the key on those two would
-	 * get a smaller one.  A quorum that agrees is not kept waiting: the
-	 * write-back then just goes out, queued behind the acquire on a master
-	 * that has not answered yet, and its reply is skipped.
+	 * A master that answered with a smaller counter (or refused, and so
+	 * counted nothing) gets the token too, also when a quorum already has
+	 * it: one that missed acquisitions (down, cut off, its requests
+	 * dropped) lags behind, and a lagging master and one that restarts
+	 * without its data are a majority whose counters are behind the last
+	 * token; the next holder taking the key on those two would get a
+	 * smaller one.  A quorum that agrees is not kept waiting: the
+	 * write-back then just goes out and its reply is skipped.  Masters
+	 * that have not answered (usually just slower than the quorum) are
+	 * sent it only when the quorum needs them.
 	 */
 	fkey = fence_key(lock, &fkeylen);
 	snprintf(tokenbuf, sizeof(tokenbuf), INT64_FORMAT, token);
 	for (i = 0; i < lock->nservers; i++)
 	{
-		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
+		Answer		a = classify(&acq[i]);
+
+		if (a == ANSWER_GRANTED && acq[i].ints[1] == token)
+			continue;
+		if (agree >= RedlockQuorum(lock->nservers) &&
+			a != ANSWER_REFUSED && a != ANSWER_GRANTED)
 			continue;
 		RedisCallInit(&calls[n], lock->servers[i], &fence_script, 0);
 		RedisCallArg(&calls[n], fkey, fkeylen);
 		RedisCallArg(&calls[n], tokenbuf, strlen(tokenbuf));
 		n++;
 	}
+	if (n == 0)
+		return true;			/* a quorum agrees; the others did not answer */
 	wait.agree = agree;
 	wait.quorum = RedlockQuorum(lock->nservers);
 	wait.token = token;
@@ -740,7 +749,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 			lock->token = token;
 			lock->granted = granted;
 			for (i = 0; i < lock->nservers; i++)
-				lock->granted_on[i] = lock->servers[i]->connects;
+				lock->granted_on[i] = calls[i].conn_serial;
 			lock->acquired_us = start;
 			lock->acquired_at = start_wall;
 			lock->valid_until_us = RedlockValidUntil(start, lock->ttl_ms);
@@ -958,8 +967,9 @@ RedlockDescribeTally(const RedlockTally *tally, StringInfo buf)
 
 /*
  * note_confirmed: after a re-arm that a quorum confirmed, the masters that
- * hold our word are those that confirmed it now, on their connection of
- * now.  (The calls for lock number idx are in the order of its servers.)
+ * hold our word are those that confirmed it now, on the connection their
+ * answer came on.  (The calls for lock number idx are in the order of its
+ * servers.)
  */
 static void
 note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
@@ -976,7 +986,7 @@ note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
 			calls[i].ints[0] == 1)
 		{
 			lock->granted |= (uint32) 1 << j;
-			lock->granted_on[j] = lock->servers[j]->connects;
+			lock->granted_on[j] = calls[i].conn_serial;
 		}
 		j++;
 	}
@@ -985,7 +995,9 @@ note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
 /*
  * RedlockTrustedGrants: how many masters still hold our word for "lock"
  * as far as this backend can tell without asking: those that granted (or
- * last re-armed) it, on a connection still open.  A master whose
+ * last re-armed) it, whose answer came on the connection still open now
+ * (a connection replaced since, even one that has not heard a byte yet,
+ * has another serial).  A master whose
  * connection closed since may have restarted without its data and then
  * granted the key to someone else; its TTL says nothing any more.  Looks
  * at each connection (one read, no waiting), once per "now".
@@ -1002,7 +1014,7 @@ RedlockTrustedGrants(RedlockLock *lock, int64 now)
 
 		if ((lock->granted & ((uint32) 1 << i)) &&
 			RedisConnStillOpen(&srv->cmd, now) &&
-			srv->connects == lock->granted_on[i])
+			srv->cmd.serial == lock->granted_on[i])
 			n++;
 	}
 	return n;

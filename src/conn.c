@@ -870,6 +870,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 	RedisFailure failure;
 	size_t		i;
 
+	call->conn_serial = conn->serial;
 	switch (reply->type)
 	{
 		case REDIS_REPLY_INTEGER:

@@ -637,7 +637,7 @@ commit_check(RedlockLock **locks, int nlocks)
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not confirm Redis lock \"%s\" before commit",
 							under[0]->key),
-					 errdetail("Re-arming it on its masters did not leave redlock.commit_margin (%d ms) of validity after %d attempts.",
+					 errdetail("Re-arming it on its masters did not leave redlock.commit_margin (%d ms) of validity, or their connections kept closing, after %d attempts.",
 							   redlock_commit_margin, COMMIT_CHECK_ROUNDS),
 					 errhint("The transaction is rolled back: it cannot be known to hold the lock long enough. Check the masters' latency, or lower redlock.commit_margin.")));
 
@@ -975,8 +975,9 @@ count_wait(bool waited, int64 start)
 
 /*
  * reenter: a lock this backend already has an entry for is acquired again.
- * A lock past its validity is re-armed first: if our value is still on a
- * quorum, nobody else can have held the key meanwhile.  Returns true when
+ * A lock past its validity, or one whose granting connections no longer
+ * make a quorum (RedlockTrustedGrants), is re-armed first: if our value is
+ * still on a quorum, nobody else can have held the key meanwhile.  Returns true when
  * the lock is ours (the new hold is counted and *token set), false when it
  * is lost and has only session holds: the caller takes it afresh (the
  * entry has been forgotten and released; *carried gets its session
@@ -988,7 +989,9 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 {
 	Assert(lock->pending_subid == InvalidSubTransactionId);
 
-	if (!lock->lost && RedlockNowUs() >= lock->valid_until_us)
+	if (!lock->lost &&
+		(RedlockNowUs() >= lock->valid_until_us ||
+		 RedlockTrustedGrants(lock, RedlockNowUs()) < RedlockQuorum(lock->nservers)))
 	{
 		RedlockTally tally;
 

@@ -198,6 +198,8 @@ typedef struct RedisCall
 	bool		used_eval;		/* sent as EVAL, not EVALSHA */
 	bool		behind;			/* its server had not answered earlier
 								 * requests when this one was sent */
+	uint32		conn_serial;	/* for DONE: the serial of the connection
+								 * its reply came on */
 } RedisCall;
 
 /*

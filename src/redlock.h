@@ -215,11 +215,12 @@ typedef struct RedlockLock
 	RedisServer *servers[REDLOCK_MAX_SERVERS];
 	uint32		granted;		/* bit per servers[] that said yes */
 	/*
-	 * For each master that said yes, its connects count then: the
-	 * connection that holds its word.  When that connection is gone (the
-	 * master may have restarted without its data), its word is in doubt.
+	 * For each master that said yes, the serial of the connection its
+	 * answer came on: the connection that holds its word.  Once that
+	 * connection is gone (the master may have restarted without its data),
+	 * its word is in doubt.
 	 */
-	int64		granted_on[REDLOCK_MAX_SERVERS];
+	uint32		granted_on[REDLOCK_MAX_SERVERS];
 } RedlockLock;
 
 typedef struct RedlockHold
