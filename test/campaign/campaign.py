@@ -29,10 +29,11 @@ Nemesis (one fault at a time, always healed; same schedule in every mode):
   partition                    nothing passes between PostgreSQL and one
                                master (a proxy holds the bytes) for up to 2 TTL
   delay                        20-100 ms more per request to one master
-  clock_jump                   one master's wall clock steps 2.5 TTL ahead
-                               (clock_shim.c, preloaded into every master:
-                               keys expire early, TIME jumps; libfaketime
-                               cannot run Debian's redis-server, see there)
+  clock_jump                   one master's wall clock steps 2.5 TTL ahead,
+                               and back 2 TTL later (clock_shim.c, preloaded
+                               into every master: keys expire early, TIME
+                               jumps; libfaketime cannot run Debian's
+                               redis-server, see there)
   pause_backend                SIGSTOP a client's backend for 1.5 TTL
   cancel_backend               pg_cancel_backend of a client's backend
   terminate_backend            pg_terminate_backend (the client reconnects)
@@ -91,7 +92,8 @@ def log(*args):
 # Masters
 # ---------------------------------------------------------------------------
 
-CLOCK_SIGNAL = signal.SIGRTMIN + 5     # clock_shim.c: step the clock
+CLOCK_AHEAD = signal.SIGRTMIN + 5      # clock_shim.c: step the clock ahead
+CLOCK_BACK = signal.SIGRTMIN + 6       # and back
 
 
 def clock_shim():
@@ -136,11 +138,12 @@ class Master:
         """What PostgreSQL connects to: the proxy."""
         return self.proxy.addr
 
-    def jump_clock(self):
-        """Step the server's wall clock ahead by clock_step_ms, as NTP's
-        step or `date -s` would: keys expire early, TIME jumps."""
-        self.proc.send_signal(CLOCK_SIGNAL)
-        self.clock_offset_ms += self.clock_step_ms
+    def jump_clock(self, ahead):
+        """Step the server's wall clock ahead by clock_step_ms, as `date -s`
+        would (keys expire early, TIME jumps), or back again, as NTP then
+        does (keys set meanwhile live that much longer)."""
+        self.proc.send_signal(CLOCK_AHEAD if ahead else CLOCK_BACK)
+        self.clock_offset_ms += self.clock_step_ms if ahead else -self.clock_step_ms
 
     def start(self):
         # a restarted server finds the host's clock where it was
@@ -484,7 +487,7 @@ def schedule(seed, seconds, faults, ttl_ms, nmasters):
         duration = {
             "freeze_short": ttl / 3, "freeze_long": 1.5 * ttl,
             "partition": rng.uniform(0.25, 2) * ttl, "delay": rng.uniform(1, 3),
-            "pause_backend": 1.5 * ttl,
+            "pause_backend": 1.5 * ttl, "clock_jump": 2 * ttl,
         }.get(kind, 0.0)
         plan.append((t, kind, duration, rng.randrange(max(nmasters, 64))))
         t += duration + rng.expovariate(1 / max(0.5, ttl / 2))
@@ -562,7 +565,11 @@ class Nemesis(threading.Thread):
             finally:
                 m.proxy.delay = 0.0
         elif kind == "clock_jump":
-            m.jump_clock()
+            m.jump_clock(ahead=True)
+            try:
+                self.sleep_until(end)
+            finally:
+                m.jump_clock(ahead=False)
         elif kind == "pause_backend":
             # a holder at work: idle in its transaction, between statements
             pid = self.backend(target, "state = 'idle in transaction'")
@@ -595,6 +602,8 @@ class Nemesis(threading.Thread):
             m.resume()
             m.proxy.partitioned.clear()
             m.proxy.delay = 0.0
+            while m.clock_offset_ms > 0:
+                m.jump_clock(ahead=False)
         for pid in self.paused:
             try:
                 os.kill(pid, signal.SIGCONT)

@@ -6,7 +6,8 @@
  *
  *	 REDLOCK_CLOCK_OFFSET_MS  the offset at start-up (a restarted server
  *							  keeps the host's clock where it was)
- *	 REDLOCK_CLOCK_STEP_MS	  what each SIGRTMIN+5 adds to it
+ *	 REDLOCK_CLOCK_STEP_MS	  what each SIGRTMIN+5 adds to it, and each
+ *							  SIGRTMIN+6 takes away (NTP stepping it back)
  *
  * Monotonic clocks are left alone, as a real step leaves them.
  *
@@ -31,8 +32,10 @@ static long long step_us;
 static void
 on_step(int sig)
 {
-	(void) sig;
-	offset_us += step_us;
+	if (sig == SIGRTMIN + 5)
+		offset_us += step_us;
+	else
+		offset_us -= step_us;
 }
 
 __attribute__((constructor))
@@ -49,6 +52,7 @@ shim_init(void)
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = SA_RESTART;
 	sigaction(SIGRTMIN + 5, &sa, NULL);
+	sigaction(SIGRTMIN + 6, &sa, NULL);
 }
 
 static int
