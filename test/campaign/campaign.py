@@ -658,7 +658,7 @@ def check(dbname, masters, mode, ttl_ms):
     return v
 
 
-def forensics(dbname, t0, windows, committed, ttl_ms):
+def forensics(dbname, t0, windows, committed, ttl_ms, tokens=True):
     """For each violation the database shows (two writes of one key and
     value: a lost update, an oversale, a job run twice; a counter token
     not above its predecessor's), the writes around it, what their locks
@@ -672,8 +672,8 @@ def forensics(dbname, t0, windows, committed, ttl_ms):
                    SELECT key, value, 'token not above the previous' FROM (
                      SELECT key, value, token,
                             lag(token) OVER (PARTITION BY key ORDER BY value, id) AS prev
-                     FROM history) t WHERE token <= prev
-                   ORDER BY 1, 2""")
+                     FROM history) t WHERE token <= prev AND %s
+                   ORDER BY 1, 2""", (tokens,))
     cases = cur.fetchall()
     lines = []
     for key, value, what in cases:
@@ -776,7 +776,8 @@ class Campaign:
                                   self.t0 + self.seconds)
         # without a lock, violations are the rule: nothing to explain
         details = forensics(self.dbname, self.t0_wall, nemesis.windows,
-                            self.out.committed_values, self.ttl_ms) if self.mode != "none" else []
+                            self.out.committed_values, self.ttl_ms,
+                            tokens=self.mode == "redlock") if self.mode != "none" else []
         return {
             "mode": self.mode, "outcomes": dict(self.out.counts),
             "samples": self.out.samples, "violations": dict(violations),
