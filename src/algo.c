@@ -29,15 +29,15 @@
  * to T before we returned).  The next holder's quorum overlaps that one in
  * at least one master, whose INCR then yields more than T, so its token
  * (a maximum that includes that value) exceeds T.  With one master this is
- * simply INCR.  Every master that did not return the token is sent it
- * too (awaited only while fewer than a quorum have it), so a master that
- * missed acquisitions (down, cut off) catches up at the next one instead
- * of lagging until another loses its data: a lagging master and one that
- * restarted empty would be a majority behind the last token.  Limits: a
- * master that loses its data (restart without persistence) can only lower
- * one member of a quorum, which the overlap argument tolerates as long as
- * a majority keeps its counters; and tokens count only acquisitions made
- * through this extension.
+ * simply INCR.  Limits: a master that loses its data (restart without
+ * persistence) can only lower one member of a quorum, which the overlap
+ * argument tolerates as long as a majority keeps its counters.  A master
+ * that missed acquisitions (it was down or cut off) lags behind until an
+ * acquisition needs it in its quorum and writes the token back; until
+ * then, it and a master that restarts empty are a majority behind the
+ * last token, and the next holder taking the key on those two gets a
+ * smaller one (the fault campaign shows this).  Tokens count only
+ * acquisitions made through this extension.
  *
  * Waiting, fairly.  A backend that has to wait for a key queues itself on
  * each master: a sorted set next to the key (REDLOCK_WAITERS_SUFFIX) holds
@@ -572,39 +572,20 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	for (i = 0; i < lock->nservers; i++)
 		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
 			agree++;
-	if (agree == lock->nservers)
+	if (agree >= RedlockQuorum(lock->nservers))
 		return true;
 
-	/*
-	 * A master that answered with a smaller counter (or refused, and so
-	 * counted nothing) gets the token too, also when a quorum already has
-	 * it: one that missed acquisitions (down, cut off, its requests
-	 * dropped) lags behind, and a lagging master and one that restarts
-	 * without its data are a majority whose counters are behind the last
-	 * token; the next holder taking the key on those two would get a
-	 * smaller one.  A quorum that agrees is not kept waiting: the
-	 * write-back then just goes out and its reply is skipped.  Masters
-	 * that have not answered (usually just slower than the quorum) are
-	 * sent it only when the quorum needs them.
-	 */
 	fkey = fence_key(lock, &fkeylen);
 	snprintf(tokenbuf, sizeof(tokenbuf), INT64_FORMAT, token);
 	for (i = 0; i < lock->nservers; i++)
 	{
-		Answer		a = classify(&acq[i]);
-
-		if (a == ANSWER_GRANTED && acq[i].ints[1] == token)
-			continue;
-		if (agree >= RedlockQuorum(lock->nservers) &&
-			a != ANSWER_REFUSED && a != ANSWER_GRANTED)
+		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
 			continue;
 		RedisCallInit(&calls[n], lock->servers[i], &fence_script, 0);
 		RedisCallArg(&calls[n], fkey, fkeylen);
 		RedisCallArg(&calls[n], tokenbuf, strlen(tokenbuf));
 		n++;
 	}
-	if (n == 0)
-		return true;			/* a quorum agrees; the others did not answer */
 	wait.agree = agree;
 	wait.quorum = RedlockQuorum(lock->nservers);
 	wait.token = token;

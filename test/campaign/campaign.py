@@ -30,7 +30,7 @@ Nemesis (one fault at a time, always healed; same schedule in every mode):
                                master (a proxy holds the bytes) for up to 2 TTL
   delay                        20-100 ms more per request to one master
   clock_jump                   one master's wall clock steps 2.5 TTL ahead,
-                               and back 2 TTL later (clock_shim.c, preloaded
+                               and back 1 TTL later (clock_shim.c, preloaded
                                into every master: keys expire early, TIME
                                jumps; libfaketime cannot run Debian's
                                redis-server, see there)
@@ -487,7 +487,7 @@ def schedule(seed, seconds, faults, ttl_ms, nmasters):
         duration = {
             "freeze_short": ttl / 3, "freeze_long": 1.5 * ttl,
             "partition": rng.uniform(0.25, 2) * ttl, "delay": rng.uniform(1, 3),
-            "pause_backend": 1.5 * ttl, "clock_jump": 2 * ttl,
+            "pause_backend": 1.5 * ttl, "clock_jump": ttl,
         }.get(kind, 0.0)
         plan.append((t, kind, duration, rng.randrange(max(nmasters, 64))))
         t += duration + rng.expovariate(1 / max(0.5, ttl / 2))

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "campaign"))
 import campaign  # noqa: E402
 
-SECONDS = 25
+SECONDS = 30
 SEED = 20261203
 DBNAME = "redlock_campaign_short"      # not the long form's
 
