@@ -191,3 +191,34 @@ def test_session_lock_reentered_in_the_session_after_a_restart_is_taken_afresh(
     assert b.value("SELECT redlock_try_acquire_session('rv:sess', 60000)") is not None
     assert a.value("SELECT redlock_try_acquire_session('rv:sess', 60000)") is None
     assert a.value("SELECT redlock_token('rv:sess')") is None
+
+
+def test_close_behind_a_late_reply_is_seen(session, masters, rows):
+    """A late answer nobody waits for (the third master of another
+    acquisition answered after the quorum) sits in the socket in front of
+    the end-of-file a restart left: the commit check must see the close
+    behind it, not only the reply.  Three masters; the holder's lock was
+    granted by the first two (the third still held the key for someone
+    else), the second restarts empty, another session takes the key on
+    the second and third and commits: the holder's commit must fail."""
+    a, b, c = ms = masters(3)
+    t = session(servers=servers(ms), autocommit=False)
+    t.execute("SET redlock.command_timeout = 300")
+    c.client().set("rv:late1", "someone else", px=60000)
+    # a try does not queue on the master that refuses (a waiter would, and
+    # hold its place there)
+    assert t.value("SELECT redlock_try_acquire('rv:late1', 60000)") is not None
+    assert t.value("SELECT granted_by FROM redlock_locks WHERE key = 'rv:late1'") == \
+        [a.addr, b.addr]
+    b.freeze()
+    t.execute("SELECT redlock_acquire('rv:late2', 60000)")     # a and c; b answers later
+    b.resume()
+    wait_for(lambda: b.client().exists("rv:late2"), what="b's late grant")
+    time.sleep(0.2)                                 # its reply is in the holder's socket
+    b.restart()                                     # empty; the close follows the reply
+    c.client().delete("rv:late1")
+    second_holder_commits(session, servers(ms), "rv:late1")
+    t.execute("INSERT INTO rv_rows VALUES ('first holder')")
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        t.conn.commit()
+    assert committed_rows(rows) == ["second holder"]
