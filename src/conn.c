@@ -55,6 +55,8 @@
  */
 #include "postgres.h"
 
+#include <poll.h>
+
 #include <hiredis/hiredis.h>
 
 #include "common/cryptohash.h"
@@ -1259,7 +1261,8 @@ RedisConnCheckIdle(RedisConn *conn, int64 now)
  * RedisConnStillOpen: whether the connection is ready and the server has
  * not closed it, looking without waiting (one read: a server that died or
  * restarted has left its end-of-file there, which fails the connection).
- * Replies that arrived are dispatched as usual.  Looks once per "now", so
+ * Replies that arrived are dispatched as usual, and a close behind them
+ * is seen too (poll's POLLRDHUP).  Looks once per "now", so
  * that a caller going through many locks on few masters reads each
  * connection once.
  */
@@ -1268,8 +1271,24 @@ RedisConnStillOpen(RedisConn *conn, int64 now)
 {
 	if (conn->state == REDIS_CONN_READY && conn->looked_at != now)
 	{
+		struct pollfd pfd;
+
 		conn->looked_at = now;
 		conn_receive(conn);
+
+		/*
+		 * One read may stop at replies that came before the end-of-file
+		 * (late answers nobody waits for); the socket says whether the
+		 * server has closed its end, read or not.
+		 */
+		pfd.fd = conn->transport.fd;
+		pfd.events = POLLIN | POLLRDHUP;
+		pfd.revents = 0;
+		if (conn->state == REDIS_CONN_READY && pfd.fd >= 0 &&
+			poll(&pfd, 1, 0) > 0 &&
+			(pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			RedisConnFail(conn, REDIS_FAIL_IO, "the server closed the connection",
+						  false);
 	}
 	return conn->state == REDIS_CONN_READY;
 }
