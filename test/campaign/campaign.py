@@ -585,7 +585,8 @@ class Nemesis(threading.Thread):
         elif kind in ("cancel_backend", "terminate_backend"):
             # mid-wait (the Extension wait event) or mid-commit; a cancel of
             # an idle backend would do nothing
-            pid = self.backend(target, "wait_event_type = 'Extension' OR query = 'COMMIT'")
+            pid = self.backend(target, "state = 'active' AND "
+                                       "(wait_event_type = 'Extension' OR query = 'COMMIT')")
             fn = "pg_cancel_backend" if kind == "cancel_backend" else "pg_terminate_backend"
             with self.admin.cursor() as cur:
                 cur.execute(f"SELECT {fn}(%s)", (pid,))
@@ -604,7 +605,9 @@ class Nemesis(threading.Thread):
             m.proxy.delay = 0.0
             while m.clock_offset_ms > 0:
                 m.jump_clock(ahead=False)
-        for pid in self.paused:
+            while m.clock_offset_ms < 0:
+                m.jump_clock(ahead=True)
+        for pid in list(self.paused):
             try:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
@@ -662,8 +665,9 @@ def forensics(dbname, t0, windows, committed, ttl_ms, tokens=True):
     """For each violation the database shows (two writes of one key and
     value: a lost update, an oversale, a job run twice; a counter token
     not above its predecessor's), the writes around it, what their locks
-    looked like, and the faults that overlapped them.  Times are seconds
-    since the start of the run."""
+    looked like, the faults that overlapped them, and which named limit
+    explains it (explain()).  Times are seconds since the start of the
+    run.  Returns (report lines, cases, cases no limit explains)."""
     conn = psycopg2.connect(dbname=dbname)
     cur = conn.cursor()
     cur.execute("""SELECT key, value, 'two writes of one value' FROM holds
@@ -676,6 +680,7 @@ def forensics(dbname, t0, windows, committed, ttl_ms, tokens=True):
                    ORDER BY 1, 2""", (tokens,))
     cases = cur.fetchall()
     lines = []
+    unexplained = 0
     for key, value, what in cases:
         cur.execute("""SELECT value, token, client, pid,
                               extract(epoch FROM locked_at), extract(epoch FROM valid_until),
@@ -694,11 +699,44 @@ def forensics(dbname, t0, windows, committed, ttl_ms, tokens=True):
                          f"granted by {','.join(granted or [])}")
             lo = min(lo, float(locked if locked is not None else written))
             hi = max([hi, float(written)] + commits)
-        for began, ended, kind, hit in windows:
-            if ended >= lo - ttl_ms / 1000 - 1 and began <= hi + 0.5:
-                lines.append(f"    fault {kind} on {hit}: {began - t0:.3f} to {ended - t0:.3f}")
+        near = [(b, e, kind, hit) for b, e, kind, hit in windows
+                if e >= lo - ttl_ms / 1000 - 1 and b <= hi + 0.5]
+        for began, ended, kind, hit in near:
+            lines.append(f"    fault {kind} on {hit}: {began - t0:.3f} to {ended - t0:.3f}")
+        why = explain(what, rows, near)
+        lines.append(f"    -> {why or 'UNEXPLAINED'}")
+        unexplained += why is None
     conn.close()
-    return lines
+    return lines, len(cases), unexplained
+
+
+# the master faults after which a master's counters lag or are gone
+BEHIND = ("restart_persistent", "restart_amnesia", "freeze_long", "partition")
+
+
+def explain(what, rows, near):
+    """Which of the limits the README names explains a violation, if one
+    does: a clock stepped ahead on a master of a lock granted by a bare
+    majority (two writes of one value), or a majority of masters behind
+    the last fencing token: one restarted without its data, another
+    missed acquisitions (a token not above the previous)."""
+    def master(hit):
+        return hit[hit.index("(") + 1:-1] if "(" in hit else None
+    if what == "two writes of one value":
+        for _, _, kind, hit in near:
+            if kind != "clock_jump":
+                continue
+            for row in rows:
+                granted = row[6] or []
+                if master(hit) in granted and len(granted) == len(set(granted)) and \
+                        len(granted) <= 2:
+                    return "a clock stepped ahead on a master of a bare majority (a limit)"
+        return None
+    amnesia = {master(hit) for _, _, kind, hit in near if kind == "restart_amnesia"}
+    behind = {master(hit) for _, _, kind, hit in near if kind in BEHIND}
+    if amnesia and len(behind | amnesia) >= 2:
+        return "a majority behind the last token: an empty restart and a lagging master (a limit)"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -775,24 +813,24 @@ class Campaign:
         recovery = recovery_times(nemesis.heals, self.out.commits, self.t0,
                                   self.t0 + self.seconds)
         # without a lock, violations are the rule: nothing to explain
-        details = forensics(self.dbname, self.t0_wall, nemesis.windows,
-                            self.out.committed_values, self.ttl_ms,
-                            tokens=self.mode == "redlock") if self.mode != "none" else []
+        details, cases, unexplained = forensics(
+            self.dbname, self.t0_wall, nemesis.windows, self.out.committed_values,
+            self.ttl_ms, tokens=self.mode == "redlock") if self.mode != "none" else ([], 0, 0)
         return {
             "mode": self.mode, "outcomes": dict(self.out.counts),
             "samples": self.out.samples, "violations": dict(violations),
             "faults": dict(nemesis.injected), "longest_tx_s": self.out.longest,
             "bound_s": bound, "max_recovery_s": max(recovery, default=0.0),
             "median_recovery_s": sorted(recovery)[len(recovery) // 2] if recovery else 0.0,
-            "forensics": details,
+            "forensics": details, "cases": cases, "unexplained": unexplained,
         }
 
 
 def recovery_times(heals, commits, start, end):
     """For each heal with at least 10 s of run after it: seconds until
     throughput is back, i.e. until the first one-second window (sliding by
-    0.1 s) with at least half the run's median commits per second; the
-    rest of the run (10 s or more) when it never is.  0 when the run had
+    0.1 s) with at least half the run's median commits per second; until
+    the end of the run when it never is.  0 when the run had
     no throughput to come back to."""
     commits = sorted(commits)
     per_second = collections.Counter(int(c - start) for c in commits)
@@ -844,7 +882,9 @@ def report(config, results):
             lines.append(f"  {r['mode']} {kind}, e.g.: {sample}")
     for r in results:
         if r["mode"] != "none" and r["forensics"]:
-            lines.append(f"violations of mode {r['mode']}, with the faults around them:")
+            lines.append(f"violations of mode {r['mode']} ({r['cases']} cases, "
+                         f"{r['unexplained']} that no named limit explains), "
+                         "with the faults around them:")
             lines.extend(r["forensics"][:200])
     return "\n".join(lines)
 
