@@ -827,7 +827,7 @@ class Campaign:
 
 
 def recovery_times(heals, commits, start, end):
-    """For each heal with at least 10 s of run after it: seconds until
+    """For each heal with at least 15 s of run after it: seconds until
     throughput is back, i.e. until the first one-second window (sliding by
     0.1 s) with at least half the run's median commits per second; until
     the end of the run when it never is.  0 when the run had
@@ -840,7 +840,7 @@ def recovery_times(heals, commits, start, end):
     want = rates[len(rates) // 2] / 2
     out = []
     for h in heals:
-        if end - h < 10:
+        if end - h < 15:       # a heal that never recovers shows 14 s or more
             continue
         t = h
         while t + 1 <= end:
