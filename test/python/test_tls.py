@@ -159,6 +159,9 @@ def tls_redis(certs):
 
 def tls_session(session, certs, servers_value, mode="verify-full", **settings):
     s = session(servers=servers_value)
+    # a first handshake under valgrind (OpenSSL's start-up under memcheck)
+    # can take more than the default second on a loaded machine
+    settings.setdefault("connect_timeout", 1000 * SLOW)
     s.execute("SET redlock.sslmode = %s", (mode,))
     s.execute("SET redlock.sslrootcert = %s", (certs.path("ca.crt"),))
     for name, value in settings.items():
