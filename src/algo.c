@@ -767,6 +767,14 @@ typedef struct OwnerAnswers
 	int			waiting;
 } OwnerAnswers;
 
+/* acted: an owner-checked script answered 1: it acted on our lock. */
+static bool
+acted(const RedisCall *call)
+{
+	return call->state == REDIS_CALL_DONE && call->nints == 1 &&
+		call->ints[0] == 1;
+}
+
 /*
  * count_answers: tally the answers about lock number "idx": 1 means it
  * acted on our lock, 0 that the lock was not ours.
@@ -783,8 +791,7 @@ count_answers(RedisCall *calls, int ncalls, int idx)
 			continue;
 		if (calls[i].state == REDIS_CALL_WAITING)
 			c.waiting++;
-		else if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
-				 calls[i].ints[0] == 1)
+		else if (acted(&calls[i]))
 			c.acted++;
 		else if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1)
 			c.notours++;
@@ -963,8 +970,7 @@ note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
 	{
 		if (calls[i].tag != idx)
 			continue;
-		if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
-			calls[i].ints[0] == 1)
+		if (acted(&calls[i]))
 		{
 			lock->granted |= (uint32) 1 << j;
 			lock->granted_on[j] = calls[i].conn_serial;
@@ -974,17 +980,17 @@ note_confirmed(RedlockLock *lock, RedisCall *calls, int ncalls, int idx)
 }
 
 /*
- * RedlockTrustedGrants: how many masters still hold our word for "lock"
- * as far as this backend can tell without asking: those that granted (or
- * last re-armed) it, whose answer came on the connection still open now
- * (a connection replaced since, even one that has not heard a byte yet,
- * has another serial).  A master whose
- * connection closed since may have restarted without its data and then
- * granted the key to someone else; its TTL says nothing any more.  Looks
- * at each connection (one read, no waiting), once per "now".
+ * RedlockLockInDoubt: whether fewer than a quorum of masters still hold
+ * our word for "lock" as far as this backend can tell without asking.  A
+ * master holds it when it granted (or last re-armed) the lock and its
+ * answer came on the connection still open now (a connection replaced
+ * since, even one that has not heard a byte yet, has another serial).  A
+ * master whose connection closed since may have restarted without its
+ * data and then granted the key to someone else; its TTL says nothing any
+ * more.  Looks at each connection (one read, no waiting), once per "now".
  */
-int
-RedlockTrustedGrants(RedlockLock *lock, int64 now)
+bool
+RedlockLockInDoubt(RedlockLock *lock, int64 now)
 {
 	int			n = 0;
 	int			i;
@@ -998,7 +1004,7 @@ RedlockTrustedGrants(RedlockLock *lock, int64 now)
 			srv->cmd.serial == lock->granted_on[i])
 			n++;
 	}
-	return n;
+	return n < RedlockQuorum(lock->nservers);
 }
 
 typedef struct ExtendBatch

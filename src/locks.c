@@ -24,7 +24,7 @@
  *					fails the COMMIT (40001) so that none of the work done
  *					under it becomes visible.  A lock whose masters no
  *					longer hold its grant on a quorum of open connections
- *					(RedlockTrustedGrants: one may have restarted without
+ *					(RedlockLockInDoubt: one may have restarted without
  *					its data) counts as under the margin, whatever its TTL
  *					says.  Locks under the margin are
  *					re-armed in one batch, and every lock is then checked
@@ -596,7 +596,7 @@ report_lost_at_commit(const RedlockLock *lock)
  * commit_check: make sure every transaction-level lock is still ours, with
  * at least redlock.commit_margin of validity, before the commit.  Locks
  * under the margin, and those a quorum's connections no longer vouch for
- * (see RedlockTrustedGrants), are re-armed together, in one batch; then every lock is
+ * (see RedlockLockInDoubt), are re-armed together, in one batch; then every lock is
  * checked again against a fresh clock, since the batch itself took time,
  * and the rounds go on until all have the margin (at most
  * COMMIT_CHECK_ROUNDS).  Raises 40001 when a lock is lost, 08xxx when a
@@ -623,7 +623,7 @@ commit_check(RedlockLock **locks, int nlocks)
 			if (locks[i]->lost)
 				report_lost_at_commit(locks[i]);
 			if (locks[i]->valid_until_us - now < (int64) redlock_commit_margin * 1000 ||
-				RedlockTrustedGrants(locks[i], now) < RedlockQuorum(locks[i]->nservers))
+				RedlockLockInDoubt(locks[i], now))
 			{
 				under[nunder] = locks[i];
 				ttls[nunder] = commit_ttl(locks[i]);
@@ -976,7 +976,7 @@ count_wait(bool waited, int64 start)
 /*
  * reenter: a lock this backend already has an entry for is acquired again.
  * A lock past its validity, or one whose granting connections no longer
- * make a quorum (RedlockTrustedGrants), is re-armed first: if our value is
+ * make a quorum (RedlockLockInDoubt), is re-armed first: if our value is
  * still on a quorum, nobody else can have held the key meanwhile.  Returns true when
  * the lock is ours (the new hold is counted and *token set), false when it
  * is lost and has only session holds: the caller takes it afresh (the
@@ -987,11 +987,12 @@ count_wait(bool waited, int64 start)
 static bool
 reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 {
+	int64		now = RedlockNowUs();
+
 	Assert(lock->pending_subid == InvalidSubTransactionId);
 
 	if (!lock->lost &&
-		(RedlockNowUs() >= lock->valid_until_us ||
-		 RedlockTrustedGrants(lock, RedlockNowUs()) < RedlockQuorum(lock->nservers)))
+		(now >= lock->valid_until_us || RedlockLockInDoubt(lock, now)))
 	{
 		RedlockTally tally;
 

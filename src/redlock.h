@@ -287,7 +287,7 @@ extern void RedlockExtendMany(RedlockLock **locks, int nlocks,
 							  RedlockTally *tallies);
 extern RedlockExtendResult RedlockExtend(RedlockLock *lock, int ttl_ms,
 										 RedlockTally *tally);
-extern int	RedlockTrustedGrants(RedlockLock *lock, int64 now);
+extern bool RedlockLockInDoubt(RedlockLock *lock, int64 now);
 extern void RedlockDescribeTally(const RedlockTally *tally,
 								 StringInfo buf);
 extern void RedlockPrepareScripts(void);

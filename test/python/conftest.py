@@ -206,6 +206,16 @@ def session(database):
 
 
 @pytest.fixture
+def rows(session):
+    """A session on an empty table test_rows (k text): what the
+    transactions of a commit-safety test wrote, and kept."""
+    s = session()
+    s.execute("CREATE TABLE IF NOT EXISTS test_rows (k text)")
+    s.execute("TRUNCATE test_rows")
+    return s
+
+
+@pytest.fixture
 def redis_server():
     """Factory of private redis-server processes: redis_server(port=None,
     args=()), args going to redis-server."""

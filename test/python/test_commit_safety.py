@@ -17,14 +17,6 @@ from conftest import cancel_while_waiting, in_thread, servers, wait_for, wait_fo
 PREAUTH = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "preauth.sql")
 
 
-@pytest.fixture
-def rows(session):
-    s = session()
-    s.execute("CREATE TABLE IF NOT EXISTS cs_rows (k text)")
-    s.execute("TRUNCATE cs_rows")
-    return s
-
-
 def commit_fails_with_lost_lock(s, key):
     with pytest.raises(psycopg2.errors.SerializationFailure) as info:
         s.conn.commit()
@@ -35,13 +27,13 @@ def commit_fails_with_lost_lock(s, key):
 def test_lock_taken_over_fails_the_commit(session, rows, main_redis):
     s = session(autocommit=False)
     s.execute("SELECT redlock_acquire('cs:lost', 200)")
-    s.execute("INSERT INTO cs_rows VALUES ('cs:lost')")
+    s.execute("INSERT INTO test_rows VALUES ('cs:lost')")
     time.sleep(0.4)                     # the holder stalls past its TTL
     other = session()
     other.execute("SELECT redlock_acquire_session('cs:lost', 60000)")
     theirs = main_redis.get("cs:lost")
     commit_fails_with_lost_lock(s, "cs:lost")
-    assert rows.value("SELECT count(*) FROM cs_rows") == 0, "nothing became visible"
+    assert rows.value("SELECT count(*) FROM test_rows") == 0, "nothing became visible"
     assert main_redis.get("cs:lost") == theirs, "the new owner's lock is untouched"
     assert 50000 < main_redis.pttl("cs:lost")
     assert other.value("SELECT redlock_release('cs:lost')") is True
@@ -52,10 +44,10 @@ def test_expired_lock_fails_the_commit_even_if_nobody_took_it(session, rows):
     transaction cannot know, so it does not commit."""
     s = session(autocommit=False)
     s.execute("SELECT redlock_acquire('cs:expired', 200)")
-    s.execute("INSERT INTO cs_rows VALUES ('cs:expired')")
+    s.execute("INSERT INTO test_rows VALUES ('cs:expired')")
     time.sleep(0.4)
     commit_fails_with_lost_lock(s, "cs:expired")
-    assert rows.value("SELECT count(*) FROM cs_rows") == 0
+    assert rows.value("SELECT count(*) FROM test_rows") == 0
 
 
 def test_lock_near_expiry_is_extended_at_commit(session, admin, main_redis, rows,
@@ -65,7 +57,7 @@ def test_lock_near_expiry_is_extended_at_commit(session, admin, main_redis, rows
     s = session(autocommit=False)
     s.execute("SET redlock.commit_margin = 1000")
     s.execute("SELECT redlock_acquire('cs:near', 1500)")
-    s.execute("INSERT INTO cs_rows VALUES ('cs:near')")
+    s.execute("INSERT INTO test_rows VALUES ('cs:near')")
     taken = time.monotonic()
     time.sleep(0.7)                     # about 800 ms of validity left
     assert main_redis.pttl("cs:near") < 900
@@ -118,12 +110,12 @@ def test_extend_keeps_a_lock_alive_and_reports_loss(session):
 def test_transaction_lock_found_lost_by_extend_fails_the_commit(session, rows):
     s = session(autocommit=False)
     s.execute("SELECT redlock_acquire('cs:ext2', 200)")
-    s.execute("INSERT INTO cs_rows VALUES ('cs:ext2')")
+    s.execute("INSERT INTO test_rows VALUES ('cs:ext2')")
     time.sleep(0.4)
     session().execute("SELECT redlock_acquire_session('cs:ext2', 60000)")
     assert s.value("SELECT redlock_extend('cs:ext2', 5000)") is False
     commit_fails_with_lost_lock(s, "cs:ext2")
-    assert rows.value("SELECT count(*) FROM cs_rows") == 0
+    assert rows.value("SELECT count(*) FROM test_rows") == 0
 
 
 def test_commit_check_uses_the_quorum(session, masters, rows):
@@ -132,16 +124,16 @@ def test_commit_check_uses_the_quorum(session, masters, rows):
     s.execute("SET redlock.commit_margin = 60000")     # every commit re-arms
     # one master lost it: a majority still re-arms it, the commit goes on
     s.execute("SELECT redlock_acquire('cs:quorum', 5000)")
-    s.execute("INSERT INTO cs_rows VALUES ('one lost')")
+    s.execute("INSERT INTO test_rows VALUES ('one lost')")
     ms[0].client().delete("cs:quorum")
     s.conn.commit()
     # two of three lost it: not ours on a majority, the commit fails
     s.execute("SELECT redlock_acquire('cs:quorum', 5000)")
-    s.execute("INSERT INTO cs_rows VALUES ('two lost')")
+    s.execute("INSERT INTO test_rows VALUES ('two lost')")
     ms[0].client().delete("cs:quorum")
     ms[1].client().delete("cs:quorum")
     commit_fails_with_lost_lock(s, "cs:quorum")
-    assert [r[0] for r in rows.execute("SELECT k FROM cs_rows")] == ["one lost"]
+    assert [r[0] for r in rows.execute("SELECT k FROM test_rows")] == ["one lost"]
 
 
 def test_master_restarted_without_its_data_fails_the_commit(session, redis_server, rows):
@@ -153,14 +145,14 @@ def test_master_restarted_without_its_data_fails_the_commit(session, redis_serve
     r = redis_server()
     a = session(servers=r.addr, autocommit=False)
     a.execute("SELECT redlock_acquire('cs:amnesia', 60000)")
-    a.execute("INSERT INTO cs_rows VALUES ('first holder')")
+    a.execute("INSERT INTO test_rows VALUES ('first holder')")
     r.restart()                                         # no persistence
     b = session(servers=r.addr, autocommit=False)
     assert b.value("SELECT redlock_acquire('cs:amnesia', 60000, 0)") > 0
-    b.execute("INSERT INTO cs_rows VALUES ('second holder')")
+    b.execute("INSERT INTO test_rows VALUES ('second holder')")
     b.conn.commit()
     commit_fails_with_lost_lock(a, "cs:amnesia")
-    assert [r[0] for r in rows.execute("SELECT k FROM cs_rows")] == ["second holder"]
+    assert [r[0] for r in rows.execute("SELECT k FROM test_rows")] == ["second holder"]
 
 
 def test_master_restarted_with_its_data_keeps_the_lock(session, redis_server, rows):
@@ -170,11 +162,11 @@ def test_master_restarted_with_its_data_keeps_the_lock(session, redis_server, ro
     r = redis_server(args=("--appendonly", "yes", "--appendfsync", "always"))
     a = session(servers=r.addr, autocommit=False)
     a.execute("SELECT redlock_acquire('cs:persisted', 60000)")
-    a.execute("INSERT INTO cs_rows VALUES ('holder')")
+    a.execute("INSERT INTO test_rows VALUES ('holder')")
     r.restart()
     assert session(servers=r.addr).value("SELECT redlock_try_acquire('cs:persisted')") is None
     a.conn.commit()
-    assert rows.value("SELECT count(*) FROM cs_rows") == 1
+    assert rows.value("SELECT count(*) FROM test_rows") == 1
 
 
 def test_missed_master_and_a_restart_fail_the_commit(session, masters, rows):
@@ -189,15 +181,15 @@ def test_missed_master_and_a_restart_fail_the_commit(session, masters, rows):
     ms[2].kill()
     a.execute("SELECT redlock_acquire('cs:missed', 60000)")
     assert a.value("SELECT cardinality(granted_by) FROM redlock_locks") == 2
-    a.execute("INSERT INTO cs_rows VALUES ('first holder')")
+    a.execute("INSERT INTO test_rows VALUES ('first holder')")
     ms[2].start()
     ms[0].restart()
     b = session(servers=servers(ms), autocommit=False)
     assert b.value("SELECT redlock_acquire('cs:missed', 60000, 0)") > 0
-    b.execute("INSERT INTO cs_rows VALUES ('second holder')")
+    b.execute("INSERT INTO test_rows VALUES ('second holder')")
     b.conn.commit()
     commit_fails_with_lost_lock(a, "cs:missed")
-    assert [r[0] for r in rows.execute("SELECT k FROM cs_rows")] == ["second holder"]
+    assert [r[0] for r in rows.execute("SELECT k FROM test_rows")] == ["second holder"]
 
 
 @pytest.fixture
@@ -316,7 +308,7 @@ def flushed_at_commit(s, admin, lock):
     s.execute("SELECT pg_sleep(0.05)")  # let earlier WAL settle
     if lock:
         s.execute("SELECT redlock_acquire('cs:durable')")
-    s.execute("INSERT INTO cs_rows VALUES ('durable')")
+    s.execute("INSERT INTO test_rows VALUES ('durable')")
     s.conn.commit()
     end = s.value("SELECT pg_current_wal_insert_lsn()")
     s.conn.commit()
@@ -377,10 +369,10 @@ def test_commit_check_can_be_cancelled(session, admin, redis_server, rows):
     s.execute("SET redlock.command_timeout = 20000")
     s.execute("SET redlock.commit_margin = 60000")     # every commit re-arms
     s.execute("SELECT redlock_acquire('cs:cancel', 30000)")
-    s.execute("INSERT INTO cs_rows VALUES ('cs:cancel')")
+    s.execute("INSERT INTO test_rows VALUES ('cs:cancel')")
     r.freeze()
     outcome, took = cancel_while_waiting(admin, s.pid, s.conn.commit)
     assert took < 2.0
     assert isinstance(outcome, psycopg2.errors.QueryCanceled)
-    assert rows.value("SELECT count(*) FROM cs_rows") == 0
+    assert rows.value("SELECT count(*) FROM test_rows") == 0
     r.resume()

@@ -17,16 +17,8 @@ import pytest
 from conftest import in_thread, servers, wait_for
 
 
-@pytest.fixture
-def rows(session):
-    s = session()
-    s.execute("CREATE TABLE IF NOT EXISTS rv_rows (k text)")
-    s.execute("TRUNCATE rv_rows")
-    return s
-
-
 def committed_rows(rows):
-    return sorted(r[0] for r in rows.execute("SELECT k FROM rv_rows"))
+    return sorted(r[0] for r in rows.execute("SELECT k FROM test_rows"))
 
 
 def second_holder_commits(session, addr, key):
@@ -34,7 +26,7 @@ def second_holder_commits(session, addr, key):
     b = session(servers=addr, autocommit=False)
     assert b.value("SELECT redlock_try_acquire(%s, 60000)", (key,)) is not None, \
         "the second session gets the key (the master forgot the first holder)"
-    b.execute("INSERT INTO rv_rows VALUES ('second holder')")
+    b.execute("INSERT INTO test_rows VALUES ('second holder')")
     b.conn.commit()
     b.close()
 
@@ -52,7 +44,7 @@ def test_reconnect_that_has_not_answered_yet_does_not_vouch(session, redis_serve
     a = session(servers=r.addr, autocommit=False)
     a.execute("SET redlock.command_timeout = 300")
     a.execute("SELECT redlock_acquire('rv:reconnect', 60000)")
-    a.execute("INSERT INTO rv_rows VALUES ('first holder')")
+    a.execute("INSERT INTO test_rows VALUES ('first holder')")
     r.restart()                                         # no persistence
     second_holder_commits(session, r.addr, "rv:reconnect")
     r.freeze()
@@ -98,7 +90,7 @@ def test_grant_recorded_on_the_connection_that_gave_it(session, redis_server, pr
     assert not m0.client().exists(key)
     assert a.value("SELECT cardinality(granted_by) FROM redlock_locks") == 2
     slow.delay = 0.0
-    a.execute("INSERT INTO rv_rows VALUES ('first holder')")
+    a.execute("INSERT INTO test_rows VALUES ('first holder')")
     m2.start()
     second_holder_commits(session, servers([m0, m1, m2]), key)
     with pytest.raises(psycopg2.errors.SerializationFailure):
@@ -133,7 +125,7 @@ def test_restart_with_data_is_confirmed_by_a_round_trip(session, redis_server, r
     r = redis_server(args=("--appendonly", "yes", "--appendfsync", "always"))
     a = session(servers=r.addr, autocommit=False)
     a.execute("SELECT redlock_acquire('rv:persisted', 60000)")
-    a.execute("INSERT INTO rv_rows VALUES ('holder')")
+    a.execute("INSERT INTO test_rows VALUES ('holder')")
     r.restart()
     c = r.client()
     c.config_resetstat()
@@ -150,7 +142,7 @@ def test_master_restarted_on_a_unix_socket_fails_the_commit(session, redis_serve
     r = redis_server()
     a = session(servers=r.socket, autocommit=False)
     a.execute("SELECT redlock_acquire('rv:unix', 60000)")
-    a.execute("INSERT INTO rv_rows VALUES ('first holder')")
+    a.execute("INSERT INTO test_rows VALUES ('first holder')")
     r.restart()
     second_holder_commits(session, r.socket, "rv:unix")
     with pytest.raises(psycopg2.errors.SerializationFailure):
@@ -173,7 +165,7 @@ def test_session_lock_reentered_in_a_transaction_after_a_restart_is_taken_afresh
     a.conn.autocommit = False
     new = a.value("SELECT redlock_acquire('rv:both', 60000)")
     assert new is not None and new != old
-    a.execute("INSERT INTO rv_rows VALUES ('first holder')")
+    a.execute("INSERT INTO test_rows VALUES ('first holder')")
     a.conn.commit()
     assert committed_rows(rows) == ["first holder", "second holder"]
 
@@ -218,7 +210,7 @@ def test_close_behind_a_late_reply_is_seen(session, masters, rows):
     b.restart()                                     # empty; the close follows the reply
     c.client().delete("rv:late1")
     second_holder_commits(session, servers(ms), "rv:late1")
-    t.execute("INSERT INTO rv_rows VALUES ('first holder')")
+    t.execute("INSERT INTO test_rows VALUES ('first holder')")
     with pytest.raises(psycopg2.errors.SerializationFailure):
         t.conn.commit()
     assert committed_rows(rows) == ["second holder"]
