@@ -254,8 +254,16 @@ def test_preauthorisation_race_two_clients(session, bank, main_redis):
 
 
 def run_many(session, bank, work):
-    """12 concurrent pre-authorisations of 30 against a balance of 100;
-    every other client stalls past the lock's TTL."""
+    """12 concurrent pre-authorisations of 10 against a balance of 100;
+    every other client stalls for 2 s, past the lock's 500 ms TTL.
+
+    Whatever order the clients get the lock in, at most six quick ones go
+    first, so a stalled holder reads a balance that still allows a debit
+    while others wait behind it; its lock expires and the next one has
+    1.5 s to read that same balance before the stalled one commits (with
+    30 of 100 three quick holders could empty the account first, and a
+    400 ms margin was too short on a loaded machine: the control then
+    showed no race)."""
     reset_bank(bank)
     clients = [session() for _ in range(12)]
     start = threading.Barrier(len(clients))
@@ -264,7 +272,7 @@ def run_many(session, bank, work):
     def one(i):
         start.wait()
         try:
-            work(clients[i], 30, "900 ms" if i % 2 else "0")
+            work(clients[i], 10, "2 s" if i % 2 else "0")
             outcomes.append("ok")
         except psycopg2.errors.SerializationFailure:
             outcomes.append("40001")
