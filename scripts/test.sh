@@ -16,7 +16,7 @@
 # PostgreSQL's own padding writes in test/valgrind.supp), with the
 # regression and isolation tests and the scripted tests that matter most
 # for memory safety (hostile servers, fuzzing, session end, commit, views,
-# examples, TLS; their time bounds grow, as a valgrind backend is tens of times
+# examples, TLS, Redisson's format and channels; their time bounds grow, as a valgrind backend is tens of times
 # slower); it fails if memcheck reports anything.
 if [ "${1:-}" = "--valgrind" ]; then
 	export REDLOCK_VALGRIND=1
@@ -47,7 +47,11 @@ say "scripted tests (test/python)"
 pytest_args=(-q -p no:cacheprovider)
 if [ -n "${REDLOCK_VALGRIND:-}" ]; then
 	pytest_args+=(test_hostile.py test_session_end.py test_commit_order.py
-		test_security.py test_introspection.py test_examples.py test_tls.py)
+		test_security.py test_introspection.py test_examples.py test_tls.py
+		test_redisson.py::test_sql_lock_is_a_redisson_rlock
+		test_redisson.py::test_a_key_of_the_other_format_is_held
+		test_redisson.py::test_a_waiter_listens_on_the_channel_of_the_key_it_waits_for
+		test_redisson.py::test_sql_release_wakes_a_redisson_waiter)
 fi
 (cd "$ROOT/test/python" && /usr/bin/python3 -m pytest "${pytest_args[@]}") || status=1
 

@@ -126,8 +126,67 @@
 	"end\n"
 
 /*
+ * The lock itself, in each format (redlock.lock_format): KEYS[1] is the
+ * lock and ARGV[1] our owner identity in every script that uses these.
+ *	lock_state()	'ours', 'free' or 'other' (held by someone else, or a key
+ *					of the other family: never an error);
+ *	lock_take(ttl)	create it as ours (only when free);
+ *	lock_rearm(ttl) re-arm its TTL (only when ours);
+ *	lock_drop()		delete it (only when ours), telling the format's waiters.
+ *
+ * "string": a plain string holding the owner value, as node-redlock,
+ * redsync and redis-py write it.
+ * "redisson": what Redisson's RLock writes: a hash with one field, the
+ * holder's identity (UUID-shaped, then ":" and a thread id: ours is the
+ * backend's pid), whose value is a reentrancy count (ours is always 1: a
+ * backend counts its own holds), and a PEXPIRE.  Dropping it publishes
+ * Redisson's unlock message ("0") on Redisson's channel for the lock, so
+ * that blocked Redisson threads retry at once; pcall, so that a missing
+ * ACL right on that channel costs them only the wake-up, not our release.
+ */
+#define LUA_STRING_LOCK \
+	"local function lock_state()\n" \
+	"  local v = redis.pcall('get', KEYS[1])\n" \
+	"  if v == ARGV[1] then return 'ours' end\n" \
+	"  if v == false then return 'free' end\n" \
+	"  return 'other'\n" \
+	"end\n" \
+	"local function lock_take(ttl)\n" \
+	"  redis.call('set', KEYS[1], ARGV[1], 'PX', ttl)\n" \
+	"end\n" \
+	"local function lock_rearm(ttl)\n" \
+	"  return redis.call('pexpire', KEYS[1], ttl)\n" \
+	"end\n" \
+	"local function lock_drop()\n" \
+	"  return redis.call('del', KEYS[1])\n" \
+	"end\n"
+#define LUA_REDISSON_LOCK \
+	"local function lock_state()\n" \
+	"  local t = redis.call('type', KEYS[1])['ok']\n" \
+	"  if t == 'none' then return 'free' end\n" \
+	"  if t == 'hash' and redis.call('hexists', KEYS[1], ARGV[1]) == 1 then return 'ours' end\n" \
+	"  return 'other'\n" \
+	"end\n" \
+	"local function lock_take(ttl)\n" \
+	"  redis.call('hset', KEYS[1], ARGV[1], 1)\n" \
+	"  redis.call('pexpire', KEYS[1], ttl)\n" \
+	"end\n" \
+	"local function lock_rearm(ttl)\n" \
+	"  return redis.call('pexpire', KEYS[1], ttl)\n" \
+	"end\n" \
+	"local function lock_drop()\n" \
+	"  local n = redis.call('del', KEYS[1])\n" \
+	"  local chan = 'redisson_lock__channel:{' .. KEYS[1] .. '}'\n" \
+	"  if string.find(KEYS[1], '{', 1, true) then\n" \
+	"    chan = 'redisson_lock__channel:' .. KEYS[1]\n" \
+	"  end\n" \
+	"  redis.pcall('publish', chan, '0')\n" \
+	"  return n\n" \
+	"end\n"
+
+/*
  * KEYS[1] lock, [2] fencing counter, [3] waiters, [4] their deadlines,
- * [5] the "promised since" note; ARGV[1] owner value, [2] TTL, [3] our wake
+ * [5] the "promised since" note; ARGV[1] owner identity, [2] TTL, [3] our wake
  * channel (our name in the queue), [4] our ticket, or '' not to queue,
  * [5] how long a queue entry lives without being refreshed (ms).
  *
@@ -143,72 +202,77 @@
  * waiter (or anyone when nobody waits), but a head that has kept it free
  * for more than 3 s is moved behind everyone first.  A refused
  * caller with a ticket joins (or stays in) the queue and refreshes its
- * entry.  A key of another type (say, a Redisson lock) is held by someone
- * else.
+ * entry.  A key of the other format (a string for a Redisson lock, a hash
+ * for a string one, or any other type) is held by someone else.
  */
+#define ACQUIRE_BODY \
+	"local q, ch, tk, lf = 3, ARGV[3], ARGV[4], ARGV[5]\n" \
+	LUA_NOW \
+	LUA_ENQUEUE \
+	"local state = lock_state()\n" \
+	"local queued = redis.call('exists', KEYS[3]) == 1\n" \
+	"local now = nil\n" \
+	"local function grant()\n" \
+	"  if queued then\n" \
+	"    redis.call('zadd', KEYS[4], 'XX', (now or now_ms()) + tonumber(ARGV[2]), ch)\n" \
+	"  end\n" \
+	"  return {1, redis.call('incr', KEYS[2])}\n" \
+	"end\n" \
+	"if state == 'ours' then\n" \
+	"  lock_rearm(ARGV[2])\n" \
+	"  return grant()\n" \
+	"end\n" \
+	"local ahead = false\n" \
+	"if queued then\n" \
+	"  now = now_ms()\n" \
+	"  drop_dead(now)\n" \
+	"  if state == 'free' then\n" \
+	"    local head = redis.call('zrange', KEYS[3], 0, 0)[1]\n" \
+	"    if head ~= nil and head ~= ch then\n" \
+	"      local note = redis.call('get', KEYS[5])\n" \
+	"      local since = nil\n" \
+	"      if note then\n" \
+	"        local bar = string.find(note, '|[^|]*$')\n" \
+	"        if bar and string.sub(note, 1, bar - 1) == head then\n" \
+	"          since = tonumber(string.sub(note, bar + 1))\n" \
+	"        end\n" \
+	"      end\n" \
+	"      local stuck = nil\n" \
+	"      if since ~= nil and now - since > 3000 then\n" \
+	"        local last = redis.call('zrange', KEYS[3], -1, -1, 'WITHSCORES')\n" \
+	"        redis.call('zadd', KEYS[3], 'XX', tonumber(last[2]) + 1, head)\n" \
+	"        stuck = head\n" \
+	"        head = redis.call('zrange', KEYS[3], 0, 0)[1]\n" \
+	"        since = nil\n" \
+	"      end\n" \
+	"      if head ~= nil and head ~= ch and head ~= stuck then\n" \
+	"        ahead = true\n" \
+	"        if since == nil then\n" \
+	"          redis.call('set', KEYS[5], head .. '|' .. now, 'PX', 6000)\n" \
+	"        end\n" \
+	"      end\n" \
+	"    end\n" \
+	"  end\n" \
+	"end\n" \
+	"if not ahead and state == 'free' then\n" \
+	"  lock_take(ARGV[2])\n" \
+	"  return grant()\n" \
+	"end\n" \
+	"if tk ~= '' then\n" \
+	"  enqueue(now or now_ms())\n" \
+	"end\n" \
+	"return {0, redis.call('pttl', KEYS[1])}\n"
+
 static RedisScript acquire_script = {
-	"acquire",
-	"local q, ch, tk, lf = 3, ARGV[3], ARGV[4], ARGV[5]\n"
-	LUA_NOW
-	LUA_ENQUEUE
-	"local mine = redis.pcall('get', KEYS[1])\n"
-	"local queued = redis.call('exists', KEYS[3]) == 1\n"
-	"local now = nil\n"
-	"local function grant()\n"
-	"  if queued then\n"
-	"    redis.call('zadd', KEYS[4], 'XX', (now or now_ms()) + tonumber(ARGV[2]), ch)\n"
-	"  end\n"
-	"  return {1, redis.call('incr', KEYS[2])}\n"
-	"end\n"
-	"if mine == ARGV[1] then\n"
-	"  redis.call('pexpire', KEYS[1], ARGV[2])\n"
-	"  return grant()\n"
-	"end\n"
-	"local ahead = false\n"
-	"if queued then\n"
-	"  now = now_ms()\n"
-	"  drop_dead(now)\n"
-	"  if mine == false then\n"
-	"    local head = redis.call('zrange', KEYS[3], 0, 0)[1]\n"
-	"    if head ~= nil and head ~= ch then\n"
-	"      local note = redis.call('get', KEYS[5])\n"
-	"      local since = nil\n"
-	"      if note then\n"
-	"        local bar = string.find(note, '|[^|]*$')\n"
-	"        if bar and string.sub(note, 1, bar - 1) == head then\n"
-	"          since = tonumber(string.sub(note, bar + 1))\n"
-	"        end\n"
-	"      end\n"
-	"      local stuck = nil\n"
-	"      if since ~= nil and now - since > 3000 then\n"
-	"        local last = redis.call('zrange', KEYS[3], -1, -1, 'WITHSCORES')\n"
-	"        redis.call('zadd', KEYS[3], 'XX', tonumber(last[2]) + 1, head)\n"
-	"        stuck = head\n"
-	"        head = redis.call('zrange', KEYS[3], 0, 0)[1]\n"
-	"        since = nil\n"
-	"      end\n"
-	"      if head ~= nil and head ~= ch and head ~= stuck then\n"
-	"        ahead = true\n"
-	"        if since == nil then\n"
-	"          redis.call('set', KEYS[5], head .. '|' .. now, 'PX', 6000)\n"
-	"        end\n"
-	"      end\n"
-	"    end\n"
-	"  end\n"
-	"end\n"
-	"if not ahead and redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
-	"  return grant()\n"
-	"end\n"
-	"if tk ~= '' then\n"
-	"  enqueue(now or now_ms())\n"
-	"end\n"
-	"return {0, redis.call('pttl', KEYS[1])}\n",
-	5, 0, ""
+	"acquire", LUA_STRING_LOCK ACQUIRE_BODY, 5, 0, ""
+};
+static RedisScript acquire_script_redisson = {
+	"acquire (redisson)", LUA_REDISSON_LOCK ACQUIRE_BODY, 5, 4, ""
 };
 
 /*
  * KEYS[1] lock, [2] waiters, [3] their deadlines, [4] the "promised since"
- * note; ARGV[1] owner value, [2] our wake channel, [3] our ticket or '',
+ * note; ARGV[1] owner identity, [2] our wake channel, [3] our ticket or '',
  * [4] queue entry lifetime.
  *
  * Deletes the lock if it is ours.  Without a ticket, also takes us out of
@@ -222,51 +286,59 @@ static RedisScript acquire_script = {
  * channel: wake-one, in queue order; a waiter giving a grant back does not
  * wake itself.  Returns 1 if our lock was deleted, 0 if it was not ours.
  */
+#define RELEASE_BODY \
+	"local q, ch, tk, lf = 2, ARGV[2], ARGV[3], ARGV[4]\n" \
+	LUA_NOW \
+	LUA_ENQUEUE \
+	"local released = 0\n" \
+	"if lock_state() == 'ours' then\n" \
+	"  released = lock_drop()\n" \
+	"end\n" \
+	"if tk ~= '' then\n" \
+	"  enqueue(now_ms())\n" \
+	"end\n" \
+	"if redis.call('exists', KEYS[2]) == 1 then\n" \
+	"  if tk == '' then\n" \
+	"    redis.call('zrem', KEYS[2], ch)\n" \
+	"    redis.call('zrem', KEYS[3], ch)\n" \
+	"    local note = redis.call('get', KEYS[4])\n" \
+	"    if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n" \
+	"      redis.call('del', KEYS[4])\n" \
+	"    end\n" \
+	"  end\n" \
+	"  if redis.call('exists', KEYS[1]) == 0 then\n" \
+	"    drop_dead(now_ms())\n" \
+	"    local head = redis.call('zrange', KEYS[2], 0, 0)[1]\n" \
+	"    if head and head ~= ch then\n" \
+	"      redis.call('publish', head, KEYS[1])\n" \
+	"    end\n" \
+	"  end\n" \
+	"end\n" \
+	"return released\n"
+
 static RedisScript release_script = {
-	"release",
-	"local q, ch, tk, lf = 2, ARGV[2], ARGV[3], ARGV[4]\n"
-	LUA_NOW
-	LUA_ENQUEUE
-	"local released = 0\n"
-	"if redis.pcall('get', KEYS[1]) == ARGV[1] then\n"
-	"  released = redis.call('del', KEYS[1])\n"
-	"end\n"
-	"if tk ~= '' then\n"
-	"  enqueue(now_ms())\n"
-	"end\n"
-	"if redis.call('exists', KEYS[2]) == 1 then\n"
-	"  if tk == '' then\n"
-	"    redis.call('zrem', KEYS[2], ch)\n"
-	"    redis.call('zrem', KEYS[3], ch)\n"
-	"    local note = redis.call('get', KEYS[4])\n"
-	"    if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n"
-	"      redis.call('del', KEYS[4])\n"
-	"    end\n"
-	"  end\n"
-	"  if redis.call('exists', KEYS[1]) == 0 then\n"
-	"    drop_dead(now_ms())\n"
-	"    local head = redis.call('zrange', KEYS[2], 0, 0)[1]\n"
-	"    if head and head ~= ch then\n"
-	"      redis.call('publish', head, KEYS[1])\n"
-	"    end\n"
-	"  end\n"
-	"end\n"
-	"return released\n",
-	4, 1, ""
+	"release", LUA_STRING_LOCK RELEASE_BODY, 4, 1, ""
+};
+static RedisScript release_script_redisson = {
+	"release (redisson)", LUA_REDISSON_LOCK RELEASE_BODY, 4, 5, ""
 };
 
 /*
- * KEYS[1] lock; ARGV[1] owner value, ARGV[2] TTL.  Re-arms the TTL of our
- * lock.  Returns 1 if it was ours, 0 otherwise (a key of another type is
- * not ours either: pcall, so that it reads as lost, not as an error).
+ * KEYS[1] lock; ARGV[1] owner identity, ARGV[2] TTL.  Re-arms the TTL of
+ * our lock.  Returns 1 if it was ours, 0 otherwise (a key of another type
+ * or format is not ours either: it reads as lost, not as an error).
  */
+#define EXTEND_BODY \
+	"if lock_state() == 'ours' then\n" \
+	"  return lock_rearm(ARGV[2])\n" \
+	"end\n" \
+	"return 0\n"
+
 static RedisScript extend_script = {
-	"extend",
-	"if redis.pcall('get', KEYS[1]) == ARGV[1] then\n"
-	"  return redis.call('pexpire', KEYS[1], ARGV[2])\n"
-	"end\n"
-	"return 0\n",
-	1, 2, ""
+	"extend", LUA_STRING_LOCK EXTEND_BODY, 1, 2, ""
+};
+static RedisScript extend_script_redisson = {
+	"extend (redisson)", LUA_REDISSON_LOCK EXTEND_BODY, 1, 6, ""
 };
 
 /*
@@ -284,6 +356,10 @@ static RedisScript fence_script = {
 	"return c\n",
 	1, 3, ""
 };
+
+/* The script "what" (acquire, release, extend) in the format of "lock". */
+#define FORMAT_SCRIPT(lock, what) \
+	((lock)->redisson ? &what##_script_redisson : &what##_script)
 
 /* How a single master answered an acquire. */
 typedef enum Answer
@@ -339,6 +415,9 @@ RedlockPrepareScripts(void)
 	RedisScriptPrepare(&acquire_script);
 	RedisScriptPrepare(&release_script);
 	RedisScriptPrepare(&extend_script);
+	RedisScriptPrepare(&acquire_script_redisson);
+	RedisScriptPrepare(&release_script_redisson);
+	RedisScriptPrepare(&extend_script_redisson);
 	RedisScriptPrepare(&fence_script);
 }
 
@@ -464,7 +543,7 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 	size_t		len;
 	char	   *key;
 
-	RedisCallInit(call, lock->servers[i], &release_script, tag);
+	RedisCallInit(call, lock->servers[i], FORMAT_SCRIPT(lock, release), tag);
 	RedisCallArg(call, lock->rkey, lock->rkeylen);
 	key = waiters_key(lock, &len);
 	RedisCallArg(call, key, len);
@@ -472,7 +551,7 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 	RedisCallArg(call, key, len);
 	key = promised_key(lock, &len);
 	RedisCallArg(call, key, len);
-	RedisCallArg(call, lock->value, REDLOCK_VALUE_LEN);
+	RedisCallArg(call, lock->owner, lock->ownerlen);
 	RedisCallArg(call, lock->channel, strlen(lock->channel));
 	RedisCallArg(call, ticket, strlen(ticket));
 	RedisCallArg(call, QUEUE_ENTRY_TEXT, strlen(QUEUE_ENTRY_TEXT));
@@ -667,11 +746,11 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	{
 		int			k;
 
-		RedisCallInit(&calls[i], lock->servers[i], &acquire_script, i);
+		RedisCallInit(&calls[i], lock->servers[i], FORMAT_SCRIPT(lock, acquire), i);
 		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
 		for (k = 0; k < 4; k++)
 			RedisCallArg(&calls[i], keys[k], keylens[k]);
-		RedisCallArg(&calls[i], lock->value, REDLOCK_VALUE_LEN);
+		RedisCallArg(&calls[i], lock->owner, lock->ownerlen);
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
 		RedisCallArg(&calls[i], lock->channel, strlen(lock->channel));
 		RedisCallArg(&calls[i], ticketbuf, strlen(ticketbuf));
@@ -716,7 +795,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	}
 
 	elog(DEBUG1, "redlock: acquire \"%s\" (owner %.8s): %d granted, %d refused, %d failed, %d not waited for, in %.3f ms",
-		 lock->key, lock->value, tally->granted, tally->refused,
+		 lock->key, lock->owner, tally->granted, tally->refused,
 		 tally->failed, tally->unanswered,
 		 (RedlockNowUs() - start) / 1000.0);
 
@@ -925,7 +1004,7 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 		results[i] = outcome == 0 ? REDLOCK_RELEASED :
 			outcome == 1 ? REDLOCK_WAS_LOST : REDLOCK_RELEASE_FAILED;
 		elog(DEBUG1, "redlock: release \"%s\" (owner %.8s): %d released, %d not ours, %d failed, %d not waited for, in %.3f ms",
-			 locks[i]->key, locks[i]->value, c.acted, c.notours, c.failed,
+			 locks[i]->key, locks[i]->owner, c.acted, c.notours, c.failed,
 			 c.waiting, (RedlockNowUs() - start) / 1000.0);
 		if (tallies)
 			fill_tally(&tallies[i], calls, ncalls, i, locks[i]->nservers);
@@ -1064,9 +1143,9 @@ RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
 		{
 			RedisCall  *call = &calls[ncalls++];
 
-			RedisCallInit(call, locks[i]->servers[j], &extend_script, i);
+			RedisCallInit(call, locks[i]->servers[j], FORMAT_SCRIPT(locks[i], extend), i);
 			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
-			RedisCallArg(call, locks[i]->value, REDLOCK_VALUE_LEN);
+			RedisCallArg(call, locks[i]->owner, locks[i]->ownerlen);
 			RedisCallArg(call, ttlbufs[i], strlen(ttlbufs[i]));
 		}
 	}

@@ -452,7 +452,10 @@ RedisConnClose(RedisConn *conn)
 	conn->wes_pos = -1;
 	conn->serial++;
 	if (conn->is_sub)
+	{
 		conn->server->sub_nchannels = 0;
+		conn->server->sub_keychan[0] = '\0';
+	}
 	RedisWaitSetChanged(false);
 }
 

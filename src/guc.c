@@ -45,6 +45,7 @@ char	   *redlock_password = NULL;
 char	   *redlock_passfile = NULL;
 int			redlock_database = 0;
 int			redlock_snapshot_check = REDLOCK_SNAPSHOT_WARNING;
+int			redlock_lock_format = REDLOCK_FORMAT_STRING;
 int			redlock_sslmode = REDLOCK_SSLMODE_VERIFY_FULL;
 char	   *redlock_sslrootcert = NULL;
 char	   *redlock_sslcert = NULL;
@@ -62,6 +63,12 @@ static const struct config_enum_entry snapshot_check_options[] = {
 	{"off", REDLOCK_SNAPSHOT_OFF, false},
 	{"warning", REDLOCK_SNAPSHOT_WARNING, false},
 	{"error", REDLOCK_SNAPSHOT_ERROR, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry lock_format_options[] = {
+	{"string", REDLOCK_FORMAT_STRING, false},
+	{"redisson", REDLOCK_FORMAT_REDISSON, false},
 	{NULL, 0, false}
 };
 
@@ -723,6 +730,18 @@ RedlockDefineGucs(void)
 							   PGC_SUSET,
 							   0,
 							   check_key_prefix, NULL, NULL);
+
+	DefineCustomEnumVariable("redlock.lock_format",
+							 "How a lock is stored in Redis.",
+							 "string: a string with an owner value, as node-redlock, redsync and redis-py "
+							 "write it; redisson: a hash, as Redisson's RLock writes it. Locks of one "
+							 "format count as held by the other.",
+							 &redlock_lock_format,
+							 REDLOCK_FORMAT_STRING,
+							 lock_format_options,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("redlock.connect_timeout",
 							"Time allowed for connecting to one Redis server.",

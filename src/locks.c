@@ -254,7 +254,12 @@ owner_value(char *out)
 /*
  * lock_create: a new, pending entry for "rkey", with a fresh owner value,
  * the wake channel under the current key prefix, and the configured
- * masters.  Raises ERROR if no random bytes are available or memory runs
+ * masters.  In the current redlock.lock_format: a string lock's owner is
+ * the random value itself; a Redisson lock's is the hash field Redisson
+ * would use, the same random value shaped as a UUID, then ":" and the
+ * backend's pid for the thread id (Redisson's RLock keeps one field per
+ * client and thread; a backend is both here, and every hold has its own
+ * UUID).  A lock keeps its format for as long as this backend has it.  Raises ERROR if no random bytes are available or memory runs
  * out; nothing is half-entered then.
  */
 static RedlockLock *
@@ -288,7 +293,17 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	lock->rkey = rkey_copy;
 	lock->rkeylen = (int) rkeylen;
 	lock->key = rkey_copy + (rkeylen - keylen);
-	memcpy(lock->value, value, sizeof(value));
+	lock->redisson = redlock_lock_format == REDLOCK_FORMAT_REDISSON;
+	if (lock->redisson)
+		lock->ownerlen = snprintf(lock->owner, sizeof(lock->owner),
+								  "%.8s-%.4s-%.4s-%.4s-%.12s:%d", value,
+								  value + 8, value + 12, value + 16,
+								  value + 20, MyProcPid);
+	else
+	{
+		memcpy(lock->owner, value, sizeof(value));
+		lock->ownerlen = REDLOCK_VALUE_LEN;
+	}
 	memcpy(lock->channel, channel, sizeof(channel));
 	lock->ttl_ms = ttl_ms;
 	lock->holds = holds;
@@ -884,7 +899,7 @@ exit_callback(int code, Datum arg)
 	MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext,
 												"redlock exit",
 												ALLOCSET_SMALL_SIZES));
-	RedisWakeWatch(NULL);
+	RedisWakeWatch(NULL, NULL);
 
 	if (lock_table != NULL && hash_get_num_entries(lock_table) > 0)
 	{
@@ -1065,6 +1080,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	int64		deadline = 0;
 	int64		ticket = 0;
 	bool		subscribed = false;
+	char	   *keychan = NULL; /* Redisson's unlock channel of the key */
 
 	/*
 	 * A parallel worker's transaction ends before the leader's: a lock taken
@@ -1144,8 +1160,16 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 										"redlock attempt",
 										ALLOCSET_SMALL_SIZES);
 
-	/* wake-ups count from now on, also those that come during an attempt */
-	RedisWakeWatch(lock->rkey);
+	/*
+	 * Wake-ups count from now on, also those that come during an attempt;
+	 * a Redisson lock's waiters also hear Redisson's unlock message.
+	 */
+	if (lock->redisson)
+	{
+		keychan = palloc(REDIS_KEY_CHANNEL_LEN);
+		RedisRedissonChannel(lock->rkey, keychan);
+	}
+	RedisWakeWatch(lock->rkey, keychan);
 	for (;;)
 	{
 		RedlockVerdict verdict;
@@ -1178,7 +1202,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_ACQUIRED)
 		{
-			RedisWakeWatch(NULL);
+			RedisWakeWatch(NULL, NULL);
 			lock->pending_subid = InvalidSubTransactionId;
 			hold_add(lock, session);
 			lock->session_count += carried;
@@ -1192,7 +1216,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
-			RedisWakeWatch(NULL);
+			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);
@@ -1203,7 +1227,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			RedlockLock gone = lock_forget(lock);
 
-			RedisWakeWatch(NULL);
+			RedisWakeWatch(NULL, NULL);
 			lock_free_copy(&gone);
 			if (tally.validity_lost)
 				ereport(ERROR,
@@ -1223,7 +1247,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			StringInfoData detail;
 
-			RedisWakeWatch(NULL);
+			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);
@@ -1247,7 +1271,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			int64		until = now + (int64) redlock_command_timeout * 1000;
 
-			RedisSubscribe(lock->servers, lock->nservers, lock->channel,
+			RedisSubscribe(lock->servers, lock->nservers, lock->channel, keychan,
 						   deadline != 0 ? Min(deadline, until) : until);
 			subscribed = true;
 			continue;

@@ -22,6 +22,14 @@
  * timer; so does a server that refuses SUBSCRIBE (a missing ACL right).
  * Its unread bytes are capped like the command connection's (conn.c).
  *
+ * Redisson's channels.  In redlock.lock_format = redisson a waiter also
+ * listens where Redisson's RLock announces an unlock: its own channel for
+ * the key, "redisson_lock__channel:{key}" (no braces added when the key
+ * has one already, as Redisson does), where the release script publishes
+ * too.  Any message there wakes the waiter of that key.  The subscription
+ * keeps at most one such channel: waiting for another key swaps it
+ * (UNSUBSCRIBE, SUBSCRIBE) on the same connection.
+ *
  * Wake-ups.  Messages are read whenever the wait set reports them, during
  * any wait.  The acquire that waits for a key watches it for its whole
  * life (RedisWakeWatch), not only while it sleeps, so a wake-up that
@@ -41,6 +49,7 @@
 static char wake_id[17];			/* 16 hex digits, drawn on first use */
 static char watched_key[REDLOCK_MAX_KEY_LEN + 1];	/* the key waited for */
 static size_t watched_len = 0;	/* 0: none */
+static char watched_keychan[REDIS_KEY_CHANNEL_LEN];	/* "": none */
 static uint64 wake_count = 0;
 
 /*
@@ -70,14 +79,31 @@ RedisWakeChannel(const char *prefix, size_t prefixlen, char *out)
 }
 
 /*
+ * RedisRedissonChannel: write the channel Redisson's RLock announces the
+ * unlock of "rkey" on to out (REDIS_KEY_CHANNEL_LEN bytes).
+ */
+void
+RedisRedissonChannel(const char *rkey, char *out)
+{
+	Assert(strlen(rkey) <= REDLOCK_MAX_KEY_LEN);
+	snprintf(out, REDIS_KEY_CHANNEL_LEN,
+			 strchr(rkey, '{') ? "redisson_lock__channel:%s" :
+			 "redisson_lock__channel:{%s}", rkey);
+}
+
+/*
  * RedisWakeWatch: count wake-ups for this Redis key from now on, until
- * called with NULL.  The key is copied: a watch left behind by an ERROR
+ * called with NULL; with "keychan" (not NULL), any message on that
+ * channel counts too.  The key is copied: a watch left behind by an ERROR
  * only counts wake-ups nobody reads, until the next acquire sets its own.
  */
 void
-RedisWakeWatch(const char *rkey)
+RedisWakeWatch(const char *rkey, const char *keychan)
 {
 	watched_len = 0;
+	watched_keychan[0] = '\0';
+	if (rkey != NULL && keychan != NULL)
+		strlcpy(watched_keychan, keychan, sizeof(watched_keychan));
 	if (rkey != NULL)
 	{
 		watched_len = strlen(rkey);
@@ -139,6 +165,8 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 
 		if (i >= 0)
 			srv->sub_confirmed[i] = true;
+		else if (strcmp(srv->sub_keychan, r->element[1]->str) == 0)
+			srv->sub_keychan_confirmed = true;
 	}
 	else if (ok && strcmp(r->element[0]->str, "message") == 0)
 	{
@@ -148,6 +176,10 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 			payload->len == watched_len &&
 			memcmp(payload->str, watched_key, watched_len) == 0 &&
 			channel_index(srv, r->element[1]->str) >= 0)
+			wake_count++;
+		else if (watched_len > 0 && watched_keychan[0] != '\0' &&
+				 strcmp(r->element[1]->str, watched_keychan) == 0 &&
+				 strcmp(r->element[1]->str, srv->sub_keychan) == 0)
 			wake_count++;
 	}
 	else if (!(ok && strcmp(r->element[0]->str, "unsubscribe") == 0))
@@ -202,20 +234,63 @@ sub_ask(RedisServer *srv, const char *channel, int64 now)
 }
 
 /*
- * RedisSubscribe: make sure this backend is subscribed to "channel" on
- * each of "srvs", waiting until deadline (monotonic us) at most for the
- * confirmations.  A server that cannot be subscribed to is left to the
+ * sub_ask_key: make srv's subscription connection, open and asked for
+ * this backend's wake channel already, ask for "keychan" as its one key
+ * channel, in place of the one it had.
+ */
+static void
+sub_ask_key(RedisServer *srv, const char *keychan)
+{
+	RedisConn  *sub = &srv->sub;
+	const char *argv[2];
+	size_t		argvlen[2];
+
+	if (sub->state == REDIS_CONN_CLOSED ||
+		strcmp(srv->sub_keychan, keychan) == 0)
+		return;
+	argv[0] = "UNSUBSCRIBE";
+	argvlen[0] = 11;
+	argv[1] = srv->sub_keychan;
+	argvlen[1] = strlen(srv->sub_keychan);
+	if (argvlen[1] > 0 && !RedisConnSendCommand(sub, 2, argv, argvlen))
+	{
+		RedisConnFail(sub, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
+	argv[0] = "SUBSCRIBE";
+	argvlen[0] = 9;
+	argv[1] = keychan;
+	argvlen[1] = strlen(keychan);
+	if (!RedisConnSendCommand(sub, 2, argv, argvlen))
+	{
+		RedisConnFail(sub, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
+	strlcpy(srv->sub_keychan, keychan, sizeof(srv->sub_keychan));
+	srv->sub_keychan_confirmed = false;
+	RedisConnFlush(sub);
+}
+
+/*
+ * RedisSubscribe: make sure this backend is subscribed to "channel" (and
+ * "keychan" if not NULL) on each of "srvs", waiting until deadline
+ * (monotonic us) at most for the confirmations.  A server that cannot be subscribed to is left to the
  * fallback timer.  Raises only what CHECK_FOR_INTERRUPTS raises, and
  * ERROR when the wait set cannot be built.
  */
 void
-RedisSubscribe(RedisServer **srvs, int n, const char *channel, int64 deadline)
+RedisSubscribe(RedisServer **srvs, int n, const char *channel,
+			   const char *keychan, int64 deadline)
 {
 	int64		now = RedlockNowUs();
 	int			i;
 
 	for (i = 0; i < n; i++)
+	{
 		sub_ask(srvs[i], channel, now);
+		if (keychan != NULL)
+			sub_ask_key(srvs[i], keychan);
+	}
 
 	for (;;)
 	{
@@ -229,6 +304,10 @@ RedisSubscribe(RedisServer **srvs, int n, const char *channel, int64 deadline)
 
 			if (srv->sub.state != REDIS_CONN_CLOSED && k >= 0 &&
 				!srv->sub_confirmed[k])
+				pending = true;
+			if (keychan != NULL && srv->sub.state != REDIS_CONN_CLOSED &&
+				strcmp(srv->sub_keychan, keychan) == 0 &&
+				!srv->sub_keychan_confirmed)
 				pending = true;
 		}
 		if (!pending || now >= deadline)

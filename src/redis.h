@@ -42,6 +42,7 @@ struct redisReply;
 #define REDLOCK_ERROR_LEN		256 /* a failure's text */
 #define REDLOCK_CRED_LEN		256 /* Redis user names and passwords */
 #define REDLOCK_MAX_PREFIX_LEN	256 /* bytes of redlock.key_prefix */
+#define REDLOCK_MAX_KEY_LEN		4096	/* bytes of prefix || key */
 
 /*
  * Wake channels: redlock.key_prefix, this, and 16 hex digits per backend.
@@ -50,6 +51,8 @@ struct redisReply;
  */
 #define REDLOCK_WAKE_CHANNEL_INFIX	"redlock:wake:"
 #define REDIS_CHANNEL_LEN		(REDLOCK_MAX_PREFIX_LEN + 32)
+/* Redisson's unlock channel of a key: "redisson_lock__channel:{key}" */
+#define REDIS_KEY_CHANNEL_LEN	(REDLOCK_MAX_KEY_LEN + 32)
 #define REDIS_SUB_MAX_CHANNELS	4
 
 /*
@@ -302,6 +305,9 @@ typedef struct RedisServer
 	int			sub_nchannels;
 	char		sub_channels[REDIS_SUB_MAX_CHANNELS][REDIS_CHANNEL_LEN];
 	bool		sub_confirmed[REDIS_SUB_MAX_CHANNELS];
+	/* one key's own channel (Redisson's unlock channel), "" for none */
+	char		sub_keychan[REDIS_KEY_CHANNEL_LEN];
+	bool		sub_keychan_confirmed;
 
 	int64		retry_after;	/* us; no new connect attempt before */
 	uint64		backoff_version;	/* credentials version of that backoff:
@@ -401,8 +407,9 @@ extern void RedisPrepareServers(RedisServer **srvs, int n);
 
 extern void RedisWakeChannel(const char *prefix, size_t prefixlen, char *out);
 extern void RedisSubscribe(RedisServer **srvs, int n, const char *channel,
-						   int64 deadline);
-extern void RedisWakeWatch(const char *rkey);
+						   const char *keychan, int64 deadline);
+extern void RedisRedissonChannel(const char *rkey, char *out);
+extern void RedisWakeWatch(const char *rkey, const char *keychan);
 extern uint64 RedisWakeCount(void);
 extern bool RedisWaitWake(uint64 seen, int64 deadline);
 extern void RedisSubOnReply(RedisConn *conn, struct redisReply *reply);

@@ -46,7 +46,7 @@
 
 /* Limits, documented in the README. */
 #define REDLOCK_VALUE_LEN		32	/* hex characters of an owner value */
-#define REDLOCK_MAX_KEY_LEN		4096	/* bytes of prefix || key */
+#define REDLOCK_OWNER_LEN		48	/* an owner identity (see lock_create) */
 #define REDLOCK_MAX_TTL_MS		86400000	/* one day */
 #define REDLOCK_MAX_SERVERS		16
 
@@ -143,6 +143,7 @@ typedef struct RedlockServerList
 
 extern char *redlock_servers;
 extern char *redlock_key_prefix;
+extern int	redlock_lock_format;
 extern int	redlock_connect_timeout;
 extern int	redlock_command_timeout;
 extern int	redlock_default_ttl;
@@ -178,6 +179,13 @@ typedef enum RedlockSnapshotCheck
 	REDLOCK_SNAPSHOT_ERROR
 } RedlockSnapshotCheck;
 
+/* redlock.lock_format: how a lock is stored in Redis */
+typedef enum RedlockLockFormat
+{
+	REDLOCK_FORMAT_STRING,		/* a string (node-redlock, redsync, redis-py) */
+	REDLOCK_FORMAT_REDISSON		/* a hash, as Redisson's RLock */
+} RedlockLockFormat;
+
 extern void RedlockDefineGucs(void);
 extern bool RedlockCredentialsInSettings(void);
 extern const RedlockServerList *RedlockConfiguredServers(void);
@@ -193,7 +201,10 @@ typedef struct RedlockLock
 	char	   *rkey;			/* hash key: the Redis key, prefix || key */
 	char	   *key;			/* the key as SQL gave it (inside rkey) */
 	int			rkeylen;
-	char		value[REDLOCK_VALUE_LEN + 1];	/* our owner value */
+	bool		redisson;		/* stored as Redisson's RLock (a hash) */
+	char		owner[REDLOCK_OWNER_LEN + 1];	/* our owner identity: the
+												 * value, or the hash field */
+	int			ownerlen;
 	char		channel[REDIS_CHANNEL_LEN];	/* our wake channel under the
 											 * key's prefix */
 	int64		token;			/* fencing token */

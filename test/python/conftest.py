@@ -384,3 +384,56 @@ def preloaded_cluster():
     with throwaway_cluster("redlock-preload-",
                            "shared_preload_libraries = 'redlock'\n") as args:
         yield args
+
+
+def counter_race(session, sides, rounds=8, pause=0.02):
+    """A lost-update race on one counter.  Each side(s, bump), a callable,
+    runs in its own thread with its own autocommit session s, `rounds`
+    times, all starting together; each call must call bump(s) once: read
+    the counter, pause, write it back plus one (taking and releasing
+    whatever lock the side stands for around it, BEGIN and COMMIT
+    included).  Returns the final count: len(sides) * rounds unless an
+    update was lost."""
+    setup = session()
+    setup.execute("CREATE TABLE IF NOT EXISTS race_counter (id int PRIMARY KEY, n int)")
+    setup.execute("INSERT INTO race_counter VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET n = 0")
+    start = threading.Barrier(len(sides))
+    errors = []
+
+    def bump(s):
+        n = s.value("SELECT n FROM race_counter WHERE id = 1")
+        time.sleep(pause)
+        s.execute("UPDATE race_counter SET n = %s WHERE id = 1", (n + 1,))
+
+    def run(side):
+        try:
+            s = session()
+            start.wait()
+            for _ in range(rounds):
+                side(s, bump)
+        except Exception as e:          # reported below, not lost in a thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(side,)) for side in sides]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return setup.value("SELECT n FROM race_counter WHERE id = 1")
+
+
+def redlock_side(key, fmt="string"):
+    """A counter_race side: an SQL transaction holding key in format fmt."""
+    def side(s, bump):
+        s.execute("SET redlock.lock_format = %s", (fmt,))
+        s.execute("BEGIN")
+        s.value("SELECT redlock_acquire(%s, 10000, 60000)", (key,))
+        bump(s)
+        s.execute("COMMIT")
+    return side
+
+
+def unlocked_side(s, bump):
+    """The control: the same work under no lock."""
+    bump(s)

@@ -3,9 +3,12 @@ unlocked control where they show a race), the client libraries (node-postgres,
 psycopg2, SQLAlchemy, JDBC, Spring), grants and per-tenant prefixes, and
 node-redlock and SQL procedures sharing one counter."""
 
+import datetime
 import os
 import subprocess
 import threading
+import time
+import uuid
 
 import psycopg2
 import pytest
@@ -132,6 +135,58 @@ def test_nightly_job(exampledb):
     # a replica that starts after the winner finished skips too
     out = concurrently(exampledb, 1, "SELECT run_nightly_report('late')", lambda i: ())
     assert out == ["skipped: already ran today"]
+
+
+def shedlock_job(env, r, use_lock, stop):
+    """A ShedLock-scheduled job as its RedisLockProvider runs it
+    (lockAtMostFor 10 min, lockAtLeastFor 0, safeUpdate off): SET NX PX
+    with ShedLock's value, skip if taken, DEL when done.  Records its runs
+    in invoice_sync_run with the database's clock."""
+    key = "job-lock:default:sync-invoices"
+    with connect(env).cursor() as cur:
+        while time.monotonic() < stop:
+            if use_lock:
+                when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+                value = f"ADDED:{when.replace('+00:00', 'Z')}@java-host:{uuid.uuid4()}"
+                if not r.set(key, value, nx=True, px=600000):
+                    time.sleep(0.005)
+                    continue
+            cur.execute("SELECT clock_timestamp()")
+            started = cur.fetchone()[0]
+            time.sleep(0.03)
+            cur.execute("INSERT INTO invoice_sync_run VALUES ('shedlock', %s, clock_timestamp())",
+                        (started,))
+            if use_lock:
+                r.delete(key)
+            time.sleep(0.005)
+
+
+def test_shedlock_job(exampledb, main_redis):
+    """The SQL job and a ShedLock-style job on the same key never run at
+    the same time; without the lock (the control) their runs overlap."""
+    load(exampledb, "shedlock_job.sql")
+    for use_lock in (False, True):
+        with connect(exampledb).cursor() as cur:
+            cur.execute("TRUNCATE invoice_sync_run")
+        stop = time.monotonic() + 1.5 * SLOW
+        java = threading.Thread(target=shedlock_job, args=(exampledb, main_redis, use_lock, stop))
+        java.start()
+        with connect(exampledb).cursor() as cur:
+            while time.monotonic() < stop:
+                cur.execute("SELECT sync_invoices('sql', %s)", (use_lock,))
+                time.sleep(0.005)
+            java.join(30)
+            cur.execute("SELECT runner, started_at, finished_at FROM invoice_sync_run "
+                        "ORDER BY started_at")
+            runs = cur.fetchall()
+        overlaps = sum(1 for i in range(1, len(runs))
+                       if runs[i][1] < max(r[2] for r in runs[:i]))
+        runners = {r[0] for r in runs}
+        assert runners == {"sql", "shedlock"}, (use_lock, runs)
+        if use_lock:
+            assert overlaps == 0, runs
+        else:
+            assert overlaps > 0, "the control runs both at once"
 
 
 ROLES = ("acme_app", "globex_app", "lock_users", "no_grant_app")

@@ -1,0 +1,328 @@
+"""redlock.lock_format = redisson: SQL shares keys with Redisson's RLock.
+
+The other side is rlock_client.py, which speaks RLock's protocol (hash,
+re-entry count, watchdog, unlock message on the lock's channel) from
+several threads, as a Java service would."""
+
+import re
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from conftest import (MAIN_REDIS_PORT, counter_race, cursor_as, drop_roles, in_thread,
+                      redlock_side, servers, unlocked_side, wait_for)
+from rlock_client import RedissonClient, channel_name
+
+UUID_FIELD = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:%d"
+
+
+@pytest.fixture
+def redisson():
+    """Factory of Redisson-like clients of the main Redis:
+    redisson(watchdog_ms=30000, port=MAIN_REDIS_PORT)."""
+    made = []
+
+    def make(watchdog_ms=30000, port=MAIN_REDIS_PORT):
+        made.append(RedissonClient(port, watchdog_ms=watchdog_ms))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def in_format(session, fmt="redisson", servers=None, autocommit=True):
+    s = session(servers, autocommit)
+    s.execute("SET redlock.lock_format = %s", (fmt,))
+    return s
+
+
+def subscribers(r, channel):
+    return dict(r.pubsub_numsub(channel)).get(channel.encode(), 0)
+
+
+def test_sql_lock_is_a_redisson_rlock(session, main_redis, redisson):
+    """What SQL writes is what RLock writes: a hash with one field, UUID:thread
+    (the thread is the backend's pid), a count of 1, and a TTL; Redisson
+    sees it locked and cannot take it until the commit."""
+    s = in_format(session, autocommit=False)
+    s.value("SELECT redlock_acquire('rs:shape', 5000)")
+    assert main_redis.type("rs:shape") == b"hash"
+    (field, count), = main_redis.hgetall("rs:shape").items()
+    assert re.fullmatch(UUID_FIELD % s.pid, field), field
+    assert count == b"1"
+    assert 0 < main_redis.pttl("rs:shape") <= 5000
+
+    lock = redisson().get_lock("rs:shape")
+    assert lock.is_locked()
+    assert not lock.try_lock()
+    s.conn.commit()
+    assert not main_redis.exists("rs:shape")
+    assert lock.try_lock()
+    assert lock.unlock()
+
+
+def test_every_hold_has_its_own_identity(session, main_redis):
+    s = in_format(session)
+    s.execute("SELECT redlock_acquire_session('rs:id')")
+    first = main_redis.hkeys("rs:id")
+    s.execute("SELECT redlock_release('rs:id')")
+    s.execute("SELECT redlock_acquire_session('rs:id')")
+    second = main_redis.hkeys("rs:id")
+    s.execute("SELECT redlock_release('rs:id')")
+    assert first != second
+    assert first[0].endswith(b":%d" % s.pid) and second[0].endswith(b":%d" % s.pid)
+
+
+def test_redisson_reentrancy_holds_until_the_last_unlock(session, redisson):
+    s = in_format(session)
+    lock = redisson().get_lock("rs:reent")
+    assert lock.try_lock() and lock.try_lock()
+    assert lock.hold_count() == 2
+    assert s.value("SELECT redlock_try_acquire('rs:reent')") is None
+    assert lock.unlock() is False            # one re-entry left
+    assert s.value("SELECT redlock_try_acquire('rs:reent')") is None
+    assert lock.unlock() is True
+    assert s.value("SELECT redlock_try_acquire('rs:reent')") is not None
+
+
+def test_sql_reentrancy_is_counted_by_the_backend(session, main_redis, redisson):
+    """SQL's re-entries and savepoints are counted in the backend: the hash
+    keeps a count of 1 and goes only when the last hold ends."""
+    s = in_format(session, autocommit=False)
+    s.value("SELECT redlock_acquire('rs:sqlre')")
+    s.value("SELECT redlock_acquire('rs:sqlre')")
+    s.execute("SAVEPOINT a")
+    s.value("SELECT redlock_acquire('rs:sqlre')")
+    s.execute("ROLLBACK TO a")
+    assert list(main_redis.hvals("rs:sqlre")) == [b"1"]
+    lock = redisson().get_lock("rs:sqlre")
+    assert not lock.try_lock()
+    s.conn.commit()
+    assert lock.try_lock()
+    lock.unlock()
+
+
+def test_redisson_threads_and_sql_exclude_each_other(session, redisson):
+    """Three Redisson threads (one client) and three SQL sessions add to
+    one counter under the lock rs:counter; the control takes no lock."""
+    lock = redisson().get_lock("rs:counter")
+
+    def java_thread(s, bump):
+        assert lock.try_lock(wait_s=60)
+        bump(s)
+        lock.unlock()
+
+    assert counter_race(session, [unlocked_side] * 6) < 48, "the control loses updates"
+    assert counter_race(session, [java_thread, redlock_side("rs:counter", "redisson")] * 3) == 48
+
+
+def test_sql_release_wakes_a_redisson_waiter(session, main_redis, redisson):
+    """The commit's release publishes Redisson's unlock message: the
+    blocked Redisson thread takes the lock at once, not when the TTL of 30 s
+    ends."""
+    s = in_format(session, autocommit=False)
+    s.value("SELECT redlock_acquire('rs:wake-j', 30000)")
+    lock = redisson().get_lock("rs:wake-j")
+
+    def java():
+        got = lock.try_lock(wait_s=20)
+        lock.unlock()
+        return got
+
+    t, outcome = in_thread(java)
+    wait_for(lambda: subscribers(main_redis, channel_name("rs:wake-j")) == 1,
+             what="the Redisson thread to subscribe")
+    s.conn.commit()
+    t.join(30)
+    assert outcome == [True]
+    assert (lock.woken_by_message, lock.woken_by_timer) == (1, 0)
+
+
+@pytest.mark.parametrize("fmt,woken", [("redisson", 1), ("string", 0)])
+def test_redisson_unlock_wakes_a_sql_waiter(session, main_redis, redisson, fmt, woken):
+    """A waiting backend in redisson format listens on the lock's Redisson
+    channel: Redisson's unlock wakes it (redlock_stats.wakeups).  The
+    control: in string format the hash also counts as held, but nothing
+    wakes the waiter; its fallback timer finds the key free."""
+    lock = redisson().get_lock("rs:wake-s")
+    assert lock.try_lock()
+    s = in_format(session, fmt)
+    before = s.value("SELECT wakeups FROM redlock_stats()")
+    t, outcome = in_thread(s.value, "SELECT redlock_acquire_session('rs:wake-s', 30000, 20000)")
+    if fmt == "redisson":
+        wait_for(lambda: subscribers(main_redis, channel_name("rs:wake-s")) == 1,
+                 what="the backend to subscribe to the Redisson channel")
+    else:
+        wait_for(lambda: main_redis.exists(b"rs:wake-s\x00waiters"), what="the backend to queue")
+    time.sleep(0.1)
+    lock.unlock()
+    t.join(30)
+    assert outcome[0] is not None and not isinstance(outcome[0], psycopg2.Error)
+    assert s.value("SELECT wakeups FROM redlock_stats()") - before == woken
+    s.execute("SELECT redlock_release('rs:wake-s')")
+
+
+def test_a_waiter_listens_on_the_channel_of_the_key_it_waits_for(session, main_redis,
+                                                                  redisson):
+    """One backend waits for two keys in turn: each Redisson unlock wakes
+    it, and the subscription moves from the first key's channel to the
+    second's (one key channel at a time, on the same connection)."""
+    client = redisson()
+    s = in_format(session)
+    for key in ("rs:swap-a", "rs:swap-b"):
+        lock = client.get_lock(key)
+        assert lock.try_lock()
+        before = s.value("SELECT wakeups FROM redlock_stats()")
+        t, outcome = in_thread(s.value, "SELECT redlock_acquire_session(%s, 30000, 20000)",
+                               (key,))
+        wait_for(lambda: subscribers(main_redis, channel_name(key)) == 1,
+                 what=f"the backend to subscribe for {key}")
+        lock.unlock()
+        t.join(30)
+        assert isinstance(outcome[0], int)
+        assert s.value("SELECT wakeups FROM redlock_stats()") - before == 1
+        s.execute("SELECT redlock_release(%s)", (key,))
+    assert subscribers(main_redis, channel_name("rs:swap-a")) == 0
+    assert subscribers(main_redis, channel_name("rs:swap-b")) == 1
+
+
+def test_the_watchdog_keeps_a_redisson_lock_from_sql(session, redisson):
+    """A Redisson lock taken without a lease is renewed by its watchdog:
+    SQL stays out for several leases, and gets in after the unlock."""
+    lock = redisson(watchdog_ms=600).get_lock("rs:dog")
+    done = threading.Event()
+    held = []
+
+    def java():
+        held.append(lock.try_lock())
+        done.wait(30)
+        lock.unlock()
+
+    t = threading.Thread(target=java)
+    t.start()
+    wait_for(lambda: held, what="the Redisson thread to lock")
+    s = in_format(session)
+    end = time.monotonic() + 2.0                   # > 3 leases of 600 ms
+    while time.monotonic() < end:
+        assert s.value("SELECT redlock_try_acquire('rs:dog')") is None
+        time.sleep(0.1)
+    done.set()
+    t.join(10)
+    assert s.value("SELECT redlock_try_acquire('rs:dog')") is not None
+
+
+def test_expired_locks_in_both_directions(session, main_redis, redisson):
+    """A Redisson lease that runs out lets SQL in; an SQL lock that runs out
+    lets Redisson in, and the SQL transaction then cannot commit."""
+    lock = redisson().get_lock("rs:exp")
+    assert lock.try_lock(lease_ms=300)
+    s = in_format(session, autocommit=False)
+    assert s.value("SELECT redlock_acquire('rs:exp', 300, 5000)") is not None
+    time.sleep(0.4)
+    assert lock.try_lock()
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        s.conn.commit()
+    assert lock.is_held_by_thread(threading.get_ident())
+    assert lock.unlock()
+
+
+@pytest.mark.parametrize("fmt", ["redisson", "string"])
+def test_a_key_of_the_other_format_is_held(session, main_redis, redisson, fmt):
+    """Each format meeting the other's lock: try returns NULL, a wait runs
+    out with 55P03, and the key is left exactly as it was."""
+    key = f"rs:other-{fmt}"
+    if fmt == "redisson":
+        main_redis.set(key, "a-node-redlock-owner", px=30000)    # SET NX PX
+        other = (b"string", b"a-node-redlock-owner")
+    else:
+        assert redisson().get_lock(key).try_lock()
+        other = (b"hash", main_redis.hgetall(key))
+    look = lambda: (main_redis.type(key),               # noqa: E731
+                    main_redis.get(key) if fmt == "redisson" else main_redis.hgetall(key))
+    s = in_format(session, fmt)
+    assert s.value("SELECT redlock_try_acquire(%s)", (key,)) is None
+    assert s.error("SELECT redlock_acquire(%s, NULL, 200)", (key,)).pgcode == "55P03"
+    assert look() == other
+    assert main_redis.pttl(key) > 20000
+
+
+@pytest.mark.parametrize("fmt", ["redisson", "string"])
+def test_release_and_extend_leave_the_other_format_alone(session, main_redis, redisson, fmt):
+    """Our lock expired and a client of the other family took the key:
+    extend and release report it lost, never an error, and do not touch it."""
+    key = f"rs:taken-{fmt}"
+    s = in_format(session, fmt)
+    s.execute("SELECT redlock_acquire_session(%s, 100)", (key,))
+    time.sleep(0.2)
+    if fmt == "redisson":
+        main_redis.set(key, "someone", px=30000)
+    else:
+        assert redisson().get_lock(key).try_lock()
+    kind = main_redis.type(key)
+    assert s.value("SELECT redlock_extend(%s, 1000)", (key,)) is False
+    assert s.value("SELECT redlock_release(%s)", (key,)) is False
+    assert main_redis.type(key) == kind and main_redis.pttl(key) > 20000
+
+
+def test_fencing_tokens_and_the_queue_work_in_redisson_format(session, main_redis):
+    """The fencing counter and the fair queue live in companion keys that
+    Redisson ignores: tokens increase, and waiters are served in order."""
+    a, b, c = (in_format(session) for _ in range(3))
+    t1 = a.value("SELECT redlock_acquire_session('rs:fq')")
+    tb, ob = in_thread(b.value, "SELECT redlock_acquire_session('rs:fq', 30000, 20000)")
+    wait_for(lambda: main_redis.zcard(b"rs:fq\x00waiters") == 1, what="b to queue")
+    tc, oc = in_thread(c.value, "SELECT redlock_acquire_session('rs:fq', 30000, 20000)")
+    wait_for(lambda: main_redis.zcard(b"rs:fq\x00waiters") == 2, what="c to queue")
+    a.execute("SELECT redlock_release('rs:fq')")
+    tb.join(10)
+    assert ob[0] > t1 and not oc                    # b first, c still waits
+    assert main_redis.type("rs:fq") == b"hash"
+    b.execute("SELECT redlock_release('rs:fq')")
+    tc.join(10)
+    assert oc[0] > ob[0]
+    c.execute("SELECT redlock_release('rs:fq')")
+
+
+def test_quorum_of_redisson_locks_on_several_masters(session, masters, redisson):
+    """On three masters each gets the hash; Redisson holding the key on two
+    of them (a Java service locking each master in turn) keeps SQL out."""
+    ms = masters(3)
+    s = in_format(session, servers=servers(ms))
+    s.execute("SELECT redlock_acquire_session('rs:q')")
+    assert [m.client().type("rs:q") for m in ms] == [b"hash"] * 3
+    assert s.value("SELECT redlock_release('rs:q')") is True
+    assert not any(m.client().exists("rs:q") for m in ms)
+
+    java = [redisson(port=m.port).get_lock("rs:q") for m in ms[:2]]
+    assert all(lock.try_lock() for lock in java)
+    assert s.value("SELECT redlock_try_acquire('rs:q')") is None
+    for lock in java:
+        lock.unlock()
+    assert s.value("SELECT redlock_try_acquire('rs:q')") is not None
+
+
+def test_lock_format_is_set_by_superusers(session, database):
+    """It decides who excludes whom: like redlock.key_prefix, only a
+    superuser sets it, for a role, a database or a session."""
+    admin = session()
+    drop_roles(admin.conn.cursor(), ["rs_app"])
+    admin.execute("CREATE ROLE rs_app LOGIN")
+    try:
+        admin.execute("GRANT USAGE ON SCHEMA public TO rs_app")
+        admin.execute("GRANT EXECUTE ON FUNCTION redlock_try_acquire(text, integer) TO rs_app")
+        cur = cursor_as(database, "rs_app")
+        cur.execute("SELECT redlock_try_acquire('rs:priv')")     # loads the library
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("SET redlock.lock_format = 'redisson'")
+        cur.connection.close()
+        admin.execute("ALTER ROLE rs_app SET redlock.lock_format = 'redisson'")
+        cur = cursor_as(database, "rs_app")
+        cur.execute("SHOW redlock.lock_format")
+        assert cur.fetchone()[0] == "redisson"
+        cur.connection.close()
+        assert admin.error("SET redlock.lock_format = 'hash'").pgcode == "22023"
+    finally:
+        drop_roles(admin.conn.cursor(), ["rs_app"])
