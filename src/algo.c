@@ -132,17 +132,29 @@
  *					of the other family: never an error);
  *	lock_take(ttl)	create it as ours (only when free);
  *	lock_rearm(ttl) re-arm its TTL (only when ours);
- *	lock_drop()		delete it (only when ours), telling the format's waiters.
+ *	lock_drop(me, waiting) delete it (only when ours), telling the
+ *					format's waiters; "me" is our wake channel, "waiting"
+ *					whether we wait for the key (a grant given back).  Only
+ *					the release script calls it: KEYS[2] is the queue there.
  *
  * "string": a plain string holding the owner value, as node-redlock,
  * redsync and redis-py write it.
  * "redisson": what Redisson's RLock writes: a hash with one field, the
- * holder's identity (UUID-shaped, then ":" and a thread id: ours is the
+ * holder's identity (a UUID, then ":" and a thread id: ours is the
  * backend's pid), whose value is a reentrancy count (ours is always 1: a
  * backend counts its own holds), and a PEXPIRE.  Dropping it publishes
  * Redisson's unlock message ("0") on Redisson's channel for the lock, so
  * that blocked Redisson threads retry at once; pcall, so that a missing
  * ACL right on that channel costs them only the wake-up, not our release.
+ * Our own waiters listen on that channel too (for Redisson's unlocks), but
+ * a release of ours wakes only the first of them, through the queue; so
+ * first each of them (the first 1000 in the queue; not we ourselves, unless
+ * we are waiting) is told to skip the next message on that channel: a
+ * mark (REDIS_SKIP_MARK) on its wake channel.  Both messages come from one
+ * script, so nothing can come between them on a subscriber's connection
+ * (pubsub.c).  Without the marks every release would wake every waiting
+ * backend, and a waiter giving back a grant that made no majority would
+ * wake itself, and try again at once, for as long as it waits.
  */
 #define LUA_STRING_LOCK \
 	"local function lock_state()\n" \
@@ -157,7 +169,7 @@
 	"local function lock_rearm(ttl)\n" \
 	"  return redis.call('pexpire', KEYS[1], ttl)\n" \
 	"end\n" \
-	"local function lock_drop()\n" \
+	"local function lock_drop(me, waiting)\n" \
 	"  return redis.call('del', KEYS[1])\n" \
 	"end\n"
 #define LUA_REDISSON_LOCK \
@@ -174,11 +186,18 @@
 	"local function lock_rearm(ttl)\n" \
 	"  return redis.call('pexpire', KEYS[1], ttl)\n" \
 	"end\n" \
-	"local function lock_drop()\n" \
+	"local function lock_drop(me, waiting)\n" \
 	"  local n = redis.call('del', KEYS[1])\n" \
 	"  local chan = 'redisson_lock__channel:{' .. KEYS[1] .. '}'\n" \
 	"  if string.find(KEYS[1], '{', 1, true) then\n" \
 	"    chan = 'redisson_lock__channel:' .. KEYS[1]\n" \
+	"  end\n" \
+	"  if redis.call('exists', KEYS[2]) == 1 then\n" \
+	"    for _, w in ipairs(redis.call('zrange', KEYS[2], 0, 999)) do\n" \
+	"      if w ~= me or waiting then\n" \
+	"        redis.pcall('publish', w, '" REDIS_SKIP_MARK_LUA "')\n" \
+	"      end\n" \
+	"    end\n" \
 	"  end\n" \
 	"  redis.pcall('publish', chan, '0')\n" \
 	"  return n\n" \
@@ -292,7 +311,7 @@ static RedisScript acquire_script_redisson = {
 	LUA_ENQUEUE \
 	"local released = 0\n" \
 	"if lock_state() == 'ours' then\n" \
-	"  released = lock_drop()\n" \
+	"  released = lock_drop(ch, tk ~= '')\n" \
 	"end\n" \
 	"if tk ~= '' then\n" \
 	"  enqueue(now_ms())\n" \

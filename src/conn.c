@@ -455,6 +455,7 @@ RedisConnClose(RedisConn *conn)
 	{
 		conn->server->sub_nchannels = 0;
 		conn->server->sub_keychan[0] = '\0';
+		conn->server->sub_skip_next = false;
 	}
 	RedisWaitSetChanged(false);
 }

@@ -256,7 +256,7 @@ owner_value(char *out)
  * the wake channel under the current key prefix, and the configured
  * masters.  In the current redlock.lock_format: a string lock's owner is
  * the random value itself; a Redisson lock's is the hash field Redisson
- * would use, the same random value shaped as a UUID, then ":" and the
+ * would use, the same random value made a version 4 UUID, then ":" and the
  * backend's pid for the thread id (Redisson's RLock keeps one field per
  * client and thread; a backend is both here, and every hold has its own
  * UUID).  A lock keeps its format for as long as this backend has it.  Raises ERROR if no random bytes are available or memory runs
@@ -295,10 +295,15 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	lock->key = rkey_copy + (rkeylen - keylen);
 	lock->redisson = redlock_lock_format == REDLOCK_FORMAT_REDISSON;
 	if (lock->redisson)
+	{
+		/* a version 4 UUID: its version and variant digits, 122 bits left */
+		value[12] = '4';
+		value[16] = "89ab"[(value[16] <= '9' ? value[16] - '0' : value[16] - 'a' + 10) & 3];
 		lock->ownerlen = snprintf(lock->owner, sizeof(lock->owner),
 								  "%.8s-%.4s-%.4s-%.4s-%.12s:%d", value,
 								  value + 8, value + 12, value + 16,
 								  value + 20, MyProcPid);
+	}
 	else
 	{
 		memcpy(lock->owner, value, sizeof(value));
@@ -942,7 +947,7 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used. With redlock.lock_format = redisson also TYPE, HSET and HEXISTS, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
 		default:
 			return "Check that Redis is running and that redlock.servers names it.";
 	}
@@ -1047,6 +1052,18 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 		release_locks(&gone, 1, "re-acquisition", REDLOCK_IN_STATEMENT, NULL);
 	}
 	return false;
+}
+
+/*
+ * stop_watching: the wait for "lock" is over: stop counting wake-ups, and
+ * give up Redisson's channel of the key if the wait listened to it.
+ */
+static void
+stop_watching(RedlockLock *lock, const char *keychan)
+{
+	RedisWakeWatch(NULL, NULL);
+	if (keychan != NULL)
+		RedisUnsubscribeKey(lock->servers, lock->nservers);
 }
 
 /*
@@ -1202,7 +1219,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_ACQUIRED)
 		{
-			RedisWakeWatch(NULL, NULL);
+			stop_watching(lock, keychan);
 			lock->pending_subid = InvalidSubTransactionId;
 			hold_add(lock, session);
 			lock->session_count += carried;
@@ -1216,7 +1233,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
-			RedisWakeWatch(NULL, NULL);
+			stop_watching(lock, keychan);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);
@@ -1227,7 +1244,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			RedlockLock gone = lock_forget(lock);
 
-			RedisWakeWatch(NULL, NULL);
+			stop_watching(&gone, keychan);
 			lock_free_copy(&gone);
 			if (tally.validity_lost)
 				ereport(ERROR,
@@ -1247,7 +1264,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			StringInfoData detail;
 
-			RedisWakeWatch(NULL, NULL);
+			stop_watching(lock, keychan);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);

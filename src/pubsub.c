@@ -28,7 +28,13 @@
  * has one already, as Redisson does), where the release script publishes
  * too.  Any message there wakes the waiter of that key.  The subscription
  * keeps at most one such channel: waiting for another key swaps it
- * (UNSUBSCRIBE, SUBSCRIBE) on the same connection.
+ * (UNSUBSCRIBE, SUBSCRIBE) on the same connection, and the wait gives it
+ * up when it ends.  A server that refuses it (an ACL without Redisson's
+ * channels) keeps the connection: only Redisson's wake-ups are lost.
+ * Our own releases publish there too, for Redisson's waiters; a skip mark
+ * on the wake channel, right before, says that the next message on the
+ * key channel is not a wake-up (algo.c): each of our waiters is woken
+ * through the queue alone.
  *
  * Wake-ups.  Messages are read whenever the wait set reports them, during
  * any wait.  The acquire that waits for a key watches it for its whole
@@ -146,9 +152,28 @@ RedisSubReady(const RedisServer *srv)
 }
 
 /*
+ * key_subscribe_refused: whether an error on srv's subscription connection
+ * can only answer the SUBSCRIBE of its key channel: that one is the last
+ * unanswered request, every wake channel having been confirmed.
+ */
+static bool
+key_subscribe_refused(const RedisServer *srv)
+{
+	int			i;
+
+	if (srv->sub_keychan[0] == '\0' || srv->sub_keychan_answered)
+		return false;
+	for (i = 0; i < srv->sub_nchannels; i++)
+		if (!srv->sub_confirmed[i])
+			return false;
+	return true;
+}
+
+/*
  * RedisSubOnReply: a reply on a subscription connection (after its
- * handshake): a SUBSCRIBE or UNSUBSCRIBE confirmation, or a message.
- * Anything else closes the connection.  Frees the reply.
+ * handshake): a SUBSCRIBE or UNSUBSCRIBE confirmation, a message, or the
+ * refusal of a key channel.  Anything else closes the connection.  Frees
+ * the reply.
  */
 void
 RedisSubOnReply(RedisConn *conn, redisReply *r)
@@ -166,23 +191,48 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 		if (i >= 0)
 			srv->sub_confirmed[i] = true;
 		else if (strcmp(srv->sub_keychan, r->element[1]->str) == 0)
-			srv->sub_keychan_confirmed = true;
+		{
+			/* a skip mark before this answer was for an earlier wait */
+			srv->sub_keychan_answered = true;
+			srv->sub_skip_next = false;
+		}
 	}
 	else if (ok && strcmp(r->element[0]->str, "message") == 0)
 	{
 		redisReply *payload = r->element[2];
+		bool		ours = channel_index(srv, r->element[1]->str) >= 0;
+		bool		skip = srv->sub_skip_next;
 
-		if (watched_len > 0 && payload->type == REDIS_REPLY_STRING &&
-			payload->len == watched_len &&
-			memcmp(payload->str, watched_key, watched_len) == 0 &&
-			channel_index(srv, r->element[1]->str) >= 0)
+		srv->sub_skip_next = false;
+		if (ours && payload->type == REDIS_REPLY_STRING &&
+			payload->len == REDIS_SKIP_MARK_LEN &&
+			memcmp(payload->str, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN) == 0)
+			srv->sub_skip_next = true;
+		else if (ours && watched_len > 0 && payload->type == REDIS_REPLY_STRING &&
+				 payload->len == watched_len &&
+				 memcmp(payload->str, watched_key, watched_len) == 0)
 			wake_count++;
-		else if (watched_len > 0 && watched_keychan[0] != '\0' &&
+		else if (!skip && watched_len > 0 && watched_keychan[0] != '\0' &&
 				 strcmp(r->element[1]->str, watched_keychan) == 0 &&
 				 strcmp(r->element[1]->str, srv->sub_keychan) == 0)
 			wake_count++;
 	}
-	else if (!(ok && strcmp(r->element[0]->str, "unsubscribe") == 0))
+	else if (ok && strcmp(r->element[0]->str, "unsubscribe") == 0)
+		;
+	else if (r->type == REDIS_REPLY_ERROR && key_subscribe_refused(srv))
+	{
+		/*
+		 * Redis answers in order: the wake channels were confirmed, so this
+		 * refuses the key channel (an ACL without Redisson's channels).
+		 * Keep the connection, and with it the wake-ups of our own queue;
+		 * Redisson's unlocks are left to the fallback timer.
+		 */
+		elog(DEBUG1, "redlock: %s refused to subscribe to \"%s\": %s",
+			 srv->addr, srv->sub_keychan, r->str);
+		srv->sub_keychan_answered = true;
+		ok = true;
+	}
+	else
 		ok = false;
 	freeReplyObject(r);
 	if (!ok)
@@ -234,6 +284,47 @@ sub_ask(RedisServer *srv, const char *channel, int64 now)
 }
 
 /*
+ * sub_drop_key: queue the UNSUBSCRIBE of srv's key channel, if it has one,
+ * and forget it.  Returns false when the connection failed (and closed).
+ */
+static bool
+sub_drop_key(RedisServer *srv)
+{
+	const char *argv[2];
+	size_t		argvlen[2];
+
+	if (srv->sub_keychan[0] == '\0')
+		return true;
+	argv[0] = "UNSUBSCRIBE";
+	argvlen[0] = 11;
+	argv[1] = srv->sub_keychan;
+	argvlen[1] = strlen(srv->sub_keychan);
+	if (!RedisConnSendCommand(&srv->sub, 2, argv, argvlen))
+	{
+		RedisConnFail(&srv->sub, REDIS_FAIL_IO, "out of memory", false);
+		return false;
+	}
+	srv->sub_keychan[0] = '\0';
+	return true;
+}
+
+/*
+ * RedisUnsubscribeKey: give up the key channel on each of "srvs" once a
+ * wait is over, without waiting for the answers: an idle backend must not
+ * collect every unlock message of the last key it waited for.
+ */
+void
+RedisUnsubscribeKey(RedisServer **srvs, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (srvs[i]->sub.state != REDIS_CONN_CLOSED &&
+			srvs[i]->sub_keychan[0] != '\0' && sub_drop_key(srvs[i]))
+			RedisConnFlush(&srvs[i]->sub);
+}
+
+/*
  * sub_ask_key: make srv's subscription connection, open and asked for
  * this backend's wake channel already, ask for "keychan" as its one key
  * channel, in place of the one it had.
@@ -248,15 +339,8 @@ sub_ask_key(RedisServer *srv, const char *keychan)
 	if (sub->state == REDIS_CONN_CLOSED ||
 		strcmp(srv->sub_keychan, keychan) == 0)
 		return;
-	argv[0] = "UNSUBSCRIBE";
-	argvlen[0] = 11;
-	argv[1] = srv->sub_keychan;
-	argvlen[1] = strlen(srv->sub_keychan);
-	if (argvlen[1] > 0 && !RedisConnSendCommand(sub, 2, argv, argvlen))
-	{
-		RedisConnFail(sub, REDIS_FAIL_IO, "out of memory", false);
+	if (!sub_drop_key(srv))
 		return;
-	}
 	argv[0] = "SUBSCRIBE";
 	argvlen[0] = 9;
 	argv[1] = keychan;
@@ -267,7 +351,7 @@ sub_ask_key(RedisServer *srv, const char *keychan)
 		return;
 	}
 	strlcpy(srv->sub_keychan, keychan, sizeof(srv->sub_keychan));
-	srv->sub_keychan_confirmed = false;
+	srv->sub_keychan_answered = false;
 	RedisConnFlush(sub);
 }
 
@@ -307,7 +391,7 @@ RedisSubscribe(RedisServer **srvs, int n, const char *channel,
 				pending = true;
 			if (keychan != NULL && srv->sub.state != REDIS_CONN_CLOSED &&
 				strcmp(srv->sub_keychan, keychan) == 0 &&
-				!srv->sub_keychan_confirmed)
+				!srv->sub_keychan_answered)
 				pending = true;
 		}
 		if (!pending || now >= deadline)

@@ -54,6 +54,14 @@ struct redisReply;
 /* Redisson's unlock channel of a key: "redisson_lock__channel:{key}" */
 #define REDIS_KEY_CHANNEL_LEN	(REDLOCK_MAX_KEY_LEN + 32)
 #define REDIS_SUB_MAX_CHANNELS	4
+/*
+ * Published on a backend's wake channel right before a message on
+ * Redisson's channel that it must not count as a wake-up (algo.c).  It
+ * starts with a NUL: no key can be mistaken for it.
+ */
+#define REDIS_SKIP_MARK			"\0skip-next"
+#define REDIS_SKIP_MARK_LEN		10
+#define REDIS_SKIP_MARK_LUA		"\\0skip-next"
 
 /*
  * Longest time a batch run from a COMMIT, ABORT or exit callback may wait,
@@ -307,7 +315,9 @@ typedef struct RedisServer
 	bool		sub_confirmed[REDIS_SUB_MAX_CHANNELS];
 	/* one key's own channel (Redisson's unlock channel), "" for none */
 	char		sub_keychan[REDIS_KEY_CHANNEL_LEN];
-	bool		sub_keychan_confirmed;
+	bool		sub_keychan_answered;	/* confirmed, or refused */
+	bool		sub_skip_next;	/* a skip mark came: the next message is not
+								 * a wake-up if it is on sub_keychan */
 
 	int64		retry_after;	/* us; no new connect attempt before */
 	uint64		backoff_version;	/* credentials version of that backoff:
@@ -408,6 +418,7 @@ extern void RedisPrepareServers(RedisServer **srvs, int n);
 extern void RedisWakeChannel(const char *prefix, size_t prefixlen, char *out);
 extern void RedisSubscribe(RedisServer **srvs, int n, const char *channel,
 						   const char *keychan, int64 deadline);
+extern void RedisUnsubscribeKey(RedisServer **srvs, int n);
 extern void RedisRedissonChannel(const char *rkey, char *out);
 extern void RedisWakeWatch(const char *rkey, const char *keychan);
 extern uint64 RedisWakeCount(void);

@@ -108,6 +108,7 @@ class RLock:
         self._watchdogs = {}           # thread id -> threading.Event to stop
         self.woken_by_message = 0      # waits that a published unlock ended
         self.woken_by_timer = 0        # waits that ended on the lock's TTL
+        self.sleeping = threading.Event()   # set while a waiter sleeps
 
     def lock_name(self, thread_id=None):
         return f"{self.client.id}:{thread_id or threading.get_ident()}"
@@ -140,6 +141,7 @@ class RLock:
                     return False
                 pause = min(left, ttl / 1000.0 if ttl >= 0 else left)
                 end = time.monotonic() + pause
+                self.sleeping.set()
                 while True:
                     msg = pubsub.get_message(timeout=max(end - time.monotonic(), 0))
                     if msg and msg["type"] == "message" and msg["data"] == UNLOCK_MESSAGE:
@@ -149,6 +151,7 @@ class RLock:
                         self.woken_by_timer += 1
                         break
         finally:
+            self.sleeping.clear()
             pubsub.close()
 
     def _held(self, lease_ms):

@@ -15,7 +15,7 @@ from conftest import (MAIN_REDIS_PORT, counter_race, cursor_as, drop_roles, in_t
                       redlock_side, servers, unlocked_side, wait_for)
 from rlock_client import RedissonClient, channel_name
 
-UUID_FIELD = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:%d"
+UUID_FIELD = rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}:%d"   # v4
 
 
 @pytest.fixture
@@ -41,6 +41,26 @@ def in_format(session, fmt="redisson", servers=None, autocommit=True):
 
 def subscribers(r, channel):
     return dict(r.pubsub_numsub(channel)).get(channel.encode(), 0)
+
+
+def asleep_waiting(r, key):
+    """Wait until a backend that waits for key has run an attempt in Redis
+    after this call (its queue entry's deadline moved): it is asleep or
+    about to be, so a release now is heard as a wake-up, not found by an
+    attempt already on its way.  (A backend's fallback timer is at most
+    1 s: the queue refresh.)"""
+    deadlines = key.encode() + b"\x00waitexp"
+    first = r.zrange(deadlines, 0, -1, withscores=True)
+    wait_for(lambda: r.zrange(deadlines, 0, -1, withscores=True) != first, timeout=3,
+             what="an attempt of the waiter")
+
+
+def slow_fallback(s):
+    """Only a wake-up ends s's waits soon: its fallback timer is as long as
+    it can be (1 s, the queue refresh, with retry_delay far away)."""
+    s.execute("SET redlock.retry_delay = '60s'")
+    s.execute("SET redlock.retry_jitter = 0")
+    return s
 
 
 def test_sql_lock_is_a_redisson_rlock(session, main_redis, redisson):
@@ -133,8 +153,7 @@ def test_sql_release_wakes_a_redisson_waiter(session, main_redis, redisson):
         return got
 
     t, outcome = in_thread(java)
-    wait_for(lambda: subscribers(main_redis, channel_name("rs:wake-j")) == 1,
-             what="the Redisson thread to subscribe")
+    assert lock.sleeping.wait(10), "the Redisson thread never waited"
     s.conn.commit()
     t.join(30)
     assert outcome == [True]
@@ -149,15 +168,13 @@ def test_redisson_unlock_wakes_a_sql_waiter(session, main_redis, redisson, fmt, 
     wakes the waiter; its fallback timer finds the key free."""
     lock = redisson().get_lock("rs:wake-s")
     assert lock.try_lock()
-    s = in_format(session, fmt)
+    s = slow_fallback(in_format(session, fmt))
     before = s.value("SELECT wakeups FROM redlock_stats()")
     t, outcome = in_thread(s.value, "SELECT redlock_acquire_session('rs:wake-s', 30000, 20000)")
     if fmt == "redisson":
         wait_for(lambda: subscribers(main_redis, channel_name("rs:wake-s")) == 1,
                  what="the backend to subscribe to the Redisson channel")
-    else:
-        wait_for(lambda: main_redis.exists(b"rs:wake-s\x00waiters"), what="the backend to queue")
-    time.sleep(0.1)
+    asleep_waiting(main_redis, "rs:wake-s")
     lock.unlock()
     t.join(30)
     assert outcome[0] is not None and not isinstance(outcome[0], psycopg2.Error)
@@ -168,10 +185,11 @@ def test_redisson_unlock_wakes_a_sql_waiter(session, main_redis, redisson, fmt, 
 def test_a_waiter_listens_on_the_channel_of_the_key_it_waits_for(session, main_redis,
                                                                   redisson):
     """One backend waits for two keys in turn: each Redisson unlock wakes
-    it, and the subscription moves from the first key's channel to the
-    second's (one key channel at a time, on the same connection)."""
+    it, and it listens on each key's channel only while it waits for that
+    key (an idle backend must not collect every unlock message of the last
+    key it waited for)."""
     client = redisson()
-    s = in_format(session)
+    s = slow_fallback(in_format(session))
     for key in ("rs:swap-a", "rs:swap-b"):
         lock = client.get_lock(key)
         assert lock.try_lock()
@@ -180,13 +198,122 @@ def test_a_waiter_listens_on_the_channel_of_the_key_it_waits_for(session, main_r
                                (key,))
         wait_for(lambda: subscribers(main_redis, channel_name(key)) == 1,
                  what=f"the backend to subscribe for {key}")
+        asleep_waiting(main_redis, key)
         lock.unlock()
         t.join(30)
         assert isinstance(outcome[0], int)
         assert s.value("SELECT wakeups FROM redlock_stats()") - before == 1
         s.execute("SELECT redlock_release(%s)", (key,))
-    assert subscribers(main_redis, channel_name("rs:swap-a")) == 0
-    assert subscribers(main_redis, channel_name("rs:swap-b")) == 1
+        assert subscribers(main_redis, channel_name(key)) == 0
+
+
+@pytest.mark.parametrize("fmt", ["string", "redisson"])
+def test_a_grant_given_back_does_not_wake_the_waiter(session, masters, fmt):
+    """Another client holds the key on two masters of three: a waiter gets
+    the third, gives it back (no majority) and sleeps.  The give-back must
+    not wake the waiter itself: in redisson format it publishes Redisson's
+    unlock message, which the waiter listens to (without the skip mark it
+    woke itself thousands of times a second)."""
+    ms = masters(3)
+    for m in ms[:2]:
+        if fmt == "string":
+            m.client().set("rs:minority", "another-owner", px=60000)
+        else:
+            m.client().hset("rs:minority", "8743c9c0-0795-4907-87fd-6c719a6b4586:1", 1)
+            m.client().pexpire("rs:minority", 60000)
+    s = slow_fallback(in_format(session, fmt, servers(ms)))
+    before = s.value("SELECT wakeups FROM redlock_stats()")
+    assert s.error("SELECT redlock_acquire('rs:minority', 30000, 1000)").pgcode == "55P03"
+    assert s.value("SELECT wakeups FROM redlock_stats()") == before
+    assert not ms[2].client().exists("rs:minority"), "the grant was given back"
+
+
+@pytest.mark.parametrize("fmt", ["string", "redisson"])
+def test_a_release_wakes_only_the_first_waiter(session, admin, main_redis, fmt):
+    """Wake-one in both formats: an SQL release wakes the first waiter of
+    the queue; those behind it sleep on (their fallback is 1 s away)."""
+    holder = in_format(session, fmt)
+    holder.execute("SELECT redlock_acquire_session('rs:herd')")
+    waiters = [slow_fallback(in_format(session, fmt)) for _ in range(4)]
+    threads = []
+    for i, w in enumerate(waiters):
+        threads.append(in_thread(w.value, "SELECT redlock_acquire_session('rs:herd', 30000, 20000)"))
+        wait_for(lambda: main_redis.zcard(b"rs:herd\x00waiters") == i + 1, what="the queue")
+    asleep_waiting(main_redis, "rs:herd")
+    holder.execute("SELECT redlock_release('rs:herd')")
+    threads[0][0].join(10)
+    assert isinstance(threads[0][1][0], int), "the first waiter got the key"
+    admin.execute("SELECT pg_cancel_backend(pid) FROM unnest(%s::int[]) pid",
+                  ([w.pid for w in waiters[1:]],))
+    for t, _ in threads[1:]:
+        t.join(10)
+    assert [w.value("SELECT wakeups FROM redlock_stats()") for w in waiters[1:]] == [0, 0, 0]
+
+
+ACL_COMMANDS = ["+eval", "+evalsha", "+subscribe", "+set", "+get", "+del", "+exists", "+incr",
+                "+pexpire", "+pttl", "+time", "+zadd", "+zrem", "+zrange", "+zrangebyscore",
+                "+publish"]
+
+
+def tenant_session(session, r, channels):
+    """A session in redisson format, under prefix t:, as an ACL user of r
+    with the README's commands for that format and these channel rights."""
+    r.client().acl_setuser("tenant", enabled=True, passwords=["+pw"], keys=["~t:*"],
+                           channels=channels,
+                           commands=ACL_COMMANDS + ["+type", "+hset", "+hexists"])
+    s = in_format(session, servers=f"redis://tenant:pw@127.0.0.1:{r.port}")
+    s.execute("SET redlock.key_prefix = 't:'")
+    return slow_fallback(s)
+
+
+def test_an_acl_user_as_the_readme_says(session, redis_server, redisson):
+    """The README's ACL for a tenant in redisson format: locks, SQL wake-ups
+    and Redisson's wake-ups all work; Redisson's channels of other prefixes
+    stay out of reach."""
+    r = redis_server()
+    a = tenant_session(session, r, ["t:redlock:wake:*", "redisson_lock__channel:{t:*"])
+    b = tenant_session(session, r, ["t:redlock:wake:*", "redisson_lock__channel:{t:*"])
+    java = redisson(port=r.port).get_lock("t:k")
+    assert java.try_lock()
+    before = a.value("SELECT wakeups FROM redlock_stats()")
+    t, outcome = in_thread(a.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
+    wait_for(lambda: subscribers(r.client(), channel_name("t:k")) == 1, what="a to subscribe")
+    asleep_waiting(r.client(), "t:k")
+    java.unlock()
+    t.join(30)
+    assert isinstance(outcome[0], int)
+    assert a.value("SELECT wakeups FROM redlock_stats()") - before == 1
+    assert b.value("SELECT redlock_try_acquire('k')") is None
+    with pytest.raises(Exception):
+        r.client(username="tenant", password="pw").publish("redisson_lock__channel:{u:k}", "0")
+
+
+def test_a_refused_redisson_channel_keeps_the_queue_wake_ups(session, redis_server, redisson):
+    """An ACL without Redisson's channels: SUBSCRIBE to the key channel is
+    refused, but the subscription connection stays, so an SQL release still
+    wakes the SQL waiter at once; a Redisson unlock is found by the fallback
+    timer instead."""
+    r = redis_server()
+    a = tenant_session(session, r, ["t:redlock:wake:*"])
+    b = tenant_session(session, r, ["t:redlock:wake:*"])
+    a.execute("SELECT redlock_acquire_session('k')")
+    before = b.value("SELECT wakeups FROM redlock_stats()")
+    t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
+    wait_for(lambda: r.client().exists(b"t:k\x00waiters"), what="b to queue")
+    asleep_waiting(r.client(), "t:k")
+    a.execute("SELECT redlock_release('k')")
+    t.join(30)
+    assert isinstance(outcome[0], int)
+    assert b.value("SELECT wakeups FROM redlock_stats()") - before == 1
+    b.execute("SELECT redlock_release('k')")
+
+    java = redisson(port=r.port).get_lock("t:k")
+    assert java.try_lock()
+    t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
+    wait_for(lambda: r.client().exists(b"t:k\x00waiters"), what="b to queue")
+    java.unlock()
+    t.join(30)
+    assert isinstance(outcome[0], int), "the fallback timer found the key free"
 
 
 def test_the_watchdog_keeps_a_redisson_lock_from_sql(session, redisson):
