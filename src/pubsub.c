@@ -151,6 +151,14 @@ RedisSubReady(const RedisServer *srv)
 	return false;
 }
 
+/* payload_is: whether a message's payload is these len bytes. */
+static bool
+payload_is(const redisReply *payload, const char *bytes, size_t len)
+{
+	return payload->type == REDIS_REPLY_STRING && payload->len == len &&
+		memcmp(payload->str, bytes, len) == 0;
+}
+
 /*
  * key_subscribe_refused: whether an error on srv's subscription connection
  * can only answer the SUBSCRIBE of its key channel: that one is the last
@@ -199,22 +207,21 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 	}
 	else if (ok && strcmp(r->element[0]->str, "message") == 0)
 	{
+		const char *channel = r->element[1]->str;
 		redisReply *payload = r->element[2];
-		bool		ours = channel_index(srv, r->element[1]->str) >= 0;
-		bool		skip = srv->sub_skip_next;
+		bool		ours = channel_index(srv, channel) >= 0;
+		bool		mark = ours &&
+			payload_is(payload, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN);
+		bool		own_wake = ours && watched_len > 0 &&
+			payload_is(payload, watched_key, watched_len);
+		bool		key_wake = !srv->sub_skip_next && watched_len > 0 &&
+			watched_keychan[0] != '\0' &&
+			strcmp(channel, watched_keychan) == 0 &&
+			strcmp(channel, srv->sub_keychan) == 0;
 
-		srv->sub_skip_next = false;
-		if (ours && payload->type == REDIS_REPLY_STRING &&
-			payload->len == REDIS_SKIP_MARK_LEN &&
-			memcmp(payload->str, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN) == 0)
-			srv->sub_skip_next = true;
-		else if (ours && watched_len > 0 && payload->type == REDIS_REPLY_STRING &&
-				 payload->len == watched_len &&
-				 memcmp(payload->str, watched_key, watched_len) == 0)
-			wake_count++;
-		else if (!skip && watched_len > 0 && watched_keychan[0] != '\0' &&
-				 strcmp(r->element[1]->str, watched_keychan) == 0 &&
-				 strcmp(r->element[1]->str, srv->sub_keychan) == 0)
+		/* a mark is about the very next message only */
+		srv->sub_skip_next = mark;
+		if (own_wake || key_wake)
 			wake_count++;
 	}
 	else if (ok && strcmp(r->element[0]->str, "unsubscribe") == 0)
