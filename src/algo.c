@@ -148,9 +148,9 @@
  * ACL right on that channel costs them only the wake-up, not our release.
  * Our own waiters listen on that channel too (for Redisson's unlocks), but
  * a release of ours wakes only the first of them, through the queue; so
- * first each of them (the first 1000 in the queue; not we ourselves, unless
- * we are waiting) is told to skip the next message on that channel: a
- * mark (REDIS_SKIP_MARK) on its wake channel.  Both messages come from one
+ * first each of them (the first 1000 in the queue; we ourselves only when
+ * we are waiting) is told to skip the next message if it is on that
+ * channel: a mark on its wake channel, REDIS_SKIP_MARK followed by the key.  Both messages come from one
  * script, so nothing can come between them on a subscriber's connection
  * (pubsub.c).  Without the marks every release would wake every waiting
  * backend, and a waiter giving back a grant that made no majority would
@@ -192,10 +192,14 @@
 	"  if string.find(KEYS[1], '{', 1, true) then\n" \
 	"    chan = 'redisson_lock__channel:' .. KEYS[1]\n" \
 	"  end\n" \
+	"  local mark = '" REDIS_SKIP_MARK_LUA "' .. KEYS[1]\n" \
+	"  if waiting then\n" \
+	"    redis.pcall('publish', me, mark)\n" \
+	"  end\n" \
 	"  if redis.call('exists', KEYS[2]) == 1 then\n" \
 	"    for _, w in ipairs(redis.call('zrange', KEYS[2], 0, 999)) do\n" \
-	"      if w ~= me or waiting then\n" \
-	"        redis.pcall('publish', w, '" REDIS_SKIP_MARK_LUA "')\n" \
+	"      if w ~= me then\n" \
+	"        redis.pcall('publish', w, mark)\n" \
 	"      end\n" \
 	"    end\n" \
 	"  end\n" \

@@ -456,6 +456,9 @@ RedisConnClose(RedisConn *conn)
 		conn->server->sub_nchannels = 0;
 		conn->server->sub_keychan[0] = '\0';
 		conn->server->sub_skip_next = false;
+		conn->server->sub_npending = 0;
+		conn->server->sub_unsub_refused = false;
+		conn->server->sub_stale = 0;
 	}
 	RedisWaitSetChanged(false);
 }

@@ -791,6 +791,8 @@ check_prepare(void)
 static void
 xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_ABORT)
+		RedisWakeAbandon();		/* a wait cut short by an ERROR */
 	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
 		return;
 
@@ -826,6 +828,8 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	RedlockLock *gone = NULL;
 	int			ngone = 0;
 
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		RedisWakeAbandon();		/* a wait cut short by an ERROR */
 	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
 		return;
 	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
@@ -947,7 +951,7 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used. With redlock.lock_format = redisson also TYPE, HSET and HEXISTS, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
 		default:
 			return "Check that Redis is running and that redlock.servers names it.";
 	}

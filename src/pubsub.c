@@ -159,22 +159,59 @@ payload_is(const redisReply *payload, const char *bytes, size_t len)
 		memcmp(payload->str, bytes, len) == 0;
 }
 
+/* What a request on a subscription connection was, for its answer. */
+#define SUBP_WAKE	0			/* SUBSCRIBE to a wake channel */
+#define SUBP_KEY	1			/* SUBSCRIBE to the key channel */
+#define SUBP_UNSUB	2			/* UNSUBSCRIBE from a key channel */
+
 /*
- * key_subscribe_refused: whether an error on srv's subscription connection
- * can only answer the SUBSCRIBE of its key channel: that one is the last
- * unanswered request, every wake channel having been confirmed.
+ * sub_send: send a one-channel (UN)SUBSCRIBE on srv's subscription
+ * connection and remember what it was: Redis answers requests in order, so
+ * the oldest remembered one is what an answer (or an error) is about.
+ * Returns false when the connection failed (and closed).
  */
 static bool
-key_subscribe_refused(const RedisServer *srv)
+sub_send(RedisServer *srv, int what, const char *channel)
 {
+	const char *argv[2];
+	size_t		argvlen[2];
+
+	argv[0] = what == SUBP_UNSUB ? "UNSUBSCRIBE" : "SUBSCRIBE";
+	argvlen[0] = strlen(argv[0]);
+	argv[1] = channel;
+	argvlen[1] = strlen(channel);
+	if (srv->sub_npending == REDIS_SUB_MAX_PENDING ||
+		!RedisConnSendCommand(&srv->sub, 2, argv, argvlen))
+	{
+		RedisConnFail(&srv->sub, REDIS_FAIL_IO,
+					  "too many unanswered subscription requests", false);
+		return false;
+	}
+	srv->sub_pending[srv->sub_npending++] = (uint8) what;
+	return true;
+}
+
+/*
+ * sub_answered: the oldest request of srv's subscription connection got
+ * its answer; returns what it was, or -1 when none was waiting.  *latest
+ * says whether no later request of the same kind waits behind it.
+ */
+static int
+sub_answered(RedisServer *srv, bool *latest)
+{
+	int			what;
 	int			i;
 
-	if (srv->sub_keychan[0] == '\0' || srv->sub_keychan_answered)
-		return false;
-	for (i = 0; i < srv->sub_nchannels; i++)
-		if (!srv->sub_confirmed[i])
-			return false;
-	return true;
+	if (srv->sub_npending == 0)
+		return -1;
+	what = srv->sub_pending[0];
+	srv->sub_npending--;
+	memmove(srv->sub_pending, srv->sub_pending + 1, srv->sub_npending);
+	*latest = true;
+	for (i = 0; i < srv->sub_npending; i++)
+		if (srv->sub_pending[i] == what)
+			*latest = false;
+	return what;
 }
 
 /*
@@ -188,30 +225,21 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 {
 	RedisServer *srv = conn->server;
 	bool		ok;
+	bool		latest = false;
 
 	ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
 		r->element[0]->type == REDIS_REPLY_STRING &&
 		r->element[1]->type == REDIS_REPLY_STRING;
-	if (ok && strcmp(r->element[0]->str, "subscribe") == 0)
-	{
-		int			i = channel_index(srv, r->element[1]->str);
-
-		if (i >= 0)
-			srv->sub_confirmed[i] = true;
-		else if (strcmp(srv->sub_keychan, r->element[1]->str) == 0)
-		{
-			/* a skip mark before this answer was for an earlier wait */
-			srv->sub_keychan_answered = true;
-			srv->sub_skip_next = false;
-		}
-	}
-	else if (ok && strcmp(r->element[0]->str, "message") == 0)
+	if (ok && strcmp(r->element[0]->str, "message") == 0)
 	{
 		const char *channel = r->element[1]->str;
 		redisReply *payload = r->element[2];
 		bool		ours = channel_index(srv, channel) >= 0;
-		bool		mark = ours &&
-			payload_is(payload, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN);
+		bool		mark = ours && watched_len > 0 &&
+			payload->type == REDIS_REPLY_STRING &&
+			payload->len == REDIS_SKIP_MARK_LEN + watched_len &&
+			memcmp(payload->str, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN) == 0 &&
+			memcmp(payload->str + REDIS_SKIP_MARK_LEN, watched_key, watched_len) == 0;
 		bool		own_wake = ours && watched_len > 0 &&
 			payload_is(payload, watched_key, watched_len);
 		bool		key_wake = !srv->sub_skip_next && watched_len > 0 &&
@@ -224,20 +252,50 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 		if (own_wake || key_wake)
 			wake_count++;
 	}
-	else if (ok && strcmp(r->element[0]->str, "unsubscribe") == 0)
-		;
-	else if (r->type == REDIS_REPLY_ERROR && key_subscribe_refused(srv))
+	else if (ok && (strcmp(r->element[0]->str, "subscribe") == 0 ||
+					strcmp(r->element[0]->str, "unsubscribe") == 0))
+	{
+		int			i = channel_index(srv, r->element[1]->str);
+
+		(void) sub_answered(srv, &latest);
+		if (strcmp(r->element[0]->str, "unsubscribe") == 0)
+			;
+		else if (i >= 0)
+			srv->sub_confirmed[i] = true;
+		else if (strcmp(srv->sub_keychan, r->element[1]->str) == 0)
+		{
+			/* a skip mark before this answer was for an earlier wait */
+			srv->sub_keychan_answered = true;
+			srv->sub_skip_next = false;
+		}
+	}
+	else if (r->type == REDIS_REPLY_ERROR)
 	{
 		/*
-		 * Redis answers in order: the wake channels were confirmed, so this
-		 * refuses the key channel (an ACL without Redisson's channels).
-		 * Keep the connection, and with it the wake-ups of our own queue;
-		 * Redisson's unlocks are left to the fallback timer.
+		 * A refusal (an ACL).  Of a wake channel: the connection is of no
+		 * use.  Of the key channel (no right to Redisson's channels): keep
+		 * the connection, and with it the wake-ups of our own queue, and
+		 * leave Redisson's unlocks to the fallback timer.  Of UNSUBSCRIBE:
+		 * keep it, and stop asking (sub_drop_key).
 		 */
-		elog(DEBUG1, "redlock: %s refused to subscribe to \"%s\": %s",
-			 srv->addr, srv->sub_keychan, r->str);
-		srv->sub_keychan_answered = true;
-		ok = true;
+		switch (sub_answered(srv, &latest))
+		{
+			case SUBP_KEY:
+				if (latest)
+					srv->sub_keychan_answered = true;
+				ok = true;
+				break;
+			case SUBP_UNSUB:
+				srv->sub_unsub_refused = true;
+				srv->sub_stale++;
+				ok = true;
+				break;
+			default:
+				break;
+		}
+		if (ok)
+			elog(DEBUG1, "redlock: %s refused a subscription request: %s",
+				 srv->addr, r->str);
 	}
 	else
 		ok = false;
@@ -250,40 +308,34 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 /*
  * sub_ask: make srv's subscription connection ask for "channel": open it
  * if needed (not while the server is in backoff), replace it if it was
- * opened under other credentials, knows too many channels, or could not
- * connect in time, and queue the SUBSCRIBE.  Failures leave it closed.
+ * opened under other credentials, knows too many channels (or, with an
+ * ACL without UNSUBSCRIBE, too many key channels it could not give up), or
+ * could not connect in time, and queue the SUBSCRIBE.  Failures leave it
+ * closed.
  */
 static void
 sub_ask(RedisServer *srv, const char *channel, int64 now)
 {
 	RedisConn  *sub = &srv->sub;
-	const char *argv[2];
-	size_t		argvlen[2];
 
 	/* a connect that never finished (a host that drops packets) is dropped */
 	if (sub->state == REDIS_CONN_CONNECTING && now >= sub->connect_deadline)
 		RedisConnClose(sub);
 	if (channel_index(srv, channel) >= 0 && sub->state != REDIS_CONN_CLOSED &&
-		!RedisConnStale(sub))
+		!RedisConnStale(sub) && srv->sub_stale < REDIS_SUB_MAX_CHANNELS)
 		return;
 	if (RedisConnStale(sub) ||
 		(sub->state != REDIS_CONN_CLOSED &&
-		 srv->sub_nchannels == REDIS_SUB_MAX_CHANNELS))
+		 (srv->sub_nchannels == REDIS_SUB_MAX_CHANNELS ||
+		  srv->sub_stale >= REDIS_SUB_MAX_CHANNELS)))
 		RedisConnClose(sub);
 	if (sub->state == REDIS_CONN_CLOSED)
 	{
 		if (!RedisServerMayConnect(srv, now) || !RedisConnOpen(sub, now))
 			return;
 	}
-	argv[0] = "SUBSCRIBE";
-	argvlen[0] = 9;
-	argv[1] = channel;
-	argvlen[1] = strlen(channel);
-	if (!RedisConnSendCommand(sub, 2, argv, argvlen))
-	{
-		RedisConnFail(sub, REDIS_FAIL_IO, "out of memory", false);
+	if (!sub_send(srv, SUBP_WAKE, channel))
 		return;
-	}
 	strlcpy(srv->sub_channels[srv->sub_nchannels], channel, REDIS_CHANNEL_LEN);
 	srv->sub_confirmed[srv->sub_nchannels] = false;
 	srv->sub_nchannels++;
@@ -292,25 +344,20 @@ sub_ask(RedisServer *srv, const char *channel, int64 now)
 
 /*
  * sub_drop_key: queue the UNSUBSCRIBE of srv's key channel, if it has one,
- * and forget it.  Returns false when the connection failed (and closed).
+ * and forget it.  Under an ACL that refused UNSUBSCRIBE before, the
+ * channel is left subscribed and counted instead (sub_ask replaces the
+ * connection once there are too many); its messages no longer count.
+ * Returns false when the connection failed (and closed).
  */
 static bool
 sub_drop_key(RedisServer *srv)
 {
-	const char *argv[2];
-	size_t		argvlen[2];
-
 	if (srv->sub_keychan[0] == '\0')
 		return true;
-	argv[0] = "UNSUBSCRIBE";
-	argvlen[0] = 11;
-	argv[1] = srv->sub_keychan;
-	argvlen[1] = strlen(srv->sub_keychan);
-	if (!RedisConnSendCommand(&srv->sub, 2, argv, argvlen))
-	{
-		RedisConnFail(&srv->sub, REDIS_FAIL_IO, "out of memory", false);
+	if (srv->sub_unsub_refused)
+		srv->sub_stale++;
+	else if (!sub_send(srv, SUBP_UNSUB, srv->sub_keychan))
 		return false;
-	}
 	srv->sub_keychan[0] = '\0';
 	return true;
 }
@@ -332,6 +379,26 @@ RedisUnsubscribeKey(RedisServer **srvs, int n)
 }
 
 /*
+ * RedisWakeAbandon: a wait ended by an ERROR (a cancel, a timeout) is
+ * over: stop watching, and give up the key channel it listened to on
+ * every server.  For the abort callbacks: raises nothing.
+ */
+void
+RedisWakeAbandon(void)
+{
+	RedisServer **srvs;
+	int			n;
+
+	if (watched_len > 0 && watched_keychan[0] != '\0')
+	{
+		srvs = RedisServers(&n);
+		RedisUnsubscribeKey(srvs, n);
+	}
+	watched_len = 0;
+	watched_keychan[0] = '\0';
+}
+
+/*
  * sub_ask_key: make srv's subscription connection, open and asked for
  * this backend's wake channel already, ask for "keychan" as its one key
  * channel, in place of the one it had.
@@ -340,23 +407,12 @@ static void
 sub_ask_key(RedisServer *srv, const char *keychan)
 {
 	RedisConn  *sub = &srv->sub;
-	const char *argv[2];
-	size_t		argvlen[2];
 
 	if (sub->state == REDIS_CONN_CLOSED ||
 		strcmp(srv->sub_keychan, keychan) == 0)
 		return;
-	if (!sub_drop_key(srv))
+	if (!sub_drop_key(srv) || !sub_send(srv, SUBP_KEY, keychan))
 		return;
-	argv[0] = "SUBSCRIBE";
-	argvlen[0] = 9;
-	argv[1] = keychan;
-	argvlen[1] = strlen(keychan);
-	if (!RedisConnSendCommand(sub, 2, argv, argvlen))
-	{
-		RedisConnFail(sub, REDIS_FAIL_IO, "out of memory", false);
-		return;
-	}
 	strlcpy(srv->sub_keychan, keychan, sizeof(srv->sub_keychan));
 	srv->sub_keychan_answered = false;
 	RedisConnFlush(sub);
@@ -365,8 +421,8 @@ sub_ask_key(RedisServer *srv, const char *keychan)
 /*
  * RedisSubscribe: make sure this backend is subscribed to "channel" (and
  * "keychan" if not NULL) on each of "srvs", waiting until deadline
- * (monotonic us) at most for the confirmations.  A server that cannot be subscribed to is left to the
- * fallback timer.  Raises only what CHECK_FOR_INTERRUPTS raises, and
+ * (monotonic us) at most for the confirmations.  A server that cannot be
+ * subscribed to is left to the fallback timer.  Raises only what CHECK_FOR_INTERRUPTS raises, and
  * ERROR when the wait set cannot be built.
  */
 void

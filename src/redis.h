@@ -54,10 +54,12 @@ struct redisReply;
 /* Redisson's unlock channel of a key: "redisson_lock__channel:{key}" */
 #define REDIS_KEY_CHANNEL_LEN	(REDLOCK_MAX_KEY_LEN + 32)
 #define REDIS_SUB_MAX_CHANNELS	4
+#define REDIS_SUB_MAX_PENDING	16	/* unanswered (UN)SUBSCRIBEs on one */
 /*
- * Published on a backend's wake channel right before a message on
- * Redisson's channel that it must not count as a wake-up (algo.c).  It
- * starts with a NUL: no key can be mistaken for it.
+ * Published, followed by a lock key, on a backend's wake channel right
+ * before a message on Redisson's channel of that key that it must not
+ * count as a wake-up (algo.c).  It starts with a NUL: no key can be
+ * mistaken for it.
  */
 #define REDIS_SKIP_MARK			"\0skip-next"
 #define REDIS_SKIP_MARK_LEN		10
@@ -316,8 +318,14 @@ typedef struct RedisServer
 	/* one key's own channel (Redisson's unlock channel), "" for none */
 	char		sub_keychan[REDIS_KEY_CHANNEL_LEN];
 	bool		sub_keychan_answered;	/* confirmed, or refused */
-	bool		sub_skip_next;	/* a skip mark came: the next message is not
-								 * a wake-up if it is on sub_keychan */
+	bool		sub_skip_next;	/* a skip mark for the watched key came: the
+								 * next message is not a wake-up if it is on
+								 * sub_keychan */
+	/* requests sent on it and not answered yet, oldest first (pubsub.c) */
+	int			sub_npending;
+	uint8		sub_pending[REDIS_SUB_MAX_PENDING];
+	bool		sub_unsub_refused;	/* an ACL without UNSUBSCRIBE */
+	int			sub_stale;		/* key channels left subscribed because of it */
 
 	int64		retry_after;	/* us; no new connect attempt before */
 	uint64		backoff_version;	/* credentials version of that backoff:
@@ -419,6 +427,7 @@ extern void RedisWakeChannel(const char *prefix, size_t prefixlen, char *out);
 extern void RedisSubscribe(RedisServer **srvs, int n, const char *channel,
 						   const char *keychan, int64 deadline);
 extern void RedisUnsubscribeKey(RedisServer **srvs, int n);
+extern void RedisWakeAbandon(void);
 extern void RedisRedissonChannel(const char *rkey, char *out);
 extern void RedisWakeWatch(const char *rkey, const char *keychan);
 extern uint64 RedisWakeCount(void);

@@ -11,7 +11,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (MAIN_REDIS_PORT, counter_race, cursor_as, drop_roles, in_thread,
+from conftest import (MAIN_REDIS_PORT, SLOW, counter_race, cursor_as, drop_roles, in_thread,
                       redlock_side, servers, unlocked_side, wait_for)
 from rlock_client import RedissonClient, channel_name
 
@@ -44,15 +44,19 @@ def subscribers(r, channel):
 
 
 def asleep_waiting(r, key):
-    """Wait until a backend that waits for key has run an attempt in Redis
-    after this call (its queue entry's deadline moved): it is asleep or
+    """Wait until every backend that waits for key has run an attempt in
+    Redis after this call (its queue entry's deadline moved): it is asleep or
     about to be, so a release now is heard as a wake-up, not found by an
     attempt already on its way.  (A backend's fallback timer is at most
     1 s: the queue refresh.)"""
     deadlines = key.encode() + b"\x00waitexp"
-    first = r.zrange(deadlines, 0, -1, withscores=True)
-    wait_for(lambda: r.zrange(deadlines, 0, -1, withscores=True) != first, timeout=3,
-             what="an attempt of the waiter")
+    first = wait_for(lambda: dict(r.zrange(deadlines, 0, -1, withscores=True)),
+                     what="a waiter in the queue")
+
+    def all_moved():
+        now = dict(r.zrange(deadlines, 0, -1, withscores=True))
+        return all(now.get(w) not in (None, at) for w, at in first.items())
+    wait_for(all_moved, timeout=3, what="an attempt of every waiter")
 
 
 def slow_fallback(s):
@@ -225,7 +229,8 @@ def test_a_grant_given_back_does_not_wake_the_waiter(session, masters, fmt):
     before = s.value("SELECT wakeups FROM redlock_stats()")
     assert s.error("SELECT redlock_acquire('rs:minority', 30000, 1000)").pgcode == "55P03"
     assert s.value("SELECT wakeups FROM redlock_stats()") == before
-    assert not ms[2].client().exists("rs:minority"), "the grant was given back"
+    assert ms[2].client().get(b"rs:minority\x00fence"), "the third master granted it"
+    assert not ms[2].client().exists("rs:minority"), "and the grant was given back"
 
 
 @pytest.mark.parametrize("fmt", ["string", "redisson"])
@@ -241,12 +246,12 @@ def test_a_release_wakes_only_the_first_waiter(session, admin, main_redis, fmt):
         wait_for(lambda: main_redis.zcard(b"rs:herd\x00waiters") == i + 1, what="the queue")
     asleep_waiting(main_redis, "rs:herd")
     holder.execute("SELECT redlock_release('rs:herd')")
-    threads[0][0].join(10)
+    threads[0][0].join(10 * SLOW)
     assert isinstance(threads[0][1][0], int), "the first waiter got the key"
     admin.execute("SELECT pg_cancel_backend(pid) FROM unnest(%s::int[]) pid",
                   ([w.pid for w in waiters[1:]],))
     for t, _ in threads[1:]:
-        t.join(10)
+        t.join(10 * SLOW)
     assert [w.value("SELECT wakeups FROM redlock_stats()") for w in waiters[1:]] == [0, 0, 0]
 
 
@@ -255,12 +260,12 @@ ACL_COMMANDS = ["+eval", "+evalsha", "+subscribe", "+set", "+get", "+del", "+exi
                 "+publish"]
 
 
-def tenant_session(session, r, channels):
+def tenant_session(session, r, channels, extra=("+unsubscribe",)):
     """A session in redisson format, under prefix t:, as an ACL user of r
     with the README's commands for that format and these channel rights."""
     r.client().acl_setuser("tenant", enabled=True, passwords=["+pw"], keys=["~t:*"],
                            channels=channels,
-                           commands=ACL_COMMANDS + ["+type", "+hset", "+hexists"])
+                           commands=ACL_COMMANDS + ["+type", "+hset", "+hexists", *extra])
     s = in_format(session, servers=f"redis://tenant:pw@127.0.0.1:{r.port}")
     s.execute("SET redlock.key_prefix = 't:'")
     return slow_fallback(s)
@@ -284,6 +289,9 @@ def test_an_acl_user_as_the_readme_says(session, redis_server, redisson):
     assert isinstance(outcome[0], int)
     assert a.value("SELECT wakeups FROM redlock_stats()") - before == 1
     assert b.value("SELECT redlock_try_acquire('k')") is None
+    # after the wait: off the key's channel, still on its own wake channel
+    wait_for(lambda: subscribers(r.client(), channel_name("t:k")) == 0, what="the unsubscribe")
+    assert [subscribers(r.client(), c.decode()) for c in wake_channels(r)] == [1]
     with pytest.raises(Exception):
         r.client(username="tenant", password="pw").publish("redisson_lock__channel:{u:k}", "0")
 
@@ -309,11 +317,87 @@ def test_a_refused_redisson_channel_keeps_the_queue_wake_ups(session, redis_serv
 
     java = redisson(port=r.port).get_lock("t:k")
     assert java.try_lock()
+    before = b.value("SELECT wakeups FROM redlock_stats()")
     t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
     wait_for(lambda: r.client().exists(b"t:k\x00waiters"), what="b to queue")
+    asleep_waiting(r.client(), "t:k")
     java.unlock()
     t.join(30)
     assert isinstance(outcome[0], int), "the fallback timer found the key free"
+    assert b.value("SELECT wakeups FROM redlock_stats()") == before
+    assert [subscribers(r.client(), c.decode()) for c in wake_channels(r)] == [1]
+
+
+def wake_channels(r):
+    return sorted(r.client().pubsub_channels("t:redlock:wake:*"))
+
+
+def test_an_acl_without_unsubscribe_keeps_the_subscription(session, redis_server, redisson):
+    """UNSUBSCRIBE refused at the end of each wait (an ACL written before
+    the redisson format asked for it): the subscription connection stays,
+    with the backend's wake channel, and the next waits still hear both
+    SQL releases and Redisson's unlocks."""
+    r = redis_server()
+    chans = ["t:redlock:wake:*", "redisson_lock__channel:{t:*"]
+    a = tenant_session(session, r, chans, extra=())
+    java = redisson(port=r.port).get_lock("t:k")
+    for _ in range(3):
+        assert java.try_lock()
+        before = a.value("SELECT wakeups FROM redlock_stats()")
+        t, outcome = in_thread(a.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
+        asleep_waiting(r.client(), "t:k")
+        java.unlock()
+        t.join(30)
+        assert isinstance(outcome[0], int)
+        assert a.value("SELECT wakeups FROM redlock_stats()") - before == 1
+        a.execute("SELECT redlock_release('k')")
+        assert [subscribers(r.client(), c.decode()) for c in wake_channels(r)] == [1]
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_wait_ended_by_an_error_gives_up_the_key_channel(session, admin, main_redis,
+                                                            redisson, how):
+    """A cancelled or timed-out wait leaves no subscription behind: an idle
+    backend must not collect the key's unlock messages."""
+    key = f"rs:gone-{how}"
+    lock = redisson().get_lock(key)
+    assert lock.try_lock()
+    s = slow_fallback(in_format(session))
+    wait = 1000 * SLOW if how == "timeout" else 60000
+    t, outcome = in_thread(s.value, "SELECT redlock_acquire_session(%s, 30000, %s)", (key, wait))
+    wait_for(lambda: subscribers(main_redis, channel_name(key)) == 1, what="the subscription")
+    if how == "cancel":
+        admin.execute("SELECT pg_cancel_backend(%s)", (s.pid,))
+    t.join(30 * SLOW)
+    assert isinstance(outcome[0], psycopg2.Error)
+    wait_for(lambda: subscribers(main_redis, channel_name(key)) == 0, what="the unsubscribe")
+    lock.unlock()
+
+
+def test_a_stale_queue_entry_does_not_swallow_a_redisson_unlock(session, redis_server,
+                                                                 redisson):
+    """B's wake channel is left in another key's queue (a master that
+    refused an acquire keeps the entry for a while).  A release of that key
+    marks B, but the mark names that key: the Redisson unlock of the key B
+    waits for still wakes it at once."""
+    r = redis_server()
+    lock = redisson(port=r.port).get_lock("k2")
+    assert lock.try_lock()
+    b = slow_fallback(in_format(session, servers=r.addr))
+    h = in_format(session, servers=r.addr)
+    h.execute("SELECT redlock_acquire_session('k1')")
+    before = b.value("SELECT wakeups FROM redlock_stats()")
+    t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k2', 30000, 20000)")
+    wait_for(lambda: subscribers(r.client(), channel_name("k2")) == 1, what="b to subscribe")
+    stale = r.client().pubsub_channels("redlock:wake:*")[0]
+    r.client().zadd(b"k1\x00waiters", {stale: 1})
+    r.client().zadd(b"k1\x00waitexp", {stale: 1})
+    asleep_waiting(r.client(), "k2")
+    h.execute("SELECT redlock_release('k1')")
+    lock.unlock()
+    t.join(30)
+    assert isinstance(outcome[0], int)
+    assert b.value("SELECT wakeups FROM redlock_stats()") - before == 1
 
 
 def test_the_watchdog_keeps_a_redisson_lock_from_sql(session, redisson):
