@@ -10,7 +10,8 @@ it deletes the hash and publishes "0" on "redisson_lock__channel:{name}"
 A lock taken without a lease is renewed by a watchdog every third of its
 lease.  Unlock scripts carry a per-request latch key so that a retried
 unlock does not count twice.  The fair lock (RedissonFairLock) is not
-modelled.
+modelled
+only in its tryLock form (no waiting: RFairLock).
 
     client = RedissonClient(port)
     lock = client.get_lock("orders:42")
@@ -65,6 +66,47 @@ end
 return 0
 """
 
+FAIR_TRY_SCRIPT = """
+while true do
+  local first = redis.call('lindex', KEYS[2], 0)
+  if first == false then break end
+  local timeout = tonumber(redis.call('zscore', KEYS[3], first))
+  if timeout ~= nil and timeout > tonumber(ARGV[3]) then break end
+  redis.call('zrem', KEYS[3], first)
+  redis.call('lpop', KEYS[2])
+end
+if redis.call('exists', KEYS[1]) == 0 and (redis.call('exists', KEYS[2]) == 0
+    or redis.call('lindex', KEYS[2], 0) == ARGV[2]) then
+  redis.call('lpop', KEYS[2])
+  redis.call('zrem', KEYS[3], ARGV[2])
+  redis.call('hset', KEYS[1], ARGV[2], 1)
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  return nil
+end
+if redis.call('hexists', KEYS[1], ARGV[2]) == 1 then
+  redis.call('hincrby', KEYS[1], ARGV[2], 1)
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  return nil
+end
+return 1
+"""
+
+FAIR_UNLOCK_SCRIPT = """
+if redis.call('hexists', KEYS[1], ARGV[2]) == 0 then
+  return nil
+end
+if redis.call('hincrby', KEYS[1], ARGV[2], -1) > 0 then
+  redis.call('pexpire', KEYS[1], ARGV[3])
+  return 0
+end
+redis.call('del', KEYS[1])
+local next = redis.call('lindex', KEYS[2], 0)
+if next ~= false then
+  redis.call('publish', KEYS[4] .. ':' .. next, ARGV[1])
+end
+return 1
+"""
+
 UNLOCK_MESSAGE = b"0"
 
 
@@ -93,6 +135,9 @@ class RedissonClient:
 
     def get_lock(self, name):
         return RLock(self, name)
+
+    def get_fair_lock(self, name):
+        return RFairLock(self, name)
 
     def close(self):
         self.redis.close()
@@ -197,3 +242,37 @@ class RLock:
     def hold_count(self):
         n = self.client.redis.hget(self.name, self.lock_name())
         return int(n) if n else 0
+
+
+def prefix_name(prefix, name):
+    """Redisson's prefixName(): braces around the name unless it has some."""
+    return f"{prefix}:{name}" if "{" in name else f"{prefix}:{{{name}}}"
+
+
+class RFairLock:
+    """RedissonFairLock, tryLock() and unlock() only: the lock is the same
+    hash as RLock's; waiters queue in redisson_lock_queue:{name} and
+    redisson_lock_timeout:{name} and are woken on per-thread channels."""
+
+    def __init__(self, client, name):
+        self.client = client
+        self.name = name
+        self.queue = prefix_name("redisson_lock_queue", name)
+        self.timeouts = prefix_name("redisson_lock_timeout", name)
+        self.channel = channel_name(name)
+
+    def lock_name(self):
+        return f"{self.client.id}:{threading.get_ident()}"
+
+    def try_lock(self, lease_ms=30000):
+        now = int(time.time() * 1000)
+        return self.client.redis.eval(FAIR_TRY_SCRIPT, 3, self.name, self.queue, self.timeouts,
+                                      lease_ms, self.lock_name(), now) is None
+
+    def unlock(self):
+        done = self.client.redis.eval(FAIR_UNLOCK_SCRIPT, 4, self.name, self.queue,
+                                      self.timeouts, self.channel, UNLOCK_MESSAGE,
+                                      self.lock_name(), 30000)
+        if done is None:
+            raise IllegalMonitorState(f"{self.name} is not held by {self.lock_name()}")
+        return done == 1

@@ -36,6 +36,8 @@ def redisson():
 def in_format(session, fmt="redisson", servers=None, autocommit=True):
     s = session(servers, autocommit)
     s.execute("SET redlock.lock_format = %s", (fmt,))
+    if not autocommit:
+        s.conn.commit()                 # a rollback must not take the setting back
     return s
 
 
@@ -513,6 +515,31 @@ def test_quorum_of_redisson_locks_on_several_masters(session, masters, redisson)
     for lock in java:
         lock.unlock()
     assert s.value("SELECT redlock_try_acquire('rs:q')") is not None
+
+
+def test_a_redisson_fair_lock_and_sql_exclude_each_other(session, main_redis, redisson):
+    """Redisson's fair lock writes the same hash as RLock: SQL in redisson
+    format and a fair lock exclude each other.  Its own queue is not ours:
+    a free key goes to SQL even while fair-lock threads queue for it (the
+    README says so)."""
+    fair = redisson().get_fair_lock("rs:fair")
+    s = in_format(session, autocommit=False)
+    assert fair.try_lock()
+    assert s.value("SELECT redlock_try_acquire('rs:fair')") is None
+    s.conn.rollback()
+    assert fair.unlock()
+    assert s.value("SELECT redlock_try_acquire('rs:fair')") is not None
+    assert not fair.try_lock()
+    s.conn.commit()
+    assert fair.try_lock()
+    assert fair.unlock()
+
+    main_redis.rpush("redisson_lock_queue:{rs:fair}", "another-jvm:7")
+    main_redis.zadd("redisson_lock_timeout:{rs:fair}", {"another-jvm:7": time.time() * 1000 + 60000})
+    assert not fair.try_lock(), "the fair lock keeps the key for its queue"
+    assert s.value("SELECT redlock_try_acquire('rs:fair')") is not None
+    s.conn.commit()
+    main_redis.delete("redisson_lock_queue:{rs:fair}", "redisson_lock_timeout:{rs:fair}")
 
 
 def test_lock_format_is_set_by_superusers(session, database):
