@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 
-import psycopg2
 import redis
+
+import waiting as waiting_bench  # bench/waiting.py  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "test", "python"))
 from rlock_client import RedissonClient, channel_name  # noqa: E402
@@ -31,12 +32,10 @@ PORT = int(os.environ.get("REDLOCK_REDIS_PORT", "16379"))
 
 
 def session(fmt=None, autocommit=True):
-    c = psycopg2.connect(dbname="bench")
-    c.autocommit = autocommit
-    cur = c.cursor()
-    cur.execute("LOAD 'redlock'")
+    c, cur = waiting_bench.session()
     if fmt:
         cur.execute("SET redlock.lock_format = %s", (fmt,))
+    c.autocommit = autocommit
     return c, cur
 
 
@@ -54,13 +53,25 @@ def waiting(admin, pid, kind):
     return admin.fetchone()[0] == kind
 
 
-def timed_waiter(fn, result):
+def handoff(wait, is_waiting, release, after=None):
+    """Seconds from just before release() to just after wait() returned:
+    wait() runs in a thread (then after(), in that thread, if given), and
+    release() once is_waiting()."""
+    got = []
+
     def run():
-        fn()
-        result.append(time.perf_counter())
+        wait()
+        got.append(time.perf_counter())
+        if after:
+            after()
     t = threading.Thread(target=run)
     t.start()
-    return t
+    wait_until(is_waiting)
+    time.sleep(0.002)
+    start = time.perf_counter()
+    release()
+    t.join()
+    return got[0] - start
 
 
 class Wake:
@@ -73,69 +84,37 @@ class Wake:
         self.wpid = self.waiter.fetchone()[0]
         self.java = RedissonClient(PORT)
 
+    def java_waiting(self, name):
+        ch = channel_name(name).encode()
+        return lambda: dict(self.r.pubsub_numsub(ch)).get(ch, 0) == 1
+
     def advisory(self):
         self.holder.execute("SELECT pg_advisory_xact_lock(4242)")
-        got = []
-        t = timed_waiter(lambda: self.waiter.execute("SELECT pg_advisory_lock(4242)"), got)
-        wait_until(lambda: waiting(self.admin, self.wpid, "Lock"))
-        time.sleep(0.002)
-        start = time.perf_counter()
-        self.hc.commit()
-        t.join()
+        gap = handoff(lambda: self.waiter.execute("SELECT pg_advisory_lock(4242)"),
+                      lambda: waiting(self.admin, self.wpid, "Lock"), self.hc.commit)
         self.waiter.execute("SELECT pg_advisory_unlock(4242)")
-        return got[0] - start
+        return gap
 
     def sql_to_redisson(self):
         self.holder.execute("SELECT redlock_acquire('bench:rs1')")
         lock = self.java.get_lock("bench:rs1")
-        got = []
-
-        def java():
-            lock.try_lock(wait_s=10)
-            got.append(time.perf_counter())
-            lock.unlock()
-        t = threading.Thread(target=java)
-        t.start()
-        ch = channel_name("bench:rs1").encode()
-        wait_until(lambda: dict(self.r.pubsub_numsub(ch)).get(ch, 0) == 1)
-        time.sleep(0.002)
-        start = time.perf_counter()
-        self.hc.commit()
-        t.join()
-        return got[0] - start
+        return handoff(lambda: lock.try_lock(wait_s=10), self.java_waiting("bench:rs1"),
+                       self.hc.commit, after=lock.unlock)
 
     def redisson_to_sql(self):
         lock = self.java.get_lock("bench:rs2")
         lock.try_lock()
-        got = []
-        t = timed_waiter(lambda: self.waiter.execute(
-            "SELECT redlock_acquire_session('bench:rs2', 30000, 10000)"), got)
-        wait_until(lambda: waiting(self.admin, self.wpid, "Extension"))
-        time.sleep(0.002)
-        start = time.perf_counter()
-        lock.unlock()
-        t.join()
+        gap = handoff(lambda: self.waiter.execute(
+                          "SELECT redlock_acquire_session('bench:rs2', 30000, 10000)"),
+                      lambda: waiting(self.admin, self.wpid, "Extension"), lock.unlock)
         self.waiter.execute("SELECT redlock_release('bench:rs2')")
-        return got[0] - start
+        return gap
 
     def redisson_to_redisson(self):
         lock = self.java.get_lock("bench:rs3")
         lock.try_lock()
-        got = []
-
-        def java():
-            lock.try_lock(wait_s=10)
-            got.append(time.perf_counter())
-            lock.unlock()
-        t = threading.Thread(target=java)
-        t.start()
-        ch = channel_name("bench:rs3").encode()
-        wait_until(lambda: dict(self.r.pubsub_numsub(ch)).get(ch, 0) == 1)
-        time.sleep(0.002)
-        start = time.perf_counter()
-        lock.unlock()
-        t.join()
-        return got[0] - start
+        return handoff(lambda: lock.try_lock(wait_s=10), self.java_waiting("bench:rs3"),
+                       lock.unlock, after=lock.unlock)
 
 
 def wake(rounds):

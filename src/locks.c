@@ -792,7 +792,7 @@ static void
 xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT)
-		RedisWakeAbandon();		/* a wait cut short by an ERROR */
+		RedisWakeWatch(NULL, NULL);	/* a wait cut short by an ERROR */
 	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
 		return;
 
@@ -829,7 +829,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	int			ngone = 0;
 
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		RedisWakeAbandon();		/* a wait cut short by an ERROR */
+		RedisWakeWatch(NULL, NULL);	/* a wait cut short by an ERROR */
 	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
 		return;
 	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
@@ -1059,18 +1059,6 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 }
 
 /*
- * stop_watching: the wait for "lock" is over: stop counting wake-ups, and
- * give up Redisson's channel of the key if the wait listened to it.
- */
-static void
-stop_watching(RedlockLock *lock, const char *keychan)
-{
-	RedisWakeWatch(NULL, NULL);
-	if (keychan != NULL)
-		RedisUnsubscribeKey(lock->servers, lock->nservers);
-}
-
-/*
  * RedlockLockAcquire: acquire "key" for the session or the transaction.
  *
  * ttl_ms is the lock's TTL (already checked).  wait_ms < 0 means use
@@ -1223,7 +1211,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_ACQUIRED)
 		{
-			stop_watching(lock, keychan);
+			RedisWakeWatch(NULL, NULL);
 			lock->pending_subid = InvalidSubTransactionId;
 			hold_add(lock, session);
 			lock->session_count += carried;
@@ -1237,7 +1225,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
-			stop_watching(lock, keychan);
+			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);
@@ -1248,7 +1236,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			RedlockLock gone = lock_forget(lock);
 
-			stop_watching(&gone, keychan);
+			RedisWakeWatch(NULL, NULL);
 			lock_free_copy(&gone);
 			if (tally.validity_lost)
 				ereport(ERROR,
@@ -1268,7 +1256,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			StringInfoData detail;
 
-			stop_watching(lock, keychan);
+			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed, start);
 			lock_abandon(lock);

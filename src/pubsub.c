@@ -28,8 +28,8 @@
  * has one already, as Redisson does), where the release script publishes
  * too.  Any message there wakes the waiter of that key.  The subscription
  * keeps at most one such channel: waiting for another key swaps it
- * (UNSUBSCRIBE, SUBSCRIBE) on the same connection, and the wait gives it
- * up when it ends.  A server that refuses it (an ACL without Redisson's
+ * (UNSUBSCRIBE, SUBSCRIBE) on the same connection, and the end of the
+ * watch gives it up.  A server that refuses it (an ACL without Redisson's
  * channels) keeps the connection: only Redisson's wake-ups are lost.
  * Our own releases publish there too, for Redisson's waiters; a skip mark
  * on the wake channel, right before, says that the next message on the
@@ -57,6 +57,8 @@ static char watched_key[REDLOCK_MAX_KEY_LEN + 1];	/* the key waited for */
 static size_t watched_len = 0;	/* 0: none */
 static char watched_keychan[REDIS_KEY_CHANNEL_LEN];	/* "": none */
 static uint64 wake_count = 0;
+
+static void unsubscribe_keys(void);
 
 /*
  * RedisWakeChannel: write this backend's wake channel under a key prefix
@@ -100,12 +102,15 @@ RedisRedissonChannel(const char *rkey, char *out)
 /*
  * RedisWakeWatch: count wake-ups for this Redis key from now on, until
  * called with NULL; with "keychan" (not NULL), any message on that
- * channel counts too.  The key is copied: a watch left behind by an ERROR
- * only counts wake-ups nobody reads, until the next acquire sets its own.
+ * channel counts too.  Ending a watch that had a key channel gives the
+ * channel up (the wait is over, by its own end or by an ERROR: the abort
+ * callbacks end it too).  Raises nothing.  The key is copied.
  */
 void
 RedisWakeWatch(const char *rkey, const char *keychan)
 {
+	if (watched_keychan[0] != '\0')
+		unsubscribe_keys();
 	watched_len = 0;
 	watched_keychan[0] = '\0';
 	if (rkey != NULL && keychan != NULL)
@@ -363,39 +368,21 @@ sub_drop_key(RedisServer *srv)
 }
 
 /*
- * RedisUnsubscribeKey: give up the key channel on each of "srvs" once a
- * wait is over, without waiting for the answers: an idle backend must not
- * collect every unlock message of the last key it waited for.
+ * unsubscribe_keys: give up the key channel on every server that has one,
+ * without waiting for the answers: an idle backend must not collect every
+ * unlock message of the last key it waited for.  Raises nothing.
  */
-void
-RedisUnsubscribeKey(RedisServer **srvs, int n)
+static void
+unsubscribe_keys(void)
 {
+	int			n;
+	RedisServer **srvs = RedisServers(&n);
 	int			i;
 
 	for (i = 0; i < n; i++)
 		if (srvs[i]->sub.state != REDIS_CONN_CLOSED &&
 			srvs[i]->sub_keychan[0] != '\0' && sub_drop_key(srvs[i]))
 			RedisConnFlush(&srvs[i]->sub);
-}
-
-/*
- * RedisWakeAbandon: a wait ended by an ERROR (a cancel, a timeout) is
- * over: stop watching, and give up the key channel it listened to on
- * every server.  For the abort callbacks: raises nothing.
- */
-void
-RedisWakeAbandon(void)
-{
-	RedisServer **srvs;
-	int			n;
-
-	if (watched_len > 0 && watched_keychan[0] != '\0')
-	{
-		srvs = RedisServers(&n);
-		RedisUnsubscribeKey(srvs, n);
-	}
-	watched_len = 0;
-	watched_keychan[0] = '\0';
 }
 
 /*

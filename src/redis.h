@@ -426,8 +426,6 @@ extern void RedisPrepareServers(RedisServer **srvs, int n);
 extern void RedisWakeChannel(const char *prefix, size_t prefixlen, char *out);
 extern void RedisSubscribe(RedisServer **srvs, int n, const char *channel,
 						   const char *keychan, int64 deadline);
-extern void RedisUnsubscribeKey(RedisServer **srvs, int n);
-extern void RedisWakeAbandon(void);
 extern void RedisRedissonChannel(const char *rkey, char *out);
 extern void RedisWakeWatch(const char *rkey, const char *keychan);
 extern uint64 RedisWakeCount(void);
