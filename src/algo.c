@@ -39,6 +39,21 @@
  * smaller one (the fault campaign shows this).  Tokens count only
  * acquisitions made through this extension.
  *
+ * The counter's footprint is bounded: it lives redlock.key_horizon (1 h by
+ * default) from when it was last set (created, or raised by a write-back;
+ * INCR keeps its TTL), so a key nobody locks any more leaves nothing
+ * behind.  Tokens still increase across its expiry: a counter starts at a
+ * clock in microseconds (the acquiring backend's, clamped to the master's
+ * +/- 2 s: see LUA_TOKEN) and rises by one per grant, and no key is
+ * granted anywhere near once a microsecond (a grant is a script run, with
+ * a release between two of them), so a counter falls behind the clocks
+ * as it is used and never leads the masters' clocks by more than 2 s plus
+ * their differences.  A counter created again after it expired is seeded
+ * at least a horizon later, so above every token drawn from the old one,
+ * as long as the masters' clocks agree, and never step back, by much less
+ * than a horizon (by more than 4 s less).  A counter of version 1.1 (small,
+ * no TTL) is moved into that range the first time it is used.
+ *
  * Waiting, fairly.  A backend that has to wait for a key queues itself on
  * each master: a sorted set next to the key (REDLOCK_WAITERS_SUFFIX) holds
  * its wake channel ordered by a ticket, the Unix time in ms when it
@@ -60,8 +75,8 @@
  *
  * Liveness of the queue, whatever a waiter's own settings say (they are
  * USERSET, and a waiter may be frozen, dead, or unable ever to succeed):
- *	  - an entry lives QUEUE_ENTRY_MS (3 s) without a refresh; the
- *		scripts clamp what a client asks for to 1 to 5 s, and a live waiter
+ *	  - an entry lives QUEUE_ENTRY_MS (3 s) without a refresh, whatever
+ *		the client (the scripts set it), and a live waiter
  *		refreshes at least every REDLOCK_QUEUE_REFRESH_MS (1 s: its fallback
  *		timer is capped there, see locks.c);
  *	  - the sets' own TTL is only ever lengthened, so a waiter asking for a
@@ -88,17 +103,17 @@
 
 /*
  * Queue liveness bounds (see the file header).  The Lua below writes the
- * numbers out (1000, 5000, 3000, 2000, and 6000 for the note's TTL): keep
+ * numbers out (3000, 2000, and 6000 for the note's TTL): keep
  * them in step.  REDLOCK_QUEUE_REFRESH_MS is in redlock.h, for locks.c.
  */
-#define QUEUE_ENTRY_MS		3000	/* the life a waiter asks for its entry */
+#define QUEUE_ENTRY_MS		3000	/* the life of a waiter's entry */
 
 /*
  * Lua shared by the acquire and release scripts: Redis's clock in ms, and
- * queueing ARGV's channel with its ticket (clamped) and entry life
- * (clamped), lengthening the sets' TTL to twice that life if need be.
+ * queueing ARGV's channel with its ticket (clamped) for QUEUE_ENTRY_MS,
+ * lengthening the sets' TTL to twice that life if need be.
  * Expects KEYS[q], KEYS[q+1] = waiters, their deadlines (local q), the
- * channel in local ch, the ticket in local tk and the life in local lf.
+ * channel in local ch and the ticket in local tk.
  */
 #define LUA_NOW \
 	"local function now_ms()\n" \
@@ -107,7 +122,7 @@
 	"end\n"
 #define LUA_ENQUEUE \
 	"local function enqueue(now)\n" \
-	"  local life = math.min(math.max(tonumber(lf) or 3000, 1000), 5000)\n" \
+	"  local life = 3000\n" \
 	"  local ticket = math.min(math.max(tonumber(tk) or now, now - 2000), now + 2000)\n" \
 	"  redis.call('zadd', KEYS[q], 'NX', ticket, ch)\n" \
 	"  redis.call('zadd', KEYS[q + 1], now + life, ch)\n" \
@@ -126,16 +141,51 @@
 	"end\n"
 
 /*
+ * Drawing a fencing token (KEYS[2] the key's counter; ARGV[5] "<seed>
+ * <horizon>": the caller's clock in Unix microseconds and the key horizon
+ * in ms, one argument because only the rare seeding reads them; see the
+ * file header for why tokens still increase across the counter's
+ * expiry): INCR, which keeps the counter's TTL.  A counter below the
+ * clock range (just created by that INCR, or one from before version 1.2,
+ * which had no TTL) is first raised to the seed, clamped to Redis's clock
+ * +/- 2 s, and given the horizon as its TTL.  The seed comes from the
+ * caller so that masters seeding the same key at once agree on it (each
+ * one's own clock would differ by microseconds, and every first lock of a
+ * key would cost a write-back round trip); the clamp keeps a PostgreSQL
+ * host with a wrong clock from moving it far.  Written with %d: Lua would
+ * print a number this large as 1.8e+15.
+ */
+#define LUA_TOKEN \
+	"local function draw_token()\n" \
+	"  local t = redis.call('incr', KEYS[2])\n" \
+	"  if t < 1e15 then\n" \
+	"    local seed, horizon = string.match(ARGV[5], '^(%d+) (%d+)$')\n" \
+	"    local c = redis.call('time')\n" \
+	"    local now = c[1] * 1000000 + c[2]\n" \
+	"    seed = math.min(math.max(tonumber(seed) or now, now - 2000000), now + 2000000)\n" \
+	"    t = math.max(t, seed)\n" \
+	"    redis.call('set', KEYS[2], string.format('%d', t), 'PX', horizon or 3600000)\n" \
+	"  end\n" \
+	"  return t\n" \
+	"end\n"
+
+/*
  * The lock itself, in each format (redlock.lock_format): KEYS[1] is the
  * lock and ARGV[1] our owner identity in every script that uses these.
+ * Each format gives two Lua expressions, inlined where they are used so
+ * that an uncontended acquire or release creates no closure:
+ *	<F>_OURS		whether the key holds our identity (a key of another
+ *					type or family is not ours: never an error);
+ *	<F>_TAKE		create the key as ours with TTL ARGV[2] if it does not
+ *					exist; whether it did;
+ * and <F>_LOCK, the functions the scripts' slower paths use:
  *	lock_state()	'ours', 'free' or 'other' (held by someone else, or a key
- *					of the other family: never an error);
- *	lock_take(ttl)	create it as ours (only when free);
- *	lock_rearm(ttl) re-arm its TTL (only when ours);
+ *					of the other family);
  *	lock_drop(me, waiting) delete it (only when ours), telling the
  *					format's waiters; "me" is our wake channel, "waiting"
  *					whether we wait for the key (a grant given back).  Only
  *					the release script calls it: KEYS[2] is the queue there.
+ * Re-arming the TTL of a key that is ours is PEXPIRE in both.
  *
  * "string": a plain string holding the owner value, as node-redlock,
  * redsync and redis-py write it.
@@ -156,35 +206,28 @@
  * backend, and a waiter giving back a grant that made no majority would
  * wake itself, and try again at once, for as long as it waits.
  */
-#define LUA_STRING_LOCK \
+#define STRING_OURS "redis.pcall('get', KEYS[1]) == ARGV[1]"
+#define STRING_TAKE "redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])"
+#define STRING_LOCK \
 	"local function lock_state()\n" \
 	"  local v = redis.pcall('get', KEYS[1])\n" \
 	"  if v == ARGV[1] then return 'ours' end\n" \
 	"  if v == false then return 'free' end\n" \
 	"  return 'other'\n" \
 	"end\n" \
-	"local function lock_take(ttl)\n" \
-	"  redis.call('set', KEYS[1], ARGV[1], 'PX', ttl)\n" \
-	"end\n" \
-	"local function lock_rearm(ttl)\n" \
-	"  return redis.call('pexpire', KEYS[1], ttl)\n" \
-	"end\n" \
 	"local function lock_drop(me, waiting)\n" \
 	"  return redis.call('del', KEYS[1])\n" \
 	"end\n"
-#define LUA_REDISSON_LOCK \
+#define REDISSON_OURS "redis.pcall('hexists', KEYS[1], ARGV[1]) == 1"
+#define REDISSON_TAKE \
+	"(redis.call('exists', KEYS[1]) == 0 and " \
+	"redis.call('hset', KEYS[1], ARGV[1], 1) == 1 and " \
+	"redis.call('pexpire', KEYS[1], ARGV[2]) == 1)"
+#define REDISSON_LOCK \
 	"local function lock_state()\n" \
-	"  local t = redis.call('type', KEYS[1])['ok']\n" \
-	"  if t == 'none' then return 'free' end\n" \
-	"  if t == 'hash' and redis.call('hexists', KEYS[1], ARGV[1]) == 1 then return 'ours' end\n" \
+	"  if " REDISSON_OURS " then return 'ours' end\n" \
+	"  if redis.call('exists', KEYS[1]) == 0 then return 'free' end\n" \
 	"  return 'other'\n" \
-	"end\n" \
-	"local function lock_take(ttl)\n" \
-	"  redis.call('hset', KEYS[1], ARGV[1], 1)\n" \
-	"  redis.call('pexpire', KEYS[1], ttl)\n" \
-	"end\n" \
-	"local function lock_rearm(ttl)\n" \
-	"  return redis.call('pexpire', KEYS[1], ttl)\n" \
 	"end\n" \
 	"local function lock_drop(me, waiting)\n" \
 	"  local n = redis.call('del', KEYS[1])\n" \
@@ -211,11 +254,14 @@
  * KEYS[1] lock, [2] fencing counter, [3] waiters, [4] their deadlines,
  * [5] the "promised since" note; ARGV[1] owner identity, [2] TTL, [3] our wake
  * channel (our name in the queue), [4] our ticket, or '' not to queue,
- * [5] how long a queue entry lives without being refreshed (ms).
+ * [5] "<seed> <horizon>" (see LUA_TOKEN).
  *
  * Returns {1, token} when the lock is ours, {0, remaining TTL of the
- * holder (-2: free, but promised to a waiter ahead of us)} otherwise.  A
- * waiter that gets the lock keeps its queue entry, with its ticket, but
+ * holder (-2: free, but promised to a waiter ahead of us)} otherwise.
+ * First the uncontended case, which must cost Redis little (README,
+ * "Redis CPU per lock"): nobody queued and the key free: take it and draw
+ * a token, three commands.  Otherwise:
+ * a waiter that gets the lock keeps its queue entry, with its ticket, but
  * the entry now lives as long as the lock: a grant given back (no
  * majority) keeps its place, and a lock that expires takes the entry with
  * it, so an expired holder is nobody's head.
@@ -228,21 +274,27 @@
  * entry.  A key of the other format (a string for a Redisson lock, a hash
  * for a string one, or any other type) is held by someone else.
  */
-#define ACQUIRE_BODY \
-	"local q, ch, tk, lf = 3, ARGV[3], ARGV[4], ARGV[5]\n" \
+#define ACQUIRE_BODY(F) \
+	"local ch, tk = ARGV[3], ARGV[4]\n" \
+	LUA_TOKEN \
+	"local queued = redis.call('exists', KEYS[3]) == 1\n" \
+	"if not queued and " F##_TAKE " then\n" \
+	"  return {1, draw_token()}\n" \
+	"end\n" \
+	"local q = 3\n" \
+	F##_LOCK \
 	LUA_NOW \
 	LUA_ENQUEUE \
 	"local state = lock_state()\n" \
-	"local queued = redis.call('exists', KEYS[3]) == 1\n" \
 	"local now = nil\n" \
 	"local function grant()\n" \
 	"  if queued then\n" \
 	"    redis.call('zadd', KEYS[4], 'XX', (now or now_ms()) + tonumber(ARGV[2]), ch)\n" \
 	"  end\n" \
-	"  return {1, redis.call('incr', KEYS[2])}\n" \
+	"  return {1, draw_token()}\n" \
 	"end\n" \
 	"if state == 'ours' then\n" \
-	"  lock_rearm(ARGV[2])\n" \
+	"  redis.call('pexpire', KEYS[1], ARGV[2])\n" \
 	"  return grant()\n" \
 	"end\n" \
 	"local ahead = false\n" \
@@ -277,8 +329,7 @@
 	"    end\n" \
 	"  end\n" \
 	"end\n" \
-	"if not ahead and state == 'free' then\n" \
-	"  lock_take(ARGV[2])\n" \
+	"if not ahead and state == 'free' and " F##_TAKE " then\n" \
 	"  return grant()\n" \
 	"end\n" \
 	"if tk ~= '' then\n" \
@@ -287,16 +338,15 @@
 	"return {0, redis.call('pttl', KEYS[1])}\n"
 
 static RedisScript acquire_script = {
-	"acquire", LUA_STRING_LOCK ACQUIRE_BODY, 5, 0, ""
+	"acquire", ACQUIRE_BODY(STRING), 5, 0, ""
 };
 static RedisScript acquire_script_redisson = {
-	"acquire (redisson)", LUA_REDISSON_LOCK ACQUIRE_BODY, 5, 4, ""
+	"acquire (redisson)", ACQUIRE_BODY(REDISSON), 5, 4, ""
 };
 
 /*
  * KEYS[1] lock, [2] waiters, [3] their deadlines, [4] the "promised since"
- * note; ARGV[1] owner identity, [2] our wake channel, [3] our ticket or '',
- * [4] queue entry lifetime.
+ * note; ARGV[1] owner identity, [2] our wake channel, [3] our ticket or ''.
  *
  * Deletes the lock if it is ours.  Without a ticket, also takes us out of
  * the queue (a release, or a waiter giving up), and the note if it names
@@ -309,8 +359,16 @@ static RedisScript acquire_script_redisson = {
  * channel: wake-one, in queue order; a waiter giving a grant back does not
  * wake itself.  Returns 1 if our lock was deleted, 0 if it was not ours.
  */
-#define RELEASE_BODY \
-	"local q, ch, tk, lf = 2, ARGV[2], ARGV[3], ARGV[4]\n" \
+#define RELEASE_BODY(F) \
+	"local ch, tk = ARGV[2], ARGV[3]\n" \
+	"if tk == '' and redis.call('exists', KEYS[2]) == 0 then\n" \
+	"  if not (" F##_OURS ") then\n" \
+	"    return 0\n" \
+	"  end\n" \
+	F##_FAST_DROP \
+	"end\n" \
+	"local q = 2\n" \
+	F##_LOCK \
 	LUA_NOW \
 	LUA_ENQUEUE \
 	"local released = 0\n" \
@@ -339,11 +397,15 @@ static RedisScript acquire_script_redisson = {
 	"end\n" \
 	"return released\n"
 
+/* The uncontended release's drop, in each format (nobody to mark). */
+#define STRING_FAST_DROP "  return redis.call('del', KEYS[1])\n"
+#define REDISSON_FAST_DROP REDISSON_LOCK "  return lock_drop(ch, false)\n"
+
 static RedisScript release_script = {
-	"release", LUA_STRING_LOCK RELEASE_BODY, 4, 1, ""
+	"release", RELEASE_BODY(STRING), 4, 1, ""
 };
 static RedisScript release_script_redisson = {
-	"release (redisson)", LUA_REDISSON_LOCK RELEASE_BODY, 4, 5, ""
+	"release (redisson)", RELEASE_BODY(REDISSON), 4, 5, ""
 };
 
 /*
@@ -351,29 +413,30 @@ static RedisScript release_script_redisson = {
  * our lock.  Returns 1 if it was ours, 0 otherwise (a key of another type
  * or format is not ours either: it reads as lost, not as an error).
  */
-#define EXTEND_BODY \
-	"if lock_state() == 'ours' then\n" \
-	"  return lock_rearm(ARGV[2])\n" \
+#define EXTEND_BODY(F) \
+	"if " F##_OURS " then\n" \
+	"  return redis.call('pexpire', KEYS[1], ARGV[2])\n" \
 	"end\n" \
 	"return 0\n"
 
 static RedisScript extend_script = {
-	"extend", LUA_STRING_LOCK EXTEND_BODY, 1, 2, ""
+	"extend", EXTEND_BODY(STRING), 1, 2, ""
 };
 static RedisScript extend_script_redisson = {
-	"extend (redisson)", LUA_REDISSON_LOCK EXTEND_BODY, 1, 6, ""
+	"extend (redisson)", EXTEND_BODY(REDISSON), 1, 6, ""
 };
 
 /*
- * KEYS[1] fencing counter; ARGV[1] token.  Raises the counter to the token
- * if it is lower.  Returns the counter afterwards.
+ * KEYS[1] fencing counter; ARGV[1] token, [2] the key horizon (ms).  Raises
+ * the counter to the token if it is lower, with the horizon as its TTL.
+ * Returns the counter afterwards.
  */
 static RedisScript fence_script = {
 	"fence",
 	"local c = tonumber(redis.call('get', KEYS[1]) or '0')\n"
 	"local t = tonumber(ARGV[1])\n"
 	"if c < t then\n"
-	"  redis.call('set', KEYS[1], ARGV[1])\n"
+	"  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
 	"  return t\n"
 	"end\n"
 	"return c\n",
@@ -551,9 +614,6 @@ companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
 #define promised_key(lock, len) \
 	companion_key(lock, REDLOCK_PROMISED_SUFFIX, REDLOCK_PROMISED_SUFFIX_LEN, len)
 
-/* The life a waiter asks for its queue entry, as text. */
-#define QUEUE_ENTRY_TEXT	CppAsString2(QUEUE_ENTRY_MS)
-
 /*
  * release_call: describe the owner-checked release of "lock" on its
  * server number i.  "ticket" (text, or "" to leave the queue) keeps a
@@ -577,7 +637,6 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 	RedisCallArg(call, lock->owner, lock->ownerlen);
 	RedisCallArg(call, lock->channel, strlen(lock->channel));
 	RedisCallArg(call, ticket, strlen(ticket));
-	RedisCallArg(call, QUEUE_ENTRY_TEXT, strlen(QUEUE_ENTRY_TEXT));
 }
 
 /*
@@ -665,6 +724,7 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	RedisBatch	batch = {0};
 	FenceWait	wait;
 	char		tokenbuf[32];
+	char		horizonbuf[16];
 	char	   *fkey;
 	size_t		fkeylen;
 	int			agree = 0;
@@ -679,6 +739,7 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 
 	fkey = fence_key(lock, &fkeylen);
 	snprintf(tokenbuf, sizeof(tokenbuf), INT64_FORMAT, token);
+	snprintf(horizonbuf, sizeof(horizonbuf), "%d", redlock_key_horizon);
 	for (i = 0; i < lock->nservers; i++)
 	{
 		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
@@ -686,6 +747,7 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 		RedisCallInit(&calls[n], lock->servers[i], &fence_script, 0);
 		RedisCallArg(&calls[n], fkey, fkeylen);
 		RedisCallArg(&calls[n], tokenbuf, strlen(tokenbuf));
+		RedisCallArg(&calls[n], horizonbuf, strlen(horizonbuf));
 		n++;
 	}
 	wait.agree = agree;
@@ -737,6 +799,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
 	RedisBatch	batch = {0};
 	char		ttlbuf[16];
+	char		seedbuf[48];
 	char		ticketbuf[32];
 	char	   *keys[4];
 	size_t		keylens[4];
@@ -757,6 +820,10 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	keys[2] = waitexp_key(lock, &keylens[2]);
 	keys[3] = promised_key(lock, &keylens[3]);
 	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
+	snprintf(seedbuf, sizeof(seedbuf), INT64_FORMAT " %d",
+			 GetCurrentTimestamp() +
+			 (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC,
+			 redlock_key_horizon);
 	if (ticket > 0)
 		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
 	else
@@ -777,7 +844,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
 		RedisCallArg(&calls[i], lock->channel, strlen(lock->channel));
 		RedisCallArg(&calls[i], ticketbuf, strlen(ticketbuf));
-		RedisCallArg(&calls[i], QUEUE_ENTRY_TEXT, strlen(QUEUE_ENTRY_TEXT));
+		RedisCallArg(&calls[i], seedbuf, strlen(seedbuf));
 	}
 
 	batch.calls = calls;

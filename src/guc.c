@@ -32,6 +32,7 @@
 
 char	   *redlock_servers = NULL;
 char	   *redlock_key_prefix = NULL;
+int			redlock_key_horizon = 3600000;
 int			redlock_connect_timeout = 1000;
 int			redlock_command_timeout = 1000;
 int			redlock_default_ttl = 30000;
@@ -730,6 +731,17 @@ RedlockDefineGucs(void)
 							   PGC_SUSET,
 							   0,
 							   check_key_prefix, NULL, NULL);
+
+	DefineCustomIntVariable("redlock.key_horizon",
+							"How long a key's fencing counter stays in Redis after it was last set.",
+							"Every key redlock creates in Redis is gone this long after the last lock on it "
+							"ended; a counter created again starts from the Redis server's clock, so tokens "
+							"still increase. Must exceed the clock difference between the masters.",
+							&redlock_key_horizon,
+							3600000, 1000, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("redlock.lock_format",
 							 "How a lock is stored in Redis.",

@@ -187,7 +187,7 @@ typedef enum RedisCallState
 	REDIS_CALL_FAILED			/* failure and error say why */
 } RedisCallState;
 
-#define REDIS_CALL_MAX_ARGS	10
+#define REDIS_CALL_MAX_ARGS	12
 
 struct RedisServer;
 

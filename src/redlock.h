@@ -143,6 +143,7 @@ typedef struct RedlockServerList
 
 extern char *redlock_servers;
 extern char *redlock_key_prefix;
+extern int	redlock_key_horizon;
 extern int	redlock_lock_format;
 extern int	redlock_connect_timeout;
 extern int	redlock_command_timeout;

@@ -75,7 +75,8 @@ def test_grant_recorded_on_the_connection_that_gave_it(session, redis_server, pr
     trusts both grants and the holder commits too.  It must fail."""
     m0, m1, m2 = redis_server(), redis_server(), redis_server()
     key = "rv:fence"
-    m1.client().set(key.encode() + b"\x00fence", 5)     # m1's counter ahead
+    ahead = 2 * 10 ** 15                                # past every clock-seeded counter
+    m1.client().set(key.encode() + b"\x00fence", ahead)  # m1's counter ahead
     slow = proxy(m1.port, delay=0.5)
     a = session(servers=f"{m0.addr}, {slow.addr}, {m2.addr}", autocommit=False)
     a.execute("SET redlock.connect_timeout = 300")
@@ -84,9 +85,9 @@ def test_grant_recorded_on_the_connection_that_gave_it(session, redis_server, pr
     wait_for(lambda: m0.client().exists(key), what="the first master's grant")
     m0.restart()                                        # empty, while m1 is slow
     t.join(30)
-    assert outcome == [6], outcome
+    assert outcome == [ahead + 1], outcome
     # the write-back reached the restarted master, over a new connection
-    assert m0.client().get(key.encode() + b"\x00fence") == b"6"
+    assert m0.client().get(key.encode() + b"\x00fence") == b"%d" % (ahead + 1)
     assert not m0.client().exists(key)
     assert a.value("SELECT cardinality(granted_by) FROM redlock_locks") == 2
     slow.delay = 0.0

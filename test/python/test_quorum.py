@@ -208,16 +208,18 @@ def test_fencing_tokens_strictly_increase(session, masters):
     # one master's counter jumps ahead; with another master frozen the
     # quorum must include it, so the token follows it, and the write-back
     # raises a majority of counters to that token
-    ms[0].client().set(b"q:fence" + FENCE, 1000)
+    ahead = max(int(m.client().get(b"q:fence" + FENCE) or 0) for m in ms) + 1000
+    ms[0].client().set(b"q:fence" + FENCE, ahead, keepttl=True)
     ms[2].freeze()
     try:
         token, took = timed(s, "SELECT redlock_acquire('q:fence')")
     finally:
         ms[2].resume()
-    assert token == 1001
+    assert token == ahead + 1
     assert took < 0.5, "the write-back stops once a majority has the token"
-    assert int(ms[1].client().get(b"q:fence" + FENCE)) >= 1001, "written back"
-    # every later holder's majority includes a master that knows 1001
+    assert int(ms[1].client().get(b"q:fence" + FENCE)) >= token, "written back"
+    assert 0 < ms[1].client().pttl(b"q:fence" + FENCE) <= 3600000, "with the key horizon"
+    # every later holder's majority includes a master that knows the token
     later = [s.value("SELECT redlock_acquire('q:fence')") for _ in range(10)]
     assert all(x < y for x, y in zip([token] + later, later)), later
 
