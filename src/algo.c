@@ -50,9 +50,12 @@
  * as it is used and never leads the masters' clocks by more than 2 s plus
  * their differences.  A counter created again after it expired is seeded
  * at least a horizon later, so above every token drawn from the old one,
- * as long as the masters' clocks agree, and never step back, by much less
- * than a horizon (by more than 4 s less).  A counter of version 1.1 (small,
- * no TTL) is moved into that range the first time it is used.
+ * as long as the masters' clocks agree, and never step back, to within
+ * the horizon minus 4 s (the horizon is at least 10 s).  A counter of
+ * version 1.1 (small, no TTL) is moved into that range the first time it
+ * is used; a 1.1 backend still running against the same masters draws
+ * small tokens from a counter it creates, so every PostgreSQL sharing the
+ * masters must run this version first.
  *
  * Waiting, fairly.  A backend that has to wait for a key queues itself on
  * each master: a sorted set next to the key (REDLOCK_WAITERS_SUFFIX) holds
@@ -141,32 +144,30 @@
 	"end\n"
 
 /*
- * Drawing a fencing token (KEYS[2] the key's counter; ARGV[5] "<seed>
- * <horizon>": the caller's clock in Unix microseconds and the key horizon
- * in ms, one argument because only the rare seeding reads them; see the
- * file header for why tokens still increase across the counter's
- * expiry): INCR, which keeps the counter's TTL.  A counter below the
- * clock range (just created by that INCR, or one from before version 1.2,
- * which had no TTL) is first raised to the seed, clamped to Redis's clock
- * +/- 2 s, and given the horizon as its TTL.  The seed comes from the
- * caller so that masters seeding the same key at once agree on it (each
- * one's own clock would differ by microseconds, and every first lock of a
- * key would cost a write-back round trip); the clamp keeps a PostgreSQL
- * host with a wrong clock from moving it far.  Written with %d: Lua would
- * print a number this large as 1.8e+15.
+ * Drawing a fencing token, into local t (KEYS[2] the key's counter; ARGV[5]
+ * "<seed> <horizon>": the caller's clock in Unix microseconds and the key
+ * horizon in ms, one argument because only the rare seeding reads them;
+ * see the file header for why tokens still increase across the counter's
+ * expiry): INCR, which keeps the counter's TTL.  A counter below the clock
+ * range (just created by that INCR, or one from before version 1.2, which
+ * had no TTL) is first raised to the seed, clamped to Redis's clock +/- 2
+ * s, and given the horizon as its TTL.  The seed comes from the caller so
+ * that masters seeding the same key at once agree on it (each one's own
+ * clock would differ by microseconds, and every first lock of a key would
+ * cost a write-back round trip); the clamp keeps a PostgreSQL host with a
+ * wrong clock from moving it far.  Written with %d: Lua would print a
+ * number this large as 1.8e+15.  Statements, not a function, so that the
+ * uncontended acquire creates no closure.
  */
-#define LUA_TOKEN \
-	"local function draw_token()\n" \
-	"  local t = redis.call('incr', KEYS[2])\n" \
-	"  if t < 1e15 then\n" \
-	"    local seed, horizon = string.match(ARGV[5], '^(%d+) (%d+)$')\n" \
-	"    local c = redis.call('time')\n" \
-	"    local now = c[1] * 1000000 + c[2]\n" \
-	"    seed = math.min(math.max(tonumber(seed) or now, now - 2000000), now + 2000000)\n" \
-	"    t = math.max(t, seed)\n" \
-	"    redis.call('set', KEYS[2], string.format('%d', t), 'PX', horizon or 3600000)\n" \
-	"  end\n" \
-	"  return t\n" \
+#define LUA_DRAW_TOKEN \
+	"local t = redis.call('incr', KEYS[2])\n" \
+	"if t < 1e15 then\n" \
+	"  local c = redis.call('time')\n" \
+	"  local now = c[1] * 1000000 + c[2]\n" \
+	"  local seed = tonumber(string.match(ARGV[5], '^(-?%d+)')) or now\n" \
+	"  local horizon = tonumber(string.match(ARGV[5], ' (%d+)$')) or 3600000\n" \
+	"  t = math.max(t, math.min(math.max(seed, now - 2000000), now + 2000000))\n" \
+	"  redis.call('set', KEYS[2], string.format('%d', t), 'PX', horizon)\n" \
 	"end\n"
 
 /*
@@ -276,10 +277,10 @@
  */
 #define ACQUIRE_BODY(F) \
 	"local ch, tk = ARGV[3], ARGV[4]\n" \
-	LUA_TOKEN \
 	"local queued = redis.call('exists', KEYS[3]) == 1\n" \
 	"if not queued and " F##_TAKE " then\n" \
-	"  return {1, draw_token()}\n" \
+	LUA_DRAW_TOKEN \
+	"  return {1, t}\n" \
 	"end\n" \
 	"local q = 3\n" \
 	F##_LOCK \
@@ -291,7 +292,8 @@
 	"  if queued then\n" \
 	"    redis.call('zadd', KEYS[4], 'XX', (now or now_ms()) + tonumber(ARGV[2]), ch)\n" \
 	"  end\n" \
-	"  return {1, draw_token()}\n" \
+	LUA_DRAW_TOKEN \
+	"  return {1, t}\n" \
 	"end\n" \
 	"if state == 'ours' then\n" \
 	"  redis.call('pexpire', KEYS[1], ARGV[2])\n" \
@@ -428,8 +430,9 @@ static RedisScript extend_script_redisson = {
 
 /*
  * KEYS[1] fencing counter; ARGV[1] token, [2] the key horizon (ms).  Raises
- * the counter to the token if it is lower, with the horizon as its TTL.
- * Returns the counter afterwards.
+ * the counter to the token if it is lower, with the horizon as its TTL;
+ * gives a counter without a TTL (a 1.1 backend's write-back removed it)
+ * the horizon.  Returns the counter afterwards.
  */
 static RedisScript fence_script = {
 	"fence",
@@ -438,6 +441,9 @@ static RedisScript fence_script = {
 	"if c < t then\n"
 	"  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
 	"  return t\n"
+	"end\n"
+	"if redis.call('pttl', KEYS[1]) == -1 then\n"
+	"  redis.call('pexpire', KEYS[1], ARGV[2])\n"
 	"end\n"
 	"return c\n",
 	1, 3, ""
@@ -820,9 +826,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	keys[2] = waitexp_key(lock, &keylens[2]);
 	keys[3] = promised_key(lock, &keylens[3]);
 	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
-	snprintf(seedbuf, sizeof(seedbuf), INT64_FORMAT " %d",
-			 GetCurrentTimestamp() +
-			 (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC,
+	snprintf(seedbuf, sizeof(seedbuf), INT64_FORMAT " %d", RedlockUnixUs(),
 			 redlock_key_horizon);
 	if (ticket > 0)
 		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);

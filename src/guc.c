@@ -734,11 +734,11 @@ RedlockDefineGucs(void)
 
 	DefineCustomIntVariable("redlock.key_horizon",
 							"How long a key's fencing counter stays in Redis after it was last set.",
-							"Every key redlock creates in Redis is gone this long after the last lock on it "
-							"ended; a counter created again starts from the Redis server's clock, so tokens "
-							"still increase. Must exceed the clock difference between the masters.",
+							"A counter created again starts from a clock, so tokens still increase, as "
+							"long as the horizon exceeds 4 s plus the clock differences between the "
+							"masters and how far their clocks may step back.",
 							&redlock_key_horizon,
-							3600000, 1000, INT_MAX,
+							3600000, 10000, INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -1160,8 +1160,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			deadline = start + (int64) limit_ms * 1000;
 
 		/* waiters are queued in the order they started waiting */
-		ticket = GetCurrentTimestamp() / 1000 +
-			(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+		ticket = RedlockUnixUs() / 1000;
 	}
 
 	lock = lock_create(rkey, key, ttl_ms);

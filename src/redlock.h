@@ -78,6 +78,17 @@
 extern MemoryContext RedlockContext;
 
 /*
+ * RedlockUnixUs: the wall clock in Unix microseconds (queue tickets and
+ * fencing counter seeds, which Redis compares with its own TIME).
+ */
+static inline int64
+RedlockUnixUs(void)
+{
+	return GetCurrentTimestamp() +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
+}
+
+/*
  * Monotonic clock in microseconds, for deadlines and validity: immune to
  * wall-clock steps, and (CLOCK_BOOTTIME) it keeps counting while the
  * machine is suspended, as Redis's TTLs do; CLOCK_MONOTONIC would stop and
