@@ -33,6 +33,9 @@
 char	   *redlock_servers = NULL;
 char	   *redlock_key_prefix = NULL;
 int			redlock_key_horizon = 3600000;
+int			redlock_max_tracked_locks = 1024;
+bool		redlock_lease_keeper = false;
+int			redlock_max_lease = 0;
 int			redlock_connect_timeout = 1000;
 int			redlock_command_timeout = 1000;
 int			redlock_default_ttl = 30000;
@@ -739,6 +742,37 @@ RedlockDefineGucs(void)
 							"masters and how far their clocks may step back.",
 							&redlock_key_horizon,
 							3600000, 10000, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	/* sizes shared memory: exists only when preloaded, as PostgreSQL requires */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("redlock.max_tracked_locks",
+								"Locks and waits the cluster's shared table can hold at once.",
+								"The lease keeper renews, and redlock_locks_cluster lists, only the "
+								"locks in this table.",
+								&redlock_max_tracked_locks,
+								1024, 16, 1000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("redlock.lease_keeper",
+							 "Whether a background worker renews the locks of live backends.",
+							 "Needs redlock in shared_preload_libraries. Locks taken while it is off are not kept.",
+							 &redlock_lease_keeper,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("redlock.max_lease",
+							"Longest time the lease keeper keeps renewing one hold (0: no limit).",
+							"Counted from the acquisition; a backend that is alive but stuck is renewed "
+							"no longer than this.",
+							&redlock_max_lease,
+							0, 0, INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

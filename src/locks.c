@@ -177,6 +177,8 @@ lock_forget(RedlockLock *lock)
 	char	   *rkey = pstrdup(lock->rkey);
 	char	   *old_rkey = lock->rkey;
 
+	RedlockSharedUntrack(lock);
+	copy.slot = -1;
 	hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
 	copy.key = rkey + (copy.key - old_rkey);
 	copy.rkey = rkey;
@@ -316,6 +318,8 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	lock->pending_subid = GetCurrentSubTransactionId();
 	lock->nservers = list->nservers;
 	memcpy(lock->servers, srvs, sizeof(RedisServer *) * list->nservers);
+	lock->slot = -1;
+	RedlockSharedTrack(lock);
 	return lock;
 }
 
@@ -526,6 +530,7 @@ forget_in_callback(RedlockLock *lock, RedlockLock *copy)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not release Redis lock \"%s\": out of memory", lock->key),
 				 errdetail("It expires on its own within its TTL of %d ms.", lock->ttl_ms)));
+		RedlockSharedUntrack(lock);
 		hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
 	}
 	return ok;
@@ -554,11 +559,17 @@ xact_end(bool commit)
 			continue;
 		lock->nholds = 0;
 		if (lock->session_count > 0 && !pending)
+		{
+			RedlockSharedHeld(lock, REDLOCK_SCOPE_SESSION);
 			continue;
+		}
 		if (gone == NULL || !forget_in_callback(lock, &gone[ngone]))
 		{
 			if (gone == NULL)
+			{
+				RedlockSharedUntrack(lock);
 				hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+			}
 			continue;			/* left to its TTL */
 		}
 		ngone++;
@@ -574,6 +585,50 @@ xact_end(bool commit)
 	}
 	release_in_callback(gone, ngone, commit ? "commit" : "abort");
 	pfree(gone);
+}
+
+/* lock_scope: the scopes a held lock has holds in (REDLOCK_SCOPE_*). */
+static char
+lock_scope(const RedlockLock *lock)
+{
+	if (lock->nholds == 0)
+		return REDLOCK_SCOPE_SESSION;
+	return lock->session_count > 0 ? REDLOCK_SCOPE_BOTH : REDLOCK_SCOPE_TRANSACTION;
+}
+
+/* warn_lost: tell the holder that the lease keeper found its lock lost. */
+static void
+warn_lost(const RedlockLock *lock)
+{
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING),
+			 errmsg("Redis lock \"%s\" was lost", lock->key),
+			 errdetail("The lease keeper found it expired or taken over (TTL %d ms, taken %.0f ms ago).",
+					   lock->ttl_ms, (RedlockNowUs() - lock->acquired_us) / 1000.0),
+			 lock->nholds > 0 ?
+			 errhint("This transaction cannot commit: roll back and retry.") : 0));
+}
+
+/*
+ * notice_lost: at the start of each redlock call, warn about every lock the
+ * keeper found lost since the last call (cheap when it found none).
+ */
+static void
+notice_lost(void)
+{
+	static uint64 seen = 0;
+	uint64		epoch = RedlockSharedLostEpoch();
+	HASH_SEQ_STATUS seq;
+	RedlockLock *lock;
+
+	if (epoch == seen || lock_table == NULL)
+		return;
+	seen = epoch;
+	hash_seq_init(&seq, lock_table);
+	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
+		if (lock->pending_subid == InvalidSubTransactionId &&
+			RedlockSharedSync(lock))
+			warn_lost(lock);
 }
 
 /*
@@ -633,6 +688,8 @@ commit_check(RedlockLock **locks, int nlocks)
 	int			round;
 	int			i;
 
+	for (i = 0; i < nlocks; i++)
+		(void) RedlockSharedSync(locks[i]); /* the keeper's renewals */
 	for (round = 0;; round++)
 	{
 		int64		now = RedlockNowUs();
@@ -665,7 +722,10 @@ commit_check(RedlockLock **locks, int nlocks)
 		for (i = 0; i < nunder; i++)
 		{
 			if (results[i] == REDLOCK_EXTENDED)
+			{
 				RedlockCount(REDLOCK_COMMIT_EXTENDS, 1);
+				RedlockSharedHeld(under[i], lock_scope(under[i]));
+			}
 			else if (results[i] == REDLOCK_EXTEND_LOST)
 			{
 				under[i]->lost = true;
@@ -877,7 +937,10 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 				 lock->pending_subid != InvalidSubTransactionId))
 				continue;
 			if (gone == NULL)
+			{
+				RedlockSharedUntrack(lock);
 				hash_search(lock_table, &lock->rkey, HASH_REMOVE, NULL);
+			}
 			else if (forget_in_callback(lock, &gone[ngone]))
 				ngone++;
 		}
@@ -1011,10 +1074,13 @@ count_wait(bool waited, int64 start)
 static bool
 reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 {
-	int64		now = RedlockNowUs();
+	int64		now;
 
 	Assert(lock->pending_subid == InvalidSubTransactionId);
 
+	if (RedlockSharedSync(lock))
+		warn_lost(lock);
+	now = RedlockNowUs();
 	if (!lock->lost &&
 		(now >= lock->valid_until_us || RedlockLockInDoubt(lock, now)))
 	{
@@ -1034,6 +1100,7 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 	if (!lock->lost)
 	{
 		hold_add(lock, session);
+		RedlockSharedHeld(lock, lock_scope(lock));
 		*token = lock->token;
 		RedlockCount(REDLOCK_REENTRIES, 1);
 		return true;
@@ -1103,6 +1170,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 	rkey = redis_key(key);
 	lock_table_init();
+	notice_lost();
 	lock = lock_lookup(rkey);
 	if (lock != NULL && reenter(lock, session, token, &carried))
 	{
@@ -1214,6 +1282,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			lock->pending_subid = InvalidSubTransactionId;
 			hold_add(lock, session);
 			lock->session_count += carried;
+			RedlockSharedHeld(lock, lock_scope(lock));
 			*token = lock->token;
 			MemoryContextDelete(attempt_cxt);
 			pfree(rkey);
@@ -1322,11 +1391,13 @@ bool
 RedlockLockReleaseSession(const char *key)
 {
 	char	   *rkey = redis_key(key);
-	RedlockLock *lock = lock_lookup(rkey);
+	RedlockLock *lock;
 	RedlockLock gone;
 	int			unconfirmed;
 	int			lost;
 
+	notice_lost();
+	lock = lock_lookup(rkey);
 	pfree(rkey);
 	if (lock == NULL || lock->session_count == 0)
 	{
@@ -1359,9 +1430,11 @@ bool
 RedlockLockExtend(const char *key, int ttl_ms)
 {
 	char	   *rkey = redis_key(key);
-	RedlockLock *lock = lock_lookup(rkey);
+	RedlockLock *lock;
 	RedlockTally tally;
 
+	notice_lost();
+	lock = lock_lookup(rkey);
 	pfree(rkey);
 	if (lock == NULL)
 	{
@@ -1375,6 +1448,7 @@ RedlockLockExtend(const char *key, int ttl_ms)
 	{
 		case REDLOCK_EXTENDED:
 			lock->lost = false;
+			RedlockSharedHeld(lock, lock_scope(lock));
 			RedlockCount(REDLOCK_EXTENDS, 1);
 			return true;
 		case REDLOCK_EXTEND_LOST:
@@ -1403,8 +1477,10 @@ bool
 RedlockLockToken(const char *key, int64 *token)
 {
 	char	   *rkey = redis_key(key);
-	RedlockLock *lock = lock_lookup(rkey);
+	RedlockLock *lock;
 
+	notice_lost();
+	lock = lock_lookup(rkey);
 	pfree(rkey);
 	if (lock == NULL || lock->lost)
 		return false;

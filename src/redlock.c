@@ -16,6 +16,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 
@@ -28,6 +31,8 @@ MemoryContext RedlockContext = NULL;
 void		_PG_init(void);
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PG_FUNCTION_INFO_V1(redlock_acquire);
 PG_FUNCTION_INFO_V1(redlock_try_acquire);
@@ -65,8 +70,33 @@ redlock_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 }
 
 /*
+ * shmem_request: with shared_preload_libraries, room for the cluster's
+ * counters (stats.c) and its table of locks (shared.c).
+ */
+static void
+shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(RedlockStatsShmemSize(), RedlockSharedShmemSize()));
+}
+
+/* shmem_startup: create (postmaster) or attach to both. */
+static void
+shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	RedlockStatsShmemInit();
+	RedlockSharedShmemInit();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
  * _PG_init: create the module's memory context, define the settings,
- * register the transaction callbacks and the DISCARD ALL hook.
+ * register the transaction callbacks and the DISCARD ALL hook; when
+ * preloaded, the shared memory hooks and the lease keeper.
  */
 void
 _PG_init(void)
@@ -75,7 +105,14 @@ _PG_init(void)
 										   ALLOCSET_DEFAULT_SIZES);
 	RedlockDefineGucs();
 	RedlockLockInit();
-	RedlockStatsInit();
+	if (process_shared_preload_libraries_in_progress)
+	{
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = shmem_startup;
+		RedlockKeeperInit();
+	}
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = redlock_ProcessUtility;
 

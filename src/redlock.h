@@ -37,6 +37,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/lwlock.h"
 #include "lib/stringinfo.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
@@ -155,6 +156,9 @@ typedef struct RedlockServerList
 extern char *redlock_servers;
 extern char *redlock_key_prefix;
 extern int	redlock_key_horizon;
+extern int	redlock_max_tracked_locks;
+extern bool redlock_lease_keeper;
+extern int	redlock_max_lease;
 extern int	redlock_lock_format;
 extern int	redlock_connect_timeout;
 extern int	redlock_command_timeout;
@@ -244,6 +248,11 @@ typedef struct RedlockLock
 	 * its word is in doubt.
 	 */
 	uint32		granted_on[REDLOCK_MAX_SERVERS];
+
+	/* its slot in the cluster's table (shared.c), -1 none, and the
+	 * slot's generation when claimed */
+	int			slot;
+	uint32		slot_generation;
 } RedlockLock;
 
 typedef struct RedlockHold
@@ -356,6 +365,70 @@ typedef enum RedlockCounter
 } RedlockCounter;
 
 extern void RedlockCount(RedlockCounter counter, int64 n);
-extern void RedlockStatsInit(void);
+extern Size RedlockStatsShmemSize(void);
+extern void RedlockStatsShmemInit(void);
+
+/*
+ * shared.c: the cluster's table of locks (with shared_preload_libraries),
+ * and keeper.c: the lease keeper that renews them.
+ */
+#define REDLOCK_TRACKED_KEY_LEN	512 /* longer keys are neither listed nor kept */
+#define REDLOCK_MAX_ENDPOINTS	16	/* distinct sets of master settings */
+#define REDLOCK_ENDPOINT_LEN	8192	/* bytes of one set, "name\0value\0"... */
+
+#define REDLOCK_SLOT_WAITING	'w'
+#define REDLOCK_SLOT_HELD		'h'
+#define REDLOCK_SCOPE_TRANSACTION 't'
+#define REDLOCK_SCOPE_SESSION	's'
+#define REDLOCK_SCOPE_BOTH		'b'
+
+typedef struct RedlockEndpoint
+{
+	int			users;			/* slots that use it; 0: free */
+	int			len;
+	char		settings[REDLOCK_ENDPOINT_LEN];
+} RedlockEndpoint;
+
+typedef struct RedlockSlot
+{
+	uint32		generation;		/* changes whenever the slot is claimed or
+								 * freed */
+	bool		in_use;
+	int			pid;
+	Oid			dbid;
+	Oid			roleid;
+	char		state;			/* REDLOCK_SLOT_* */
+	char		scope;			/* REDLOCK_SCOPE_* */
+	bool		redisson;
+	bool		kept;			/* the keeper renews it */
+	bool		lost;			/* the keeper found it lost */
+	int			ttl_ms;
+	int			endpoint;		/* index of its settings, -1: none */
+	int64		token;
+	TimestampTz since;			/* acquired, or started waiting */
+	int64		valid_until_us; /* monotonic */
+	int64		lease_end_us;	/* monotonic: renewed no later; 0: no cap */
+	int64		renewed_us;		/* monotonic: last renewal or acquisition */
+	uint64		renewals;
+	int			rkeylen;
+	int			keyoff;			/* the SQL key within rkey */
+	int			ownerlen;
+	char		owner[REDLOCK_OWNER_LEN + 1];
+	char		rkey[REDLOCK_TRACKED_KEY_LEN + 1];
+} RedlockSlot;
+
+extern Size RedlockSharedShmemSize(void);
+extern void RedlockSharedShmemInit(void);
+extern RedlockSlot *RedlockSharedSlots(int *nslots, LWLock **lock);
+extern const RedlockEndpoint *RedlockSharedEndpoint(int i);
+extern void RedlockSharedTrack(RedlockLock *lock);
+extern void RedlockSharedHeld(RedlockLock *lock, char scope);
+extern bool RedlockSharedSync(RedlockLock *lock);
+extern bool RedlockSharedKept(const RedlockLock *lock);
+extern uint64 RedlockSharedLostEpoch(void);
+extern void RedlockSharedMarkLost(RedlockSlot *s);
+extern void RedlockSharedUntrack(RedlockLock *lock);
+extern void RedlockSharedApplyEndpoint(const char *desc, int len);
+extern void RedlockKeeperInit(void);
 
 #endif							/* REDLOCK_H */

@@ -37,8 +37,6 @@ typedef struct SharedStats
 
 static int64 local[REDLOCK_NUM_COUNTERS];
 static SharedStats *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PG_FUNCTION_INFO_V1(redlock_stats);
 PG_FUNCTION_INFO_V1(redlock_stats_cluster);
@@ -55,26 +53,23 @@ RedlockCount(RedlockCounter counter, int64 n)
 		pg_atomic_fetch_add_u64(&shared->counters[counter], (uint64) n);
 }
 
-/* shmem_request: ask the postmaster for room for the cluster's counters. */
-static void
-shmem_request(void)
+/* RedlockStatsShmemSize: room for the cluster's counters. */
+Size
+RedlockStatsShmemSize(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(SharedStats)));
+	return MAXALIGN(sizeof(SharedStats));
 }
 
-/* shmem_startup: create (postmaster) or attach to the shared counters. */
-static void
-shmem_startup(void)
+/*
+ * RedlockStatsShmemInit: create (postmaster) or attach to the shared
+ * counters; from the shmem_startup hook, under AddinShmemInitLock.
+ */
+void
+RedlockStatsShmemInit(void)
 {
 	bool		found;
 	int			i;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("redlock stats", sizeof(SharedStats), &found);
 	if (!found)
 	{
@@ -82,22 +77,6 @@ shmem_startup(void)
 			pg_atomic_init_u64(&shared->counters[i], 0);
 		shared->since = GetCurrentTimestamp();
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/*
- * RedlockStatsInit: from _PG_init.  When the library is being preloaded,
- * install the hooks that create the cluster-wide counters.
- */
-void
-RedlockStatsInit(void)
-{
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = shmem_startup;
 }
 
 /* stats_tuple: one row of counters (plus "since") as the SQL types say. */

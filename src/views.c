@@ -20,6 +20,9 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "catalog/pg_authid.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -27,7 +30,10 @@
 
 #include "redlock.h"
 
+/* columns of redlock_locks(): since 1.2 with kept (1.1's function has 10) */
+#define LOCK_COLUMNS		11
 PG_FUNCTION_INFO_V1(redlock_locks);
+PG_FUNCTION_INFO_V1(redlock_locks_cluster);
 
 /* columns of redlock_servers(): since 1.1 with tls, tls_version, tls_cipher */
 #define SERVER_COLUMNS		13
@@ -72,14 +78,21 @@ redlock_locks(PG_FUNCTION_ARGS)
 	RedlockLock *lock;
 
 	InitMaterializedSRF(fcinfo, 0);
+	/* 1.1's function has no "kept": the tuple store takes its columns only */
+	if (rsinfo->setDesc->natts != LOCK_COLUMNS &&
+		rsinfo->setDesc->natts != LOCK_COLUMNS - 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("redlock's SQL definitions do not match its library"),
+				 errhint("Install the matching library, or run ALTER EXTENSION redlock UPDATE.")));
 	if (table == NULL)
 		return (Datum) 0;
 
 	hash_seq_init(&seq, table);
 	while ((lock = (RedlockLock *) hash_seq_search(&seq)) != NULL)
 	{
-		Datum		values[10];
-		bool		nulls[10] = {0};
+		Datum		values[LOCK_COLUMNS];
+		bool		nulls[LOCK_COLUMNS] = {0};
 		int			xact_holds = 0;
 		const char *scope;
 		int			i;
@@ -105,6 +118,7 @@ redlock_locks(PG_FUNCTION_ARGS)
 		values[7] = BoolGetDatum(lock->lost);
 		values[8] = server_array(lock, false);
 		values[9] = server_array(lock, true);
+		values[10] = BoolGetDatum(redlock_lease_keeper && RedlockSharedKept(lock));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -230,5 +244,102 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 		if (RedisServerLookup(list->servers[j].addr) == NULL)
 			server_row(rsinfo, NULL, list->servers[j].addr, list->servers[j].tls,
 					   true, now_us);
+	return (Datum) 0;
+}
+
+/* scope_text: a slot's scope as redlock_locks words it. */
+static const char *
+scope_text(char scope)
+{
+	switch (scope)
+	{
+		case REDLOCK_SCOPE_SESSION:
+			return "session";
+		case REDLOCK_SCOPE_BOTH:
+			return "both";
+		default:
+			return "transaction";
+	}
+}
+
+/*
+ * redlock_locks_cluster() returns setof record
+ *
+ * One row per Redis lock any backend of the cluster holds or waits for,
+ * from the shared table (shared.c): pid, database, role, key, state
+ * ("held", "waiting"), scope, token, since when, valid until, whether the
+ * lease keeper renews it, whether it found it lost, how often it renewed
+ * it, and for a waiter the pid of a backend of this cluster that holds the
+ * key (NULL: none, or a client outside).  Keys of other roles' backends
+ * are NULL unless the reader has the privileges of pg_read_all_stats.
+ * Raises 55000 without shared_preload_libraries.
+ */
+Datum
+redlock_locks_cluster(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	LWLock	   *lwlock;
+	int			nslots;
+	RedlockSlot *slots = RedlockSharedSlots(&nslots, &lwlock);
+	RedlockSlot *copy;
+	bool		all_keys;
+	int			n = 0;
+	int			i;
+	int			j;
+
+	if (slots == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("redlock_locks_cluster needs redlock in shared_preload_libraries"),
+				 errhint("Add redlock to shared_preload_libraries and restart; redlock_locks shows this session's locks without it.")));
+	InitMaterializedSRF(fcinfo, 0);
+	all_keys = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+
+	/* a consistent copy, so that the lock is not held while rows are built */
+	copy = palloc(sizeof(RedlockSlot) * nslots);
+	LWLockAcquire(lwlock, LW_SHARED);
+	for (i = 0; i < nslots; i++)
+		if (slots[i].in_use)
+			copy[n++] = slots[i];
+	LWLockRelease(lwlock);
+
+	for (i = 0; i < n; i++)
+	{
+		RedlockSlot *s = &copy[i];
+		Datum		values[13];
+		bool		nulls[13] = {0};
+		bool		held = s->state == REDLOCK_SLOT_HELD;
+
+		values[0] = Int32GetDatum(s->pid);
+		values[1] = ObjectIdGetDatum(s->dbid);
+		values[2] = ObjectIdGetDatum(s->roleid);
+		if (all_keys || has_privs_of_role(GetUserId(), s->roleid))
+			values[3] = CStringGetTextDatum(s->rkey + s->keyoff);
+		else
+			nulls[3] = true;
+		values[4] = CStringGetTextDatum(held ? "held" : "waiting");
+		values[5] = CStringGetTextDatum(scope_text(s->scope));
+		nulls[5] = !held;
+		values[6] = Int64GetDatum(s->token);
+		nulls[6] = !held;
+		values[7] = TimestampTzGetDatum(s->since);
+		values[8] = TimestampTzGetDatum(monotonic_to_wall(s->valid_until_us));
+		nulls[8] = !held;
+		values[9] = BoolGetDatum(held && s->kept && !s->lost && redlock_lease_keeper);
+		values[10] = BoolGetDatum(s->lost);
+		values[11] = Int64GetDatum((int64) s->renewals);
+		nulls[12] = true;
+		if (!held)
+			for (j = 0; j < n; j++)
+				if (copy[j].state == REDLOCK_SLOT_HELD &&
+					copy[j].rkeylen == s->rkeylen &&
+					memcmp(copy[j].rkey, s->rkey, s->rkeylen) == 0)
+				{
+					values[12] = Int32GetDatum(copy[j].pid);
+					nulls[12] = false;
+					break;
+				}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 	return (Datum) 0;
 }

@@ -400,7 +400,7 @@ class Client(threading.Thread):
         cur.execute("""INSERT INTO holds (key, value, token, client, locked_at, valid_until,
                                           granted_by)
                        SELECT %s, %s, %s, %s, l.acquired_at, l.valid_until, l.granted_by
-                       FROM (SELECT) AS one LEFT JOIN redlock_locks() AS l ON l.key = %s""",
+                       FROM (SELECT) AS one LEFT JOIN redlock_locks AS l ON l.key = %s""",
                     (key, value, token, self.n, PREFIX + key))
 
     def finish(self, release, key, value):

@@ -120,3 +120,26 @@ def test_update_to_1_1_keeps_what_users_built_on_the_servers_view(database):
         assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
         cur.execute("SELECT tls FROM redlock_servers")
         assert cur.fetchall()
+
+
+def test_locks_view_before_and_after_the_update_to_1_2(database):
+    """A database still on 1.1 keeps its redlock_locks (no "kept") with this
+    library; the update adds the column and redlock_locks_cluster, and keeps
+    a user's view on redlock_locks and the privileges set on it."""
+    with extension_at(database, "1.1") as cur:
+        cur.execute("SET redlock.servers = '127.0.0.1:%s'" % os.environ.get("REDLOCK_REDIS_PORT", "16379"))
+        cur.execute("SELECT redlock_acquire_session('p:view')")
+        cur.execute("SELECT * FROM redlock_locks")
+        assert len(cur.description) == 10 and cur.rowcount == 1
+        cur.execute("CREATE VIEW my_locks AS SELECT key, token FROM redlock_locks")
+        cur.execute("REVOKE SELECT ON redlock_locks FROM PUBLIC")
+        cur.execute("ALTER EXTENSION redlock UPDATE TO '1.2'")
+        cur.execute("SELECT key, kept FROM redlock_locks")
+        assert cur.fetchall() == [("p:view", False)]
+        cur.execute("SELECT key FROM my_locks")
+        assert cur.fetchall() == [("p:view",)]
+        cur.execute("SELECT has_table_privilege('public', 'redlock_locks', 'SELECT')")
+        assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
+        cur.execute("SELECT to_regclass('redlock_locks_cluster') IS NOT NULL")
+        assert cur.fetchone()[0]
+        cur.execute("SELECT redlock_release_all()")

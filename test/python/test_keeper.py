@@ -1,0 +1,230 @@
+"""The lease keeper (a background worker, with redlock in
+shared_preload_libraries and redlock.lease_keeper on) and the cluster-wide
+view redlock_locks_cluster."""
+
+import os
+import signal
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from conftest import (MAIN_REDIS_PORT, Session, backend_wait_event, in_thread,
+                      throwaway_cluster, wait_for)
+
+
+def cluster(conf=""):
+    return throwaway_cluster("redlock-keeper-", "shared_preload_libraries = 'redlock'\n"
+                             "redlock.lease_keeper = on\n" + conf, extension=True)
+
+
+@pytest.fixture(scope="module")
+def keeper():
+    """A cluster with the keeper on; yields a factory of sessions on it."""
+    with cluster("max_connections = 150\nredlock.max_tracked_locks = 200\n") as args:
+        made = []
+
+        def session(autocommit=True):
+            made.append(Session(args["dbname"], autocommit=autocommit,
+                                host=args["host"], port=args["port"], user=args["user"]))
+            return made[-1]
+        session.args = args
+        yield session
+        for s in made:
+            s.close()
+
+
+def test_a_transaction_longer_than_its_ttl_commits_with_the_keeper(keeper, main_redis):
+    """A 1 s lock held by a transaction that runs 5 s: the keeper renews it
+    and the commit succeeds; with the keeper off for the session's lock
+    (the control) the commit fails with 40001."""
+    s = keeper(autocommit=False)
+    token = s.value("SELECT redlock_acquire('k:long', 1000)")
+    assert s.value("SELECT kept FROM redlock_locks WHERE key = 'k:long'") is True
+    time.sleep(5)
+    assert main_redis.pttl("k:long") > 0, "still in Redis after five TTLs"
+    s.conn.commit()
+    assert not main_redis.exists("k:long"), "released at commit"
+
+    # control: the same without the keeper
+    admin = keeper()
+    admin.execute("ALTER SYSTEM SET redlock.lease_keeper = off")
+    admin.execute("SELECT pg_reload_conf()")
+    try:
+        wait_for(lambda: admin.value("SHOW redlock.lease_keeper") == "off", what="the reload")
+        c = keeper(autocommit=False)
+        wait_for(lambda: c.value("SHOW redlock.lease_keeper") == "off", what="the reload")
+        c.execute("SELECT redlock_acquire('k:long', 1000)")
+        assert c.value("SELECT kept FROM redlock_locks WHERE key = 'k:long'") is False
+        time.sleep(2)
+        with pytest.raises(psycopg2.errors.SerializationFailure):
+            c.conn.commit()
+    finally:
+        admin.execute("ALTER SYSTEM RESET redlock.lease_keeper")
+        admin.execute("SELECT pg_reload_conf()")
+        wait_for(lambda: admin.value("SHOW redlock.lease_keeper") == "on", what="the reload")
+    assert token > 0
+
+
+def test_a_session_lock_is_kept_and_a_terminated_holder_frees_it(keeper, main_redis):
+    """A 1 s session lock kept for 30 s (30 TTLs): nobody else gets the key
+    meanwhile; then pg_terminate_backend of the holder frees it at once."""
+    s = keeper()
+    s.execute("SELECT redlock_acquire_session('k:session', 1000)")
+    other = keeper()
+    until = time.monotonic() + 30
+    while time.monotonic() < until:
+        assert other.value("SELECT redlock_try_acquire_session('k:session')") is None
+        time.sleep(0.5)
+    assert s.value("SELECT renewals FROM redlock_locks_cluster WHERE key = 'k:session'") >= 60
+    admin = keeper()
+    admin.execute("SELECT pg_terminate_backend(%s)", (s.pid,))
+    wait_for(lambda: not main_redis.exists("k:session"), timeout=1,
+             what="the key freed at once, not after its TTL")
+
+
+def test_a_stopped_backend_is_renewed_only_up_to_max_lease(keeper, main_redis):
+    """SIGSTOP looks like slow work: the keeper renews it until
+    redlock.max_lease, then the key expires; the holder cannot commit."""
+    s = keeper(autocommit=False)
+    s.execute("SET redlock.max_lease = '3s'")
+    s.execute("SELECT redlock_acquire('k:stuck', 1000)")
+    started = time.monotonic()
+    os.kill(s.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2)
+        assert main_redis.exists("k:stuck"), "kept while under max_lease"
+        wait_for(lambda: not main_redis.exists("k:stuck"), timeout=5, what="the key to expire")
+        gone = time.monotonic() - started
+        assert 3 <= gone < 4.5, gone             # max_lease, plus at most one TTL
+        other = keeper()
+        assert other.value("SELECT redlock_try_acquire_session('k:stuck')") is not None
+        other.execute("SELECT redlock_release('k:stuck')")
+    finally:
+        os.kill(s.pid, signal.SIGCONT)
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        s.conn.commit()
+
+
+def test_redis_unreachable_during_renewal_loses_the_lock(keeper, redis_server):
+    """The keeper cannot reach the master for longer than the TTL: the lock
+    is marked lost, the holder is warned at its next call and cannot
+    commit."""
+    m = redis_server()
+    s = keeper(autocommit=False)
+    s.execute("SET redlock.servers = %s", (m.addr,))
+    s.execute("SET redlock.command_timeout = 200")
+    s.execute("SELECT redlock_acquire('k:cut', 1000)")
+    admin = keeper()
+    m.freeze()
+    try:
+        wait_for(lambda: admin.value(
+            "SELECT lost FROM redlock_locks_cluster WHERE key = 'k:cut'"), timeout=5,
+            what="the keeper to mark it lost")
+    finally:
+        m.resume()
+    s.execute("SELECT redlock_token('k:other')")
+    assert any('"k:cut" was lost' in n for n in s.conn.notices), s.conn.notices
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        s.conn.commit()
+
+
+def test_the_cluster_view_under_fifty_backends(keeper, main_redis):
+    """25 backends hold a key each and 25 wait for them: every one is listed
+    with its pid (joinable with pg_stat_activity), each waiter with the
+    holder of its key."""
+    holders = [keeper(autocommit=False) for _ in range(25)]
+    for i, h in enumerate(holders):
+        h.execute("SELECT redlock_acquire(%s, 30000)", (f"k:view:{i}",))
+    waiters = [keeper(autocommit=False) for _ in range(25)]
+    threads = [in_thread(w.value, "SELECT redlock_acquire(%s, 30000, 20000)", (f"k:view:{i}",))
+               for i, w in enumerate(waiters)]
+    admin = keeper()
+    wait_for(lambda: admin.value("SELECT count(*) FROM redlock_locks_cluster "
+                                 "WHERE state = 'waiting'") == 25, timeout=10, what="25 waiters")
+    rows = admin.execute("""
+        SELECT l.key, l.state, l.pid, l.holder_pid, a.backend_type
+        FROM redlock_locks_cluster l JOIN pg_stat_activity a USING (pid)
+        WHERE l.key LIKE 'k:view:%' ORDER BY l.key, l.state""")
+    assert len(rows) == 50
+    for i in range(25):
+        held = [r for r in rows if r[0] == f"k:view:{i}" and r[1] == "held"]
+        waiting = [r for r in rows if r[0] == f"k:view:{i}" and r[1] == "waiting"]
+        assert [r[2] for r in held] == [holders[i].pid]
+        assert [(r[2], r[3]) for r in waiting] == [(waiters[i].pid, holders[i].pid)]
+    for h in holders:
+        h.conn.commit()
+    for (t, got), w in zip(threads, waiters):
+        t.join(10)
+        assert got[0] > 0
+        w.conn.commit()
+    assert admin.value("SELECT count(*) FROM redlock_locks_cluster WHERE key LIKE 'k:view:%'") == 0
+
+
+def test_the_cluster_view_hides_other_roles_keys(keeper):
+    admin = keeper()
+    admin.execute("DROP ROLE IF EXISTS k_app")
+    admin.execute("DROP ROLE IF EXISTS k_stats")
+    admin.execute("CREATE ROLE k_app LOGIN")
+    admin.execute("CREATE ROLE k_stats LOGIN IN ROLE pg_read_all_stats")
+    try:
+        admin.execute("SELECT redlock_acquire_session('k:secret')")
+        args = dict(keeper.args)
+        app = psycopg2.connect(**dict(args, user="k_app"))
+        app.autocommit = True
+        cur = app.cursor()
+        cur.execute("SELECT key FROM redlock_locks_cluster WHERE pid = %s", (admin.pid,))
+        assert cur.fetchall() == [(None,)], "another role's key is hidden"
+        stats = psycopg2.connect(**dict(args, user="k_stats"))
+        stats.autocommit = True
+        cur = stats.cursor()
+        cur.execute("SELECT key FROM redlock_locks_cluster WHERE pid = %s", (admin.pid,))
+        assert cur.fetchall() == [("k:secret",)], "pg_read_all_stats sees it"
+        app.close()
+        stats.close()
+    finally:
+        admin.execute("SELECT redlock_release_all()")
+        admin.execute("DROP ROLE k_app")
+        admin.execute("DROP ROLE k_stats")
+
+
+def test_a_full_table_leaves_locks_working_but_unlisted(main_redis):
+    """redlock.max_tracked_locks = 16: the 17th lock works, with a WARNING,
+    and is neither listed nor kept; its commit still checks its lease."""
+    with cluster("redlock.max_tracked_locks = 16\n") as args:
+        s = Session(args["dbname"], autocommit=False, host=args["host"], port=args["port"],
+                    user=args["user"])
+        for i in range(16):
+            s.execute("SELECT redlock_acquire(%s)", (f"k:full:{i}",))
+        assert s.value("SELECT redlock_acquire('k:full:16', 1000)") > 0
+        assert any("not in redlock's shared lock table" in n for n in s.conn.notices)
+        assert s.value("SELECT count(*) FROM redlock_locks_cluster") == 16
+        assert s.value("SELECT kept FROM redlock_locks WHERE key = 'k:full:16'") is False
+        assert s.value("SELECT kept FROM redlock_locks WHERE key = 'k:full:0'") is True
+        time.sleep(2)
+        with pytest.raises(psycopg2.errors.SerializationFailure):
+            s.conn.commit()                  # the untracked one expired
+        s.close()
+
+
+def test_without_preloading_nothing_is_kept(session):
+    s = session(autocommit=False)
+    s.execute("SELECT redlock_acquire('k:plain')")
+    assert s.value("SELECT kept FROM redlock_locks") is False
+    err = s.error("SELECT * FROM redlock_locks_cluster")
+    assert err.pgcode == "55000"
+
+
+def test_a_crashed_backend_leaves_its_keys_to_their_ttl(main_redis):
+    """A backend killed by SIGKILL takes the cluster through a restart; the
+    keeper (restarted too, with an empty table) does not renew its lock,
+    which expires by its TTL."""
+    with cluster() as args:
+        s = Session(args["dbname"], autocommit=False, host=args["host"], port=args["port"],
+                    user=args["user"])
+        s.execute("SELECT redlock_acquire('k:crash', 2000)")
+        os.kill(s.pid, signal.SIGKILL)
+        started = time.monotonic()
+        wait_for(lambda: not main_redis.exists("k:crash"), timeout=5, what="the key to expire")
+        assert time.monotonic() - started < 2.5
