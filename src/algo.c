@@ -429,6 +429,28 @@ static RedisScript extend_script_redisson = {
 };
 
 /*
+ * The lease keeper's re-arm: as extend, but it never shortens the TTL, so
+ * that a renewal landing after one of the backend's own re-arms (which may
+ * shorten it, and which the backend counts on) cannot undo it.  Returns 1
+ * if the lock is ours, 0 otherwise.
+ */
+#define KEEP_BODY(F) \
+	"if " F##_OURS " then\n" \
+	"  if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then\n" \
+	"    redis.call('pexpire', KEYS[1], ARGV[2])\n" \
+	"  end\n" \
+	"  return 1\n" \
+	"end\n" \
+	"return 0\n"
+
+static RedisScript keep_script = {
+	"keep", KEEP_BODY(STRING), 1, 7, ""
+};
+static RedisScript keep_script_redisson = {
+	"keep (redisson)", KEEP_BODY(REDISSON), 1, 8, ""
+};
+
+/*
  * KEYS[1] fencing counter; ARGV[1] token, [2] the key horizon (ms).  Raises
  * the counter to the token if it is lower, with the horizon as its TTL;
  * gives a counter without a TTL (a 1.1 backend's write-back removed it)
@@ -510,6 +532,8 @@ RedlockPrepareScripts(void)
 	RedisScriptPrepare(&acquire_script_redisson);
 	RedisScriptPrepare(&release_script_redisson);
 	RedisScriptPrepare(&extend_script_redisson);
+	RedisScriptPrepare(&keep_script);
+	RedisScriptPrepare(&keep_script_redisson);
 	RedisScriptPrepare(&fence_script);
 }
 
@@ -1202,7 +1226,8 @@ extend_settled(RedisCall *calls, int ncalls, void *arg)
 
 /*
  * RedlockExtendMany: re-arm the TTL of several held locks, locks[i] to
- * ttls[i], on their masters, all in one batch.
+ * ttls[i], on their masters, all in one batch.  With lengthen_only (the
+ * lease keeper) a TTL already longer is left as it is.
  *
  * results[i]: REDLOCK_EXTENDED when a quorum re-armed it and validity
  * remains (the lock's TTL and validity deadline are updated, counted from
@@ -1213,7 +1238,8 @@ extend_settled(RedisCall *calls, int ncalls, void *arg)
  */
 void
 RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
-				  RedlockExtendResult *results, RedlockTally *tallies)
+				  bool lengthen_only, RedlockExtendResult *results,
+				  RedlockTally *tallies)
 {
 	RedisCall  *calls;
 	RedisBatch	batch = {0};
@@ -1237,7 +1263,9 @@ RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
 		{
 			RedisCall  *call = &calls[ncalls++];
 
-			RedisCallInit(call, locks[i]->servers[j], FORMAT_SCRIPT(locks[i], extend), i);
+			RedisCallInit(call, locks[i]->servers[j],
+						  lengthen_only ? FORMAT_SCRIPT(locks[i], keep) :
+						  FORMAT_SCRIPT(locks[i], extend), i);
 			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
 			RedisCallArg(call, locks[i]->owner, locks[i]->ownerlen);
 			RedisCallArg(call, ttlbufs[i], strlen(ttlbufs[i]));
@@ -1288,6 +1316,6 @@ RedlockExtend(RedlockLock *lock, int ttl_ms, RedlockTally *tally)
 {
 	RedlockExtendResult result;
 
-	RedlockExtendMany(&lock, 1, &ttl_ms, &result, tally);
+	RedlockExtendMany(&lock, 1, &ttl_ms, false, &result, tally);
 	return result;
 }

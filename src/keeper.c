@@ -18,8 +18,14 @@
  *	  - found not ours (expired, taken over): marked lost and no longer
  *		kept; the backend warns at its next redlock call, and its commit
  *		fails with 40001, as without the keeper;
- *	  - not confirmed (masters unreachable): tried again next tick, and
- *		marked lost once its validity has run out.
+ *	  - not confirmed (masters slow or unreachable): tried again next
+ *		tick; the backend's commit check judges what validity is left (it
+ *		re-arms, or fails the commit), as without the keeper.
+ * The keeper's re-arm never shortens a TTL, and its figures count only
+ * until the backend re-arms the lock itself (redlock_extend, the commit
+ * check: rearm_seq), so the backend never believes in more validity than
+ * Redis gives.  It waits at most KEEPER_MAX_WAIT_MS for one set of
+ * masters per tick, so that a frozen one cannot starve the others.
  * A hold is renewed for at most redlock.max_lease (the backend's setting
  * when it took the lock, superuser-only): a backend that is alive but
  * stuck looks like a slow one, and this cap is what ends its hold.
@@ -60,6 +66,8 @@
 #include "redlock.h"
 
 #define KEEPER_TICK_MS		100 /* how often the table is looked at */
+#define KEEPER_IDLE_TICK_MS	1000	/* the same, with redlock.lease_keeper off */
+#define KEEPER_MAX_WAIT_MS	250 /* longest wait for one set of masters */
 
 PGDLLEXPORT void redlock_keeper_main(Datum arg);
 
@@ -68,6 +76,7 @@ typedef struct DueLock
 {
 	int			slot;
 	uint32		generation;
+	uint32		rearm_seq;
 	int			endpoint;
 	RedlockLock lock;
 } DueLock;
@@ -94,9 +103,9 @@ RedlockKeeperInit(void)
 }
 
 /*
- * collect_due: copy out the kept locks due for renewal at "now", and the
- * settings of their endpoints (into *endpoints, palloc'd); stop keeping
- * those past their lease.  Returns how many are due (in *due, palloc'd).
+ * collect_due: copy out the kept locks due for renewal at "now" (not past
+ * their lease), and the settings of their endpoints (into *endpoints,
+ * palloc'd).  Returns how many are due (in *due, palloc'd).
  */
 static int
 collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
@@ -111,7 +120,7 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 
 	*due = palloc(sizeof(DueLock) * max);
 	*endpoints = palloc0(sizeof(RedlockEndpoint) * REDLOCK_MAX_ENDPOINTS);
-	LWLockAcquire(lock, LW_EXCLUSIVE);
+	LWLockAcquire(lock, LW_SHARED);
 	for (i = 0; i < nslots; i++)
 	{
 		RedlockSlot *s = &slots[i];
@@ -120,10 +129,7 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 		if (!s->in_use || s->state != REDLOCK_SLOT_HELD || !s->kept || s->lost)
 			continue;
 		if (s->lease_end_us != 0 && now >= s->lease_end_us)
-		{
-			s->kept = false;	/* its lease is over: it runs out now */
-			continue;
-		}
+			continue;			/* its lease is over: it runs out now */
 		if (now < s->renewed_us + (int64) s->ttl_ms * 1000 / 3)
 			continue;
 		if (n == max)
@@ -135,6 +141,7 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 		memset(d, 0, sizeof(DueLock));
 		d->slot = i;
 		d->generation = s->generation;
+		d->rearm_seq = s->rearm_seq;
 		d->endpoint = s->endpoint;
 		d->lock.rkey = pnstrdup(s->rkey, s->rkeylen);
 		d->lock.rkeylen = s->rkeylen;
@@ -177,6 +184,9 @@ renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
 	int			j;
 
 	RedlockSharedApplyEndpoint(eps->settings, eps->len);
+	/* one slow set of masters must not hold up the others' renewals */
+	redlock_connect_timeout = Min(redlock_connect_timeout, KEEPER_MAX_WAIT_MS);
+	redlock_command_timeout = Min(redlock_command_timeout, KEEPER_MAX_WAIT_MS);
 	list = RedlockConfiguredServers();
 	for (i = 0; i < ndue; i++)
 	{
@@ -198,7 +208,7 @@ renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
 		return;
 
 	start = RedlockNowUs();
-	RedlockExtendMany(locks, n, ttls, results, tallies);
+	RedlockExtendMany(locks, n, ttls, true, results, tallies);
 
 	slots = RedlockSharedSlots(&nslots, &lwlock);
 	LWLockAcquire(lwlock, LW_EXCLUSIVE);
@@ -207,13 +217,16 @@ renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
 		DueLock    *d = &due[which[i]];
 		RedlockSlot *s = &slots[d->slot];
 
-		if (!s->in_use || s->generation != d->generation)
-			continue;			/* the hold ended meanwhile */
+		if (!s->in_use || s->generation != d->generation ||
+			s->rearm_seq != d->rearm_seq)
+			continue;			/* the hold ended, or the backend re-armed it */
 		switch (results[i])
 		{
 			case REDLOCK_EXTENDED:
-				if (locks[i]->valid_until_us > s->valid_until_us)
-					s->valid_until_us = locks[i]->valid_until_us;
+				if (s->kept_seq != s->rearm_seq ||
+					locks[i]->valid_until_us > s->kept_until_us)
+					s->kept_until_us = locks[i]->valid_until_us;
+				s->kept_seq = s->rearm_seq;
 				s->renewed_us = start;
 				s->renewals++;
 				break;
@@ -221,9 +234,8 @@ renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
 				RedlockSharedMarkLost(s);
 				break;
 			case REDLOCK_EXTEND_UNCONFIRMED:
-				if (RedlockNowUs() >= s->valid_until_us)
-					RedlockSharedMarkLost(s);
-				break;
+				break;			/* tried again next tick; the backend's
+								 * commit check judges what is left */
 		}
 	}
 	LWLockRelease(lwlock);
@@ -265,8 +277,10 @@ redlock_keeper_main(Datum arg)
 	RedlockPrepareScripts();
 	for (;;)
 	{
+		RedlockSharedKeeperBeat();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 KEEPER_TICK_MS, PG_WAIT_EXTENSION);
+						 redlock_lease_keeper ? KEEPER_TICK_MS : KEEPER_IDLE_TICK_MS,
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -287,6 +301,13 @@ redlock_keeper_main(Datum arg)
 			EmitErrorReport();
 			FlushErrorState();
 			LWLockReleaseAll();
+			/* what the round left with its resource owner (hash contexts) */
+			ResourceOwnerRelease(CurrentResourceOwner,
+								 RESOURCE_RELEASE_BEFORE_LOCKS, false, true);
+			ResourceOwnerRelease(CurrentResourceOwner,
+								 RESOURCE_RELEASE_LOCKS, false, true);
+			ResourceOwnerRelease(CurrentResourceOwner,
+								 RESOURCE_RELEASE_AFTER_LOCKS, false, true);
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);

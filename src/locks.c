@@ -718,7 +718,7 @@ commit_check(RedlockLock **locks, int nlocks)
 							   redlock_commit_margin, COMMIT_CHECK_ROUNDS),
 					 errhint("The transaction is rolled back: it cannot be known to hold the lock long enough. Check the masters' latency, or lower redlock.commit_margin.")));
 
-		RedlockExtendMany(under, nunder, ttls, results, tallies);
+		RedlockExtendMany(under, nunder, ttls, false, results, tallies);
 		for (i = 0; i < nunder; i++)
 		{
 			if (results[i] == REDLOCK_EXTENDED)

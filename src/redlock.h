@@ -315,7 +315,8 @@ extern void RedlockRelease(RedlockLock **locks, int nlocks,
 						   RedlockReleaseResult *results,
 						   RedlockTally *tallies, RedlockWhen when);
 extern void RedlockExtendMany(RedlockLock **locks, int nlocks,
-							  const int *ttls, RedlockExtendResult *results,
+							  const int *ttls, bool lengthen_only,
+							  RedlockExtendResult *results,
 							  RedlockTally *tallies);
 extern RedlockExtendResult RedlockExtend(RedlockLock *lock, int ttl_ms,
 										 RedlockTally *tally);
@@ -406,9 +407,14 @@ typedef struct RedlockSlot
 	int			endpoint;		/* index of its settings, -1: none */
 	int64		token;
 	TimestampTz since;			/* acquired, or started waiting */
-	int64		valid_until_us; /* monotonic */
+	int64		valid_until_us; /* monotonic: the backend's own deadline, as
+								 * of its last (re-)arm */
+	uint32		rearm_seq;		/* bumped at each of the backend's re-arms */
+	uint32		kept_seq;		/* the rearm_seq the keeper's figures are for */
+	int64		kept_until_us;	/* monotonic: deadline after the keeper's last
+								 * renewal (valid while kept_seq == rearm_seq) */
 	int64		lease_end_us;	/* monotonic: renewed no later; 0: no cap */
-	int64		renewed_us;		/* monotonic: last renewal or acquisition */
+	int64		renewed_us;		/* monotonic: last renewal or (re-)arm */
 	uint64		renewals;
 	int			rkeylen;
 	int			keyoff;			/* the SQL key within rkey */
@@ -427,6 +433,8 @@ extern bool RedlockSharedSync(RedlockLock *lock);
 extern bool RedlockSharedKept(const RedlockLock *lock);
 extern uint64 RedlockSharedLostEpoch(void);
 extern void RedlockSharedMarkLost(RedlockSlot *s);
+extern void RedlockSharedKeeperBeat(void);
+extern bool RedlockSharedSlotKept(const RedlockSlot *s, int64 now);
 extern void RedlockSharedUntrack(RedlockLock *lock);
 extern void RedlockSharedApplyEndpoint(const char *desc, int len);
 extern void RedlockKeeperInit(void);

@@ -47,13 +47,16 @@
 
 #include "redlock.h"
 
-/* The settings a keeper needs to reach a lock's masters as its backend did */
+/*
+ * The settings a keeper needs to reach a lock's masters as its backend did.
+ * All are superuser-only, so only superusers can make endpoints differ
+ * (timeouts, which any role sets, are the keeper's own: keeper.c).
+ */
 static const char *const endpoint_settings[] = {
 	"redlock.servers", "redlock.username", "redlock.password",
 	"redlock.passfile", "redlock.database", "redlock.sslmode",
 	"redlock.sslrootcert", "redlock.sslcert", "redlock.sslkey",
-	"redlock.sslcrl", "redlock.connect_timeout", "redlock.command_timeout",
-	"redlock.drift_factor"
+	"redlock.sslcrl"
 };
 
 #define NUM_ENDPOINT_SETTINGS	lengthof(endpoint_settings)
@@ -65,6 +68,7 @@ typedef struct SharedTable
 	int			nfree;			/* entries of freelist in use */
 	pg_atomic_uint64 lost_epoch;	/* bumped whenever the keeper marks a
 									 * lock lost */
+	pg_atomic_uint64 keeper_beat;	/* monotonic us of the keeper's last tick */
 	RedlockEndpoint endpoints[REDLOCK_MAX_ENDPOINTS];
 	int		   *freelist;		/* indexes of free slots, a stack */
 	RedlockSlot slots[FLEXIBLE_ARRAY_MEMBER];
@@ -114,6 +118,7 @@ RedlockSharedShmemInit(void)
 			table->freelist[i] = table->nslots - 1 - i;
 		table->nfree = table->nslots;
 		pg_atomic_init_u64(&table->lost_epoch, 0);
+		pg_atomic_init_u64(&table->keeper_beat, 0);
 	}
 }
 
@@ -143,8 +148,22 @@ RedlockSharedEndpoint(int i)
 static int
 endpoint_describe(char *buf)
 {
+	static uint64 cached_version = 0;
+	static char *cached_servers = NULL;
+	static char cached[REDLOCK_ENDPOINT_LEN];
+	static int	cached_len = -1;
+	const char *servers = redlock_servers ? redlock_servers : "";
 	int			len = 0;
 	int			i;
+
+	/* the same settings as last time: the same description */
+	if (cached_servers != NULL && cached_version == RedisSettingsVersion() &&
+		strcmp(cached_servers, servers) == 0)
+	{
+		if (cached_len > 0)
+			memcpy(buf, cached, cached_len);
+		return cached_len;
+	}
 
 	for (i = 0; i < (int) NUM_ENDPOINT_SETTINGS; i++)
 	{
@@ -157,11 +176,21 @@ endpoint_describe(char *buf)
 			value = "";
 		vlen = strlen(value) + 1;
 		if (len + nlen + vlen > REDLOCK_ENDPOINT_LEN)
-			return -1;
+		{
+			len = -1;
+			break;
+		}
 		memcpy(buf + len, name, nlen);
 		memcpy(buf + len + nlen, value, vlen);
 		len += (int) (nlen + vlen);
 	}
+	if (cached_servers != NULL)
+		pfree(cached_servers);
+	cached_servers = MemoryContextStrdup(RedlockContext, servers);
+	cached_version = RedisSettingsVersion();
+	cached_len = len;
+	if (len > 0)
+		memcpy(cached, buf, len);
 	return len;
 }
 
@@ -254,6 +283,7 @@ RedlockSharedTrack(RedlockLock *lock)
 	char		desc[REDLOCK_ENDPOINT_LEN];
 	int			desclen;
 	RedlockSlot *slot;
+	bool		no_endpoint;
 	int			i;
 
 	lock->slot = -1;
@@ -285,7 +315,7 @@ RedlockSharedTrack(RedlockLock *lock)
 	slot->in_use = true;
 	slot->pid = MyProcPid;
 	slot->dbid = MyDatabaseId;
-	slot->roleid = GetUserId();
+	slot->roleid = GetSessionUserId();	/* as pg_stat_activity.usesysid */
 	slot->state = REDLOCK_SLOT_WAITING;
 	slot->scope = REDLOCK_SCOPE_TRANSACTION;
 	slot->redisson = lock->redisson;
@@ -293,9 +323,13 @@ RedlockSharedTrack(RedlockLock *lock)
 	slot->lost = false;
 	slot->ttl_ms = lock->ttl_ms;
 	slot->endpoint = desclen < 0 ? -1 : endpoint_claim(desc, desclen);
+	no_endpoint = slot->endpoint < 0;
 	slot->token = 0;
 	slot->since = GetCurrentTimestamp();
 	slot->valid_until_us = 0;
+	slot->rearm_seq = 0;
+	slot->kept_seq = 0;
+	slot->kept_until_us = 0;
 	slot->lease_end_us = 0;
 	slot->renewed_us = 0;
 	slot->renewals = 0;
@@ -308,6 +342,14 @@ RedlockSharedTrack(RedlockLock *lock)
 	lock->slot = i;
 	lock->slot_generation = slot->generation;
 	LWLockRelease(table->lock);
+	if (no_endpoint && redlock_lease_keeper)
+		ereport(WARNING,
+				(errmsg("Redis lock \"%s\" will not be kept by the lease keeper", lock->key),
+				 errdetail(desclen < 0 ?
+						   "Its Redis settings (server list, credentials, TLS files) are too long to share with the keeper." :
+						   "The keeper already serves %d different sets of Redis settings (server list, credentials, TLS files).",
+						   REDLOCK_MAX_ENDPOINTS),
+				 errhint("Give the roles that take locks fewer distinct Redis settings.")));
 }
 
 /* slot_of: the lock's slot if it still has it, else NULL (lock held). */
@@ -325,10 +367,13 @@ slot_of(const RedlockLock *lock)
 }
 
 /*
- * RedlockSharedHeld: the lock is ours now (or its token, validity, TTL or
- * scope changed): describe it.  The first time, the keeper may keep it
- * (redlock.lease_keeper, an endpoint, and a lease capped by
- * redlock.max_lease from now).  Raises nothing.
+ * RedlockSharedHeld: the lock is ours now, or the backend itself re-armed
+ * it (token, validity, TTL or scope changed): describe it.  Its deadline
+ * is the backend's, exactly (a re-arm may shorten it), and the keeper's
+ * figures for earlier re-arms no longer count (rearm_seq).  The first
+ * time, the keeper may keep it (redlock.lease_keeper, an endpoint, and a
+ * lease capped by redlock.max_lease from now); a lock found lost that the
+ * backend re-armed is its own again.  Raises nothing.
  */
 void
 RedlockSharedHeld(RedlockLock *lock, char scope)
@@ -345,27 +390,36 @@ RedlockSharedHeld(RedlockLock *lock, char scope)
 		{
 			slot->state = REDLOCK_SLOT_HELD;
 			slot->since = lock->acquired_at;
-			slot->renewed_us = lock->acquired_us;
 			slot->kept = redlock_lease_keeper && slot->endpoint >= 0;
 			slot->lease_end_us = redlock_max_lease > 0 ?
 				lock->acquired_us + (int64) redlock_max_lease * 1000 : 0;
+		}
+		else if (slot->lost && !lock->lost)
+		{
+			slot->lost = false;
+			slot->kept = redlock_lease_keeper && slot->endpoint >= 0;
 		}
 		slot->scope = scope;
 		slot->token = lock->token;
 		slot->ttl_ms = lock->ttl_ms;
 		slot->ownerlen = lock->ownerlen;
 		memcpy(slot->owner, lock->owner, lock->ownerlen);
-		if (lock->valid_until_us > slot->valid_until_us)
+		if (slot->valid_until_us != lock->valid_until_us)
+		{
 			slot->valid_until_us = lock->valid_until_us;
+			slot->rearm_seq++;
+			slot->renewed_us = RedlockNowUs();
+		}
 	}
 	LWLockRelease(table->lock);
 }
 
 /*
- * RedlockSharedSync: take in what the keeper learnt about a held lock: a
- * later validity deadline (it renewed it), or that it was lost.  Returns
- * true when the keeper found it lost and the lock did not know yet (the
- * caller reports it).  Raises nothing.
+ * RedlockSharedSync: take in what the keeper learnt about a held lock
+ * since the backend's last re-arm: a later validity deadline (it renewed
+ * it, never shortening the TTL), or that it found it lost.  Returns true
+ * when the keeper found it lost and the lock did not know yet (the caller
+ * reports it).  Raises nothing.
  */
 bool
 RedlockSharedSync(RedlockLock *lock)
@@ -377,18 +431,16 @@ RedlockSharedSync(RedlockLock *lock)
 		return false;
 	LWLockAcquire(table->lock, LW_SHARED);
 	slot = slot_of(lock);
-	if (slot != NULL && slot->state == REDLOCK_SLOT_HELD)
+	if (slot != NULL && slot->state == REDLOCK_SLOT_HELD &&
+		slot->kept_seq == slot->rearm_seq && !lock->lost)
 	{
-		if (slot->lost && !lock->lost)
+		if (slot->lost)
 		{
 			lock->lost = true;
 			newly_lost = true;
 		}
-		else if (!lock->lost && slot->valid_until_us > lock->valid_until_us)
-		{
-			lock->valid_until_us = slot->valid_until_us;
-			lock->ttl_ms = slot->ttl_ms;
-		}
+		else if (slot->kept_until_us > lock->valid_until_us)
+			lock->valid_until_us = slot->kept_until_us;
 	}
 	LWLockRelease(table->lock);
 	return newly_lost;
@@ -401,13 +453,39 @@ RedlockSharedLostEpoch(void)
 	return table ? pg_atomic_read_u64(&table->lost_epoch) : 0;
 }
 
-/* RedlockSharedMarkLost: the keeper found the lock of slot s lost. */
+/*
+ * RedlockSharedMarkLost: the keeper found the lock of slot s lost, after
+ * the backend's last re-arm (caller holds the lock exclusively).
+ */
 void
 RedlockSharedMarkLost(RedlockSlot *s)
 {
 	s->lost = true;
 	s->kept = false;
+	s->kept_seq = s->rearm_seq;
 	pg_atomic_fetch_add_u64(&table->lost_epoch, 1);
+}
+
+/* RedlockSharedKeeperBeat: the keeper is alive (once per tick). */
+void
+RedlockSharedKeeperBeat(void)
+{
+	pg_atomic_write_u64(&table->keeper_beat, (uint64) RedlockNowUs());
+}
+
+/*
+ * RedlockSharedSlotKept: whether the keeper renews the lock of slot s at
+ * "now": it was kept, is not lost, its lease has not run out, the keeper
+ * is on here and has ticked in the last two seconds (it may have failed to
+ * start, or be restarting).
+ */
+bool
+RedlockSharedSlotKept(const RedlockSlot *s, int64 now)
+{
+	return s->state == REDLOCK_SLOT_HELD && s->kept && !s->lost &&
+		(s->lease_end_us == 0 || now < s->lease_end_us) &&
+		redlock_lease_keeper &&
+		now - (int64) pg_atomic_read_u64(&table->keeper_beat) < 2000000;
 }
 
 /* RedlockSharedKept: whether the keeper renews this lock. */
@@ -422,7 +500,7 @@ RedlockSharedKept(const RedlockLock *lock)
 	LWLockAcquire(table->lock, LW_SHARED);
 	slot = slot_of(lock);
 	if (slot != NULL)
-		kept = slot->kept;
+		kept = RedlockSharedSlotKept(slot, RedlockNowUs());
 	LWLockRelease(table->lock);
 	return kept;
 }

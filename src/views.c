@@ -270,8 +270,9 @@ scope_text(char scope)
  * ("held", "waiting"), scope, token, since when, valid until, whether the
  * lease keeper renews it, whether it found it lost, how often it renewed
  * it, and for a waiter the pid of a backend of this cluster that holds the
- * key (NULL: none, or a client outside).  Keys of other roles' backends
- * are NULL unless the reader has the privileges of pg_read_all_stats.
+ * key with the same masters (NULL: none, or a client outside).  Keys of
+ * other roles' backends (session users, as in pg_stat_activity) are NULL
+ * unless the reader has the privileges of pg_read_all_stats.
  * Raises 55000 without shared_preload_libraries.
  */
 Datum
@@ -283,6 +284,7 @@ redlock_locks_cluster(PG_FUNCTION_ARGS)
 	RedlockSlot *slots = RedlockSharedSlots(&nslots, &lwlock);
 	RedlockSlot *copy;
 	bool		all_keys;
+	int64		now = RedlockNowUs();
 	int			n = 0;
 	int			i;
 	int			j;
@@ -323,15 +325,18 @@ redlock_locks_cluster(PG_FUNCTION_ARGS)
 		values[6] = Int64GetDatum(s->token);
 		nulls[6] = !held;
 		values[7] = TimestampTzGetDatum(s->since);
-		values[8] = TimestampTzGetDatum(monotonic_to_wall(s->valid_until_us));
+		values[8] = TimestampTzGetDatum(monotonic_to_wall(
+			s->kept_seq == s->rearm_seq && s->kept_until_us > s->valid_until_us ?
+			s->kept_until_us : s->valid_until_us));
 		nulls[8] = !held;
-		values[9] = BoolGetDatum(held && s->kept && !s->lost && redlock_lease_keeper);
+		values[9] = BoolGetDatum(RedlockSharedSlotKept(s, now));
 		values[10] = BoolGetDatum(s->lost);
 		values[11] = Int64GetDatum((int64) s->renewals);
 		nulls[12] = true;
 		if (!held)
 			for (j = 0; j < n; j++)
 				if (copy[j].state == REDLOCK_SLOT_HELD &&
+					copy[j].endpoint == s->endpoint &&
 					copy[j].rkeylen == s->rkeylen &&
 					memcmp(copy[j].rkey, s->rkey, s->rkeylen) == 0)
 				{

@@ -97,7 +97,7 @@ def test_a_stopped_backend_is_renewed_only_up_to_max_lease(keeper, main_redis):
         assert main_redis.exists("k:stuck"), "kept while under max_lease"
         wait_for(lambda: not main_redis.exists("k:stuck"), timeout=5, what="the key to expire")
         gone = time.monotonic() - started
-        assert 3 <= gone < 4.5, gone             # max_lease, plus at most one TTL
+        assert 3 <= gone < 6, gone               # max_lease, plus at most one TTL
         other = keeper()
         assert other.value("SELECT redlock_try_acquire_session('k:stuck')") is not None
         other.execute("SELECT redlock_release('k:stuck')")
@@ -108,9 +108,9 @@ def test_a_stopped_backend_is_renewed_only_up_to_max_lease(keeper, main_redis):
 
 
 def test_redis_unreachable_during_renewal_loses_the_lock(keeper, redis_server):
-    """The keeper cannot reach the master for longer than the TTL: the lock
-    is marked lost, the holder is warned at its next call and cannot
-    commit."""
+    """The keeper cannot reach the master for longer than the TTL: the key
+    expires; once the master answers again the keeper finds it lost, the
+    holder is warned at its next call and cannot commit."""
     m = redis_server()
     s = keeper(autocommit=False)
     s.execute("SET redlock.servers = %s", (m.addr,))
@@ -118,12 +118,13 @@ def test_redis_unreachable_during_renewal_loses_the_lock(keeper, redis_server):
     s.execute("SELECT redlock_acquire('k:cut', 1000)")
     admin = keeper()
     m.freeze()
-    try:
-        wait_for(lambda: admin.value(
-            "SELECT lost FROM redlock_locks_cluster WHERE key = 'k:cut'"), timeout=5,
-            what="the keeper to mark it lost")
-    finally:
-        m.resume()
+    time.sleep(2)
+    assert admin.value("SELECT lost FROM redlock_locks_cluster WHERE key = 'k:cut'") is False, \
+        "unreachable is not lost: the keeper keeps trying"
+    m.resume()
+    wait_for(lambda: admin.value(
+        "SELECT lost FROM redlock_locks_cluster WHERE key = 'k:cut'"), timeout=5,
+        what="the keeper to find it lost")
     s.execute("SELECT redlock_token('k:other')")
     assert any('"k:cut" was lost' in n for n in s.conn.notices), s.conn.notices
     with pytest.raises(psycopg2.errors.SerializationFailure):
@@ -226,5 +227,85 @@ def test_a_crashed_backend_leaves_its_keys_to_their_ttl(main_redis):
         s.execute("SELECT redlock_acquire('k:crash', 2000)")
         os.kill(s.pid, signal.SIGKILL)
         started = time.monotonic()
-        wait_for(lambda: not main_redis.exists("k:crash"), timeout=5, what="the key to expire")
-        assert time.monotonic() - started < 2.5
+        wait_for(lambda: not main_redis.exists("k:crash"), timeout=10, what="the key to expire")
+        # its TTL, and perhaps one renewal before the keeper was stopped too
+        assert time.monotonic() - started < 5
+
+
+def test_a_shortened_lock_that_expired_cannot_commit(keeper):
+    """The backend's own re-arm may shorten a lock: its deadline is then the
+    shorter one, whatever the table saw before (it kept the largest), so a
+    lock that ran out and was taken fails the commit with 40001.  Unkept
+    (a 1 ms lease) so that it can run out."""
+    a = keeper(autocommit=False)
+    a.execute("SET redlock.max_lease = 1")
+    a.execute("SELECT redlock_acquire('k:short', 10000)")
+    assert a.value("SELECT redlock_extend('k:short', 1000)") is True
+    time.sleep(1.6)
+    b = keeper()
+    assert b.value("SELECT redlock_try_acquire_session('k:short')") is not None
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        a.conn.commit()
+    b.execute("SELECT redlock_release_all()")
+
+
+def test_a_frozen_master_does_not_starve_other_renewals(keeper, redis_server):
+    """One session's master is frozen, with a 5 s command timeout: the
+    keeper still renews everybody else's locks in time."""
+    m = redis_server()
+    x = keeper()
+    x.execute("SET redlock.servers = %s", (m.addr,))
+    x.execute("SET redlock.command_timeout = 5000")
+    x.execute("SELECT redlock_acquire_session('k:frozen', 1500)")
+    m.freeze()
+    try:
+        v = keeper(autocommit=False)
+        v.execute("SELECT redlock_acquire('k:victim', 1000)")
+        time.sleep(3)
+        v.conn.commit()                      # 40001 if its renewals starved
+    finally:
+        m.resume()
+    x.execute("SELECT redlock_release_all()")
+
+
+def test_roles_cannot_use_up_the_keepers_settings(keeper):
+    """Only superuser settings tell the keeper's endpoints apart: a role
+    taking locks under many command timeouts leaves the others kept."""
+    admin = keeper()
+    admin.execute("DROP ROLE IF EXISTS k_many")
+    admin.execute("CREATE ROLE k_many LOGIN")
+    admin.execute("GRANT EXECUTE ON FUNCTION redlock_acquire_session(text, integer, integer), "
+                  "redlock_release_all() TO k_many")
+    try:
+        c = psycopg2.connect(**dict(keeper.args, user="k_many"))
+        c.autocommit = True
+        cur = c.cursor()
+        for i in range(20):
+            cur.execute(f"SET redlock.command_timeout = {2000 + i}")
+            cur.execute("SELECT redlock_acquire_session(%s, 30000)", (f"k:many:{i}",))
+        assert not any("will not be kept" in n for n in c.notices), c.notices
+        s = keeper(autocommit=False)
+        s.execute("SELECT redlock_acquire('k:super', 1000)")
+        assert s.value("SELECT kept FROM redlock_locks WHERE key = 'k:super'") is True
+        time.sleep(2)
+        s.conn.commit()
+        cur.execute("SELECT redlock_release_all()")
+        c.close()
+    finally:
+        admin.execute("DROP OWNED BY k_many")
+        admin.execute("DROP ROLE k_many")
+
+
+def test_a_slow_master_is_not_a_lost_lock(keeper, redis_server):
+    """Control for the unreachable case: a master frozen for less than the
+    lock's validity costs renewals, not the lock."""
+    m = redis_server()
+    s = keeper(autocommit=False)
+    s.execute("SET redlock.servers = %s", (m.addr,))
+    s.execute("SELECT redlock_acquire('k:slow', 3000)")
+    m.freeze()
+    time.sleep(1)
+    m.resume()
+    time.sleep(2)
+    assert s.value("SELECT lost FROM redlock_locks WHERE key = 'k:slow'") is False
+    s.conn.commit()
