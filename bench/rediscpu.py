@@ -96,11 +96,12 @@ def captured(cur, fmt):
     return calls
 
 
-def replay(calls, cycles):
-    """Redis usec per cycle of "calls" with the key changed each cycle."""
+def replay(name, calls, cycles):
+    """Redis usec per cycle of "calls" with the key changed each cycle
+    (100 keys of this shape's own)."""
     R.config_resetstat()
     for i in range(cycles):
-        key = f"bench:cpu:{i % 100}".encode()
+        key = f"bench:cpu:{name}:{i % 100}".encode()
         for c in calls:
             R.evalsha(*[a.replace(b"bench:cpu:probe", key) for a in c])
     return script_usec() / cycles
@@ -127,7 +128,7 @@ def cpu(rounds, cycles):
     rate = {"advisory": [], "string": [], "redisson": []}
     for _ in range(rounds):
         for how, calls in shapes.items():
-            usec[how].append(replay(calls, cycles))
+            usec[how].append(replay(how, calls, cycles))
         for how in rate:
             rate[how].append(sql_rate(cur, cycles, how))
     m = statistics.median(usec["minimal"])

@@ -144,9 +144,9 @@
 	"end\n"
 
 /*
- * Drawing a fencing token, into local t (KEYS[2] the key's counter; ARGV[5]
- * "<seed> <horizon>": the caller's clock in Unix microseconds and the key
- * horizon in ms, one argument because only the rare seeding reads them;
+ * Drawing a fencing token, into local t (KEYS[2] the key's counter; ARGV[3]
+ * starts with "<seed> <horizon>": the caller's clock in Unix microseconds
+ * and the key horizon in ms, read only by the rare seeding;
  * see the file header for why tokens still increase across the counter's
  * expiry): INCR, which keeps the counter's TTL.  A counter below the clock
  * range (just created by that INCR, or one from before version 1.2, which
@@ -164,8 +164,8 @@
 	"if t < 1e15 then\n" \
 	"  local c = redis.call('time')\n" \
 	"  local now = c[1] * 1000000 + c[2]\n" \
-	"  local seed = tonumber(string.match(ARGV[5], '^(-?%d+)')) or now\n" \
-	"  local horizon = tonumber(string.match(ARGV[5], ' (%d+)$')) or 3600000\n" \
+	"  local seed = tonumber(string.match(ARGV[3], '^(-?%d+)')) or now\n" \
+	"  local horizon = tonumber(string.match(ARGV[3], '^%S+ (%d+)')) or 3600000\n" \
 	"  t = math.max(t, math.min(math.max(seed, now - 2000000), now + 2000000))\n" \
 	"  redis.call('set', KEYS[2], string.format('%d', t), 'PX', horizon)\n" \
 	"end\n"
@@ -252,13 +252,18 @@
 	"end\n"
 
 /*
- * KEYS[1] lock, [2] fencing counter, [3] waiters, [4] their deadlines,
- * [5] the "promised since" note; ARGV[1] owner identity, [2] TTL, [3] our wake
- * channel (our name in the queue), [4] our ticket, or '' not to queue,
- * [5] "<seed> <horizon>" (see LUA_TOKEN).
+ * KEYS[1] lock, [2] fencing counter, [3] waiters; ARGV[1] owner identity,
+ * [2] TTL, [3] "<seed> <horizon> <ticket> <channel>": see LUA_DRAW_TOKEN,
+ * then our ticket ("-" not to queue) and our wake channel (our name in the
+ * queue).  Only the slower paths read the last two, and the companion keys
+ * they alone touch (the waiters' deadlines, the "promised since" note) are
+ * made from the lock key in the script, as KEYS[4] and KEYS[5]: every
+ * argument costs Redis time on every call (README, "Redis CPU and memory
+ * per lock"), and they all hash like the lock key once it has a hash tag.
  *
- * Returns {1, token} when the lock is ours, {0, remaining TTL of the
- * holder (-2: free, but promised to a waiter ahead of us)} otherwise.
+ * Returns the token (> 0) when the lock is ours, otherwise -3 minus the
+ * holder's remaining TTL (-2: free, but promised to a waiter ahead of us;
+ * see REFUSAL_PTTL).
  * First the uncontended case, which must cost Redis little (README,
  * "Redis CPU per lock"): nobody queued and the key free: take it and draw
  * a token, three commands.  Otherwise:
@@ -276,12 +281,17 @@
  * for a string one, or any other type) is held by someone else.
  */
 #define ACQUIRE_BODY(F) \
-	"local ch, tk = ARGV[3], ARGV[4]\n" \
 	"local queued = redis.call('exists', KEYS[3]) == 1\n" \
 	"if not queued and " F##_TAKE " then\n" \
 	LUA_DRAW_TOKEN \
-	"  return {1, t}\n" \
+	"  return t\n" \
 	"end\n" \
+	"local tk, ch = string.match(ARGV[3], '^%S+ %S+ (%S+) (.*)$')\n" \
+	"if tk == '-' then\n" \
+	"  tk = ''\n" \
+	"end\n" \
+	"KEYS[4] = KEYS[1] .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
+	"KEYS[5] = KEYS[1] .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
 	"local q = 3\n" \
 	F##_LOCK \
 	LUA_NOW \
@@ -293,7 +303,7 @@
 	"    redis.call('zadd', KEYS[4], 'XX', (now or now_ms()) + tonumber(ARGV[2]), ch)\n" \
 	"  end\n" \
 	LUA_DRAW_TOKEN \
-	"  return {1, t}\n" \
+	"  return t\n" \
 	"end\n" \
 	"if state == 'ours' then\n" \
 	"  redis.call('pexpire', KEYS[1], ARGV[2])\n" \
@@ -337,18 +347,20 @@
 	"if tk ~= '' then\n" \
 	"  enqueue(now or now_ms())\n" \
 	"end\n" \
-	"return {0, redis.call('pttl', KEYS[1])}\n"
+	"return -3 - redis.call('pttl', KEYS[1])\n"
 
 static RedisScript acquire_script = {
-	"acquire", ACQUIRE_BODY(STRING), 5, 0, ""
+	"acquire", ACQUIRE_BODY(STRING), 3, 0, ""
 };
 static RedisScript acquire_script_redisson = {
-	"acquire (redisson)", ACQUIRE_BODY(REDISSON), 5, 4, ""
+	"acquire (redisson)", ACQUIRE_BODY(REDISSON), 3, 4, ""
 };
 
 /*
- * KEYS[1] lock, [2] waiters, [3] their deadlines, [4] the "promised since"
- * note; ARGV[1] owner identity, [2] our wake channel, [3] our ticket or ''.
+ * KEYS[1] lock, [2] waiters; ARGV[1] owner identity, [2] "<ticket>
+ * <channel>": our ticket ("-": none) and our wake channel.  The slower path
+ * makes the waiters' deadlines and the note KEYS[3] and KEYS[4], as the
+ * acquire script does.
  *
  * Deletes the lock if it is ours.  Without a ticket, also takes us out of
  * the queue (a release, or a waiter giving up), and the note if it names
@@ -362,13 +374,18 @@ static RedisScript acquire_script_redisson = {
  * wake itself.  Returns 1 if our lock was deleted, 0 if it was not ours.
  */
 #define RELEASE_BODY(F) \
-	"local ch, tk = ARGV[2], ARGV[3]\n" \
-	"if tk == '' and redis.call('exists', KEYS[2]) == 0 then\n" \
+	"if string.byte(ARGV[2]) == 45 and redis.call('exists', KEYS[2]) == 0 then\n" \
 	"  if not (" F##_OURS ") then\n" \
 	"    return 0\n" \
 	"  end\n" \
 	F##_FAST_DROP \
 	"end\n" \
+	"local tk, ch = string.match(ARGV[2], '^(%S+) (.*)$')\n" \
+	"if tk == '-' then\n" \
+	"  tk = ''\n" \
+	"end\n" \
+	"KEYS[3] = KEYS[1] .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
+	"KEYS[4] = KEYS[1] .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
 	"local q = 2\n" \
 	F##_LOCK \
 	LUA_NOW \
@@ -401,13 +418,13 @@ static RedisScript acquire_script_redisson = {
 
 /* The uncontended release's drop, in each format (nobody to mark). */
 #define STRING_FAST_DROP "  return redis.call('del', KEYS[1])\n"
-#define REDISSON_FAST_DROP REDISSON_LOCK "  return lock_drop(ch, false)\n"
+#define REDISSON_FAST_DROP REDISSON_LOCK "  return lock_drop(nil, false)\n"
 
 static RedisScript release_script = {
-	"release", RELEASE_BODY(STRING), 4, 1, ""
+	"release", RELEASE_BODY(STRING), 2, 1, ""
 };
 static RedisScript release_script_redisson = {
-	"release (redisson)", RELEASE_BODY(REDISSON), 4, 5, ""
+	"release (redisson)", RELEASE_BODY(REDISSON), 2, 5, ""
 };
 
 /*
@@ -537,6 +554,14 @@ RedlockPrepareScripts(void)
 	RedisScriptPrepare(&fence_script);
 }
 
+/*
+ * The acquire script's answer is one integer: the token (> 0) when it
+ * granted, otherwise -3 minus the holder's PTTL (so -1: free but promised
+ * to a waiter ahead of us, -2: no TTL, -3 - n: n ms left).  One integer
+ * costs Redis less to build and send than an array.
+ */
+#define REFUSAL_PTTL(call)	(-3 - (call)->ints[0])
+
 /* classify: what an acquire call's state means. */
 static Answer
 classify(const RedisCall *call)
@@ -545,9 +570,9 @@ classify(const RedisCall *call)
 		return ANSWER_WAITING;
 	if (call->state == REDIS_CALL_FAILED)
 		return ANSWER_FAILED;
-	if (call->nints == 2 && call->ints[0] == 1 && call->ints[1] > 0)
+	if (call->nints == 1 && call->ints[0] > 0)
 		return ANSWER_GRANTED;
-	if (call->nints == 2 && call->ints[0] == 0)
+	if (call->nints == 1 && call->ints[0] < 0)
 		return ANSWER_REFUSED;
 	return ANSWER_FAILED;
 }
@@ -639,15 +664,12 @@ companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
 	companion_key(lock, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN, len)
 #define waiters_key(lock, len) \
 	companion_key(lock, REDLOCK_WAITERS_SUFFIX, REDLOCK_WAITERS_SUFFIX_LEN, len)
-#define waitexp_key(lock, len) \
-	companion_key(lock, REDLOCK_WAITEXP_SUFFIX, REDLOCK_WAITEXP_SUFFIX_LEN, len)
-#define promised_key(lock, len) \
-	companion_key(lock, REDLOCK_PROMISED_SUFFIX, REDLOCK_PROMISED_SUFFIX_LEN, len)
 
 /*
  * release_call: describe the owner-checked release of "lock" on its
  * server number i.  "ticket" (text, or "" to leave the queue) keeps a
- * waiter queued.  The companion keys it names are palloc'd.
+ * waiter queued.  The companion key and the argument it makes are
+ * palloc'd.
  */
 static void
 release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
@@ -660,13 +682,9 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 	RedisCallArg(call, lock->rkey, lock->rkeylen);
 	key = waiters_key(lock, &len);
 	RedisCallArg(call, key, len);
-	key = waitexp_key(lock, &len);
-	RedisCallArg(call, key, len);
-	key = promised_key(lock, &len);
-	RedisCallArg(call, key, len);
 	RedisCallArg(call, lock->owner, lock->ownerlen);
-	RedisCallArg(call, lock->channel, strlen(lock->channel));
-	RedisCallArg(call, ticket, strlen(ticket));
+	key = psprintf("%s %s", ticket[0] ? ticket : "-", lock->channel);
+	RedisCallArg(call, key, strlen(key));
 }
 
 /*
@@ -762,7 +780,7 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	int			i;
 
 	for (i = 0; i < lock->nservers; i++)
-		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
+		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[0] == token)
 			agree++;
 	if (agree >= RedlockQuorum(lock->nservers))
 		return true;
@@ -772,7 +790,7 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	snprintf(horizonbuf, sizeof(horizonbuf), "%d", redlock_key_horizon);
 	for (i = 0; i < lock->nservers; i++)
 	{
-		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[1] == token)
+		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[0] == token)
 			continue;
 		RedisCallInit(&calls[n], lock->servers[i], &fence_script, 0);
 		RedisCallArg(&calls[n], fkey, fkeylen);
@@ -829,10 +847,10 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	RedisCall	calls[REDLOCK_MAX_SERVERS];
 	RedisBatch	batch = {0};
 	char		ttlbuf[16];
-	char		seedbuf[48];
 	char		ticketbuf[32];
-	char	   *keys[4];
-	size_t		keylens[4];
+	char	   *rest;			/* the acquire's ARGV[3] */
+	char	   *keys[2];
+	size_t		keylens[2];
 	int			quorum = RedlockQuorum(lock->nservers);
 	TimestampTz start_wall;
 	int64		start;
@@ -847,15 +865,13 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 
 	keys[0] = fence_key(lock, &keylens[0]);
 	keys[1] = waiters_key(lock, &keylens[1]);
-	keys[2] = waitexp_key(lock, &keylens[2]);
-	keys[3] = promised_key(lock, &keylens[3]);
 	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
-	snprintf(seedbuf, sizeof(seedbuf), INT64_FORMAT " %d", RedlockUnixUs(),
-			 redlock_key_horizon);
 	if (ticket > 0)
 		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
 	else
 		ticketbuf[0] = '\0';
+	rest = psprintf(INT64_FORMAT " %d %s %s", RedlockUnixUs(), redlock_key_horizon,
+					ticket > 0 ? ticketbuf : "-", lock->channel);
 
 	/* a commit or abort callback must not have to hash anything */
 	RedlockPrepareScripts();
@@ -866,13 +882,11 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 
 		RedisCallInit(&calls[i], lock->servers[i], FORMAT_SCRIPT(lock, acquire), i);
 		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
-		for (k = 0; k < 4; k++)
+		for (k = 0; k < 2; k++)
 			RedisCallArg(&calls[i], keys[k], keylens[k]);
 		RedisCallArg(&calls[i], lock->owner, lock->ownerlen);
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
-		RedisCallArg(&calls[i], lock->channel, strlen(lock->channel));
-		RedisCallArg(&calls[i], ticketbuf, strlen(ticketbuf));
-		RedisCallArg(&calls[i], seedbuf, strlen(seedbuf));
+		RedisCallArg(&calls[i], rest, strlen(rest));
 	}
 
 	batch.calls = calls;
@@ -893,14 +907,14 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 			case ANSWER_GRANTED:
 				tally->granted++;
 				granted |= (uint32) 1 << i;
-				token = Max(token, call->ints[1]);
+				token = Max(token, call->ints[0]);
 				break;
 			case ANSWER_REFUSED:
 				tally->refused++;
-				if (call->ints[1] >= 0 &&
+				if (REFUSAL_PTTL(call) >= 0 &&
 					(tally->holder_pttl_ms < 0 ||
-					 call->ints[1] < tally->holder_pttl_ms))
-					tally->holder_pttl_ms = call->ints[1];
+					 REFUSAL_PTTL(call) < tally->holder_pttl_ms))
+					tally->holder_pttl_ms = REFUSAL_PTTL(call);
 				break;
 			case ANSWER_WAITING:
 				tally->unanswered++;

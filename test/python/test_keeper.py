@@ -309,3 +309,29 @@ def test_a_slow_master_is_not_a_lost_lock(keeper, redis_server):
     time.sleep(2)
     assert s.value("SELECT lost FROM redlock_locks WHERE key = 'k:slow'") is False
     s.conn.commit()
+
+
+def test_the_keeper_renews_with_the_backends_credentials(keeper, redis_server):
+    """A lock taken as a Redis ACL user (credentials in the server entry,
+    and a database of its own) is renewed with them."""
+    m = redis_server()
+    m.client().acl_setuser("keeper_user", enabled=True, passwords=["+kpw"], keys=["~*"],
+                           channels=["*"], commands=["+@all"])
+    s = keeper(autocommit=False)
+    s.execute("SET redlock.servers = %s", (f"redis://keeper_user:kpw@127.0.0.1:{m.port}/2",))
+    s.execute("SELECT redlock_acquire('k:acl', 1000)")
+    time.sleep(3)
+    assert m.client(db=2).exists("k:acl")
+    assert s.value("SELECT renewals FROM redlock_locks_cluster WHERE key = 'k:acl'") >= 3
+    s.conn.commit()
+    assert not m.client(db=2).exists("k:acl")
+
+
+def test_a_key_too_long_for_the_table_works_unlisted(keeper):
+    s = keeper(autocommit=False)
+    key = "k:long:" + "x" * 600
+    assert s.value("SELECT redlock_acquire(%s)", (key,)) > 0
+    assert any("not in redlock's shared lock table" in n for n in s.conn.notices)
+    assert s.value("SELECT count(*) FROM redlock_locks_cluster WHERE pid = pg_backend_pid()") == 0
+    assert s.value("SELECT kept FROM redlock_locks") is False
+    s.conn.commit()

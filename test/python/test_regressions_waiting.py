@@ -404,8 +404,8 @@ def test_wake_up_during_an_attempt_is_kept(session, admin, redis_server, proxy):
 # ---------------------------------------------------------------------------
 
 class FloodingRedis(FakeRedis):
-    """A fake Redis on loopback: the acquire script (EVAL/EVALSHA with 4 or
-    5 keys) is refused, as if the key were held for 5 s more; other scripts
+    """A fake Redis on loopback: the acquire script (EVAL/EVALSHA with 3
+    keys) is refused, as if the key were held for 5 s more; other scripts
     answer 0; SUBSCRIBE is confirmed and then followed by the start of a
     reply that never ends: a 1 GB bulk string, of which `flood` bytes are
     sent."""
@@ -418,7 +418,7 @@ class FloodingRedis(FakeRedis):
     def _answer(self, conn, args):
         cmd = args[0].upper()
         if cmd in (b"EVAL", b"EVALSHA"):
-            conn.sendall(b"*2\r\n:0\r\n:5000\r\n" if args[2] in (b"4", b"5") else b":0\r\n")
+            conn.sendall(b":-5003\r\n" if args[2] == b"3" else b":0\r\n")
         elif cmd == b"SUBSCRIBE":
             conn.sendall(b"*3\r\n" + bulk(b"subscribe") + bulk(args[1]) + b":1\r\n")
             conn.sendall(b"$1000000000\r\n")
