@@ -512,9 +512,9 @@ RedlockQuorum(int nservers)
 
 /* drift_us: the clock-drift allowance of a TTL: drift_factor * TTL + 2 ms. */
 static int64
-drift_us(int ttl_ms)
+drift_us(int ttl_ms, double factor)
 {
-	return (int64) (ttl_ms * redlock_drift_factor * 1000.0) + 2000;
+	return (int64) (ttl_ms * factor * 1000.0) + 2000;
 }
 
 /*
@@ -526,14 +526,24 @@ drift_us(int ttl_ms)
 int64
 RedlockValidUntil(int64 start_us, int ttl_ms)
 {
-	return start_us + (int64) ttl_ms * 1000 - drift_us(ttl_ms);
+	return RedlockValidUntilDrift(start_us, ttl_ms, redlock_drift_factor);
+}
+
+/*
+ * RedlockValidUntilDrift: the same with a given drift factor (the lease
+ * keeper's figures for a backend whose redlock.drift_factor is its own).
+ */
+int64
+RedlockValidUntilDrift(int64 start_us, int ttl_ms, double drift_factor)
+{
+	return start_us + (int64) ttl_ms * 1000 - drift_us(ttl_ms, drift_factor);
 }
 
 /* RedlockTtlLeavesValidity: whether the drift allowance leaves ttl_ms any. */
 bool
 RedlockTtlLeavesValidity(int ttl_ms)
 {
-	return (int64) ttl_ms * 1000 > drift_us(ttl_ms);
+	return (int64) ttl_ms * 1000 > drift_us(ttl_ms, redlock_drift_factor);
 }
 
 /*
@@ -558,7 +568,9 @@ RedlockPrepareScripts(void)
  * The acquire script's answer is one integer: the token (> 0) when it
  * granted, otherwise -3 minus the holder's PTTL (so -1: free but promised
  * to a waiter ahead of us, -2: no TTL, -3 - n: n ms left).  One integer
- * costs Redis less to build and send than an array.
+ * costs Redis less to build and send than an array.  Tokens start at a
+ * clock in microseconds (LUA_DRAW_TOKEN), so an answer below
+ * REDLOCK_MIN_TOKEN (a confused server's ":1") is no grant.
  */
 #define REFUSAL_PTTL(call)	(-3 - (call)->ints[0])
 
@@ -570,7 +582,7 @@ classify(const RedisCall *call)
 		return ANSWER_WAITING;
 	if (call->state == REDIS_CALL_FAILED)
 		return ANSWER_FAILED;
-	if (call->nints == 1 && call->ints[0] > 0)
+	if (call->nints == 1 && call->ints[0] >= REDLOCK_MIN_TOKEN)
 		return ANSWER_GRANTED;
 	if (call->nints == 1 && call->ints[0] < 0)
 		return ANSWER_REFUSED;
@@ -1309,14 +1321,26 @@ RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
 			note_confirmed(locks[i], calls, ncalls, i);
 			results[i] = REDLOCK_EXTENDED;
 		}
-		else if (outcome == 0)
-		{
-			tallies[i].validity_lost = true;
-			results[i] = REDLOCK_EXTEND_LOST;
-		}
 		else
-			results[i] = outcome == 1 ? REDLOCK_EXTEND_LOST :
-				REDLOCK_EXTEND_UNCONFIRMED;
+		{
+			if (outcome == 0)
+			{
+				tallies[i].validity_lost = true;
+				results[i] = REDLOCK_EXTEND_LOST;
+			}
+			else
+				results[i] = outcome == 1 ? REDLOCK_EXTEND_LOST :
+					REDLOCK_EXTEND_UNCONFIRMED;
+
+			/*
+			 * Masters may have applied it all the same: a shorter TTL then
+			 * counts, a longer one is not known to (the keeper's
+			 * lengthen-only re-arm never shortens: it leaves this alone).
+			 */
+			if (!lengthen_only)
+				locks[i]->valid_until_us = Min(locks[i]->valid_until_us,
+											   RedlockValidUntil(start, ttls[i]));
+		}
 	}
 	pfree(calls);
 	pfree(ttlbufs);

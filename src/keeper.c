@@ -21,11 +21,14 @@
  *	  - not confirmed (masters slow or unreachable): tried again next
  *		tick; the backend's commit check judges what validity is left (it
  *		re-arms, or fails the commit), as without the keeper.
- * The keeper's re-arm never shortens a TTL, and its figures count only
- * until the backend re-arms the lock itself (redlock_extend, the commit
- * check: rearm_seq), so the backend never believes in more validity than
- * Redis gives.  It waits at most KEEPER_MAX_WAIT_MS for one set of
- * masters per tick, so that a frozen one cannot starve the others.
+ * The keeper's re-arm never shortens a TTL (one landing after the
+ * backend's own shorter re-arm lengthens it again, which is safe), and its
+ * figures, by the backend's drift factor, count only until the backend
+ * re-arms the lock itself (redlock_extend, the commit check: rearm_seq), so
+ * the backend never believes in more validity than Redis gives.  It waits
+ * at most KEEPER_MAX_WAIT_MS for one set of masters per tick, and renews
+ * the sets whose masters answered last time first, so that a frozen one
+ * does not starve the others.
  * A hold is renewed for at most redlock.max_lease (the backend's setting
  * when it took the lock, superuser-only): a backend that is alive but
  * stuck looks like a slow one, and this cap is what ends its hold.
@@ -67,7 +70,7 @@
 
 #define KEEPER_TICK_MS		100 /* how often the table is looked at */
 #define KEEPER_IDLE_TICK_MS	1000	/* the same, with redlock.lease_keeper off */
-#define KEEPER_MAX_WAIT_MS	250 /* longest wait for one set of masters */
+#define KEEPER_MAX_WAIT_MS	500 /* longest wait for one set of masters */
 
 PGDLLEXPORT void redlock_keeper_main(Datum arg);
 
@@ -77,6 +80,7 @@ typedef struct DueLock
 	int			slot;
 	uint32		generation;
 	uint32		rearm_seq;
+	double		drift_factor;	/* the backend's */
 	int			endpoint;
 	RedlockLock lock;
 } DueLock;
@@ -142,6 +146,7 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 		d->slot = i;
 		d->generation = s->generation;
 		d->rearm_seq = s->rearm_seq;
+		d->drift_factor = s->drift_factor;
 		d->endpoint = s->endpoint;
 		d->lock.rkey = pnstrdup(s->rkey, s->rkeylen);
 		d->lock.rkeylen = s->rkeylen;
@@ -163,12 +168,29 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 }
 
 /*
- * renew_endpoint: renew the due locks of endpoint "ep" (settings "eps"),
- * in one batch, and write the outcomes back to their slots.
+ * endpoint_servers_len: the length of the first setting of an endpoint's
+ * description, redlock.servers (name, NUL, value, NUL).
  */
-static void
-renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
+static int
+endpoint_servers_len(const RedlockEndpoint *ep)
 {
+	const char *name = ep->settings;
+	const char *value = name + strlen(name) + 1;
+
+	return (int) (value + strlen(value) + 1 - name);
+}
+
+/*
+ * renew_group: renew the due locks of the endpoints in "group" (which
+ * differ in their server lists only: the same credentials and TLS files)
+ * in one batch, so that they wait for their masters together, and write
+ * the outcomes back to their slots.  Returns whether some of them went
+ * unconfirmed (masters slow or away).
+ */
+static bool
+renew_group(DueLock *due, int ndue, const bool *group, const RedlockEndpoint *eps)
+{
+	bool		slow = false;
 	const RedlockServerList *list;
 	RedlockLock **locks = palloc(sizeof(RedlockLock *) * ndue);
 	int		   *ttls = palloc(sizeof(int) * ndue);
@@ -180,32 +202,42 @@ renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
 	RedlockSlot *slots;
 	int64		start;
 	int			n = 0;
+	int			ep;
 	int			i;
 	int			j;
 
-	RedlockSharedApplyEndpoint(eps->settings, eps->len);
+	/* the group's credentials and TLS files, then each one's server list */
+	for (ep = 0; !group[ep]; ep++)
+		;
+	RedlockSharedApplyEndpoint(eps[ep].settings, eps[ep].len);
 	/* one slow set of masters must not hold up the others' renewals */
 	redlock_connect_timeout = Min(redlock_connect_timeout, KEEPER_MAX_WAIT_MS);
 	redlock_command_timeout = Min(redlock_command_timeout, KEEPER_MAX_WAIT_MS);
-	list = RedlockConfiguredServers();
-	for (i = 0; i < ndue; i++)
+	for (; ep < REDLOCK_MAX_ENDPOINTS; ep++)
 	{
-		RedlockLock *l = &due[i].lock;
-
-		if (due[i].endpoint != ep)
+		if (!group[ep])
 			continue;
-		l->nservers = list->nservers;
-		for (j = 0; j < list->nservers; j++)
-			l->servers[j] = RedisServerForSpec(&list->servers[j]);
-		l->granted = list->nservers >= 32 ? ~(uint32) 0 :
-			((uint32) 1 << list->nservers) - 1;
-		locks[n] = l;
-		ttls[n] = l->ttl_ms;
-		which[n] = i;
-		n++;
+		RedlockSharedApplyEndpoint(eps[ep].settings, endpoint_servers_len(&eps[ep]));
+		list = RedlockConfiguredServers();
+		for (i = 0; i < ndue; i++)
+		{
+			RedlockLock *l = &due[i].lock;
+
+			if (due[i].endpoint != ep)
+				continue;
+			l->nservers = list->nservers;
+			for (j = 0; j < list->nservers; j++)
+				l->servers[j] = RedisServerForSpec(&list->servers[j]);
+			l->granted = list->nservers >= 32 ? ~(uint32) 0 :
+				((uint32) 1 << list->nservers) - 1;
+			locks[n] = l;
+			ttls[n] = l->ttl_ms;
+			which[n] = i;
+			n++;
+		}
 	}
 	if (n == 0)
-		return;
+		return false;
 
 	start = RedlockNowUs();
 	RedlockExtendMany(locks, n, ttls, true, results, tallies);
@@ -223,38 +255,84 @@ renew_endpoint(DueLock *due, int ndue, int ep, const RedlockEndpoint *eps)
 		switch (results[i])
 		{
 			case REDLOCK_EXTENDED:
-				if (s->kept_seq != s->rearm_seq ||
-					locks[i]->valid_until_us > s->kept_until_us)
-					s->kept_until_us = locks[i]->valid_until_us;
-				s->kept_seq = s->rearm_seq;
-				s->renewed_us = start;
-				s->renewals++;
-				break;
+				{
+					/* validity by the backend's drift factor, not ours */
+					int64		until = RedlockValidUntilDrift(start, d->lock.ttl_ms,
+															   d->drift_factor);
+
+					if (s->kept_seq != s->rearm_seq || until > s->kept_until_us)
+						s->kept_until_us = until;
+					s->kept_seq = s->rearm_seq;
+					s->renewed_us = start;
+					s->renewals++;
+					break;
+				}
 			case REDLOCK_EXTEND_LOST:
-				RedlockSharedMarkLost(s);
+				if (!tallies[i].validity_lost)
+				{
+					RedlockSharedMarkLost(s);
+					break;
+				}
+				/* ours, but the answer came too late to count: slow */
+				slow = true;
 				break;
 			case REDLOCK_EXTEND_UNCONFIRMED:
-				break;			/* tried again next tick; the backend's
+				slow = true;	/* tried again next tick; the backend's
 								 * commit check judges what is left */
+				break;
 		}
 	}
 	LWLockRelease(lwlock);
+	return slow;
 }
 
 /* keeper_round: renew every lock that is due. */
 static void
 keeper_round(void)
 {
+	static bool slow[REDLOCK_MAX_ENDPOINTS];	/* unconfirmed last time */
 	DueLock    *due;
 	RedlockEndpoint *eps;
 	int			ndue = collect_due(RedlockNowUs(), &due, &eps);
+	bool		done[REDLOCK_MAX_ENDPOINTS] = {0};
+	int			pass;
 	int			ep;
+	int			other;
 
 	if (ndue == 0)
 		return;
-	for (ep = 0; ep < REDLOCK_MAX_ENDPOINTS; ep++)
-		if (eps[ep].users > 0)
-			renew_endpoint(due, ndue, ep, &eps[ep]);
+
+	/*
+	 * Endpoints that differ only in their server lists go in one batch;
+	 * groups whose masters answered last time go first, slow ones after.
+	 */
+	for (pass = 0; pass < 2; pass++)
+		for (ep = 0; ep < REDLOCK_MAX_ENDPOINTS; ep++)
+		{
+			bool		group[REDLOCK_MAX_ENDPOINTS] = {0};
+			bool		was_slow;
+			int			len;
+
+			if (eps[ep].users == 0 || done[ep] || slow[ep] != (pass == 1))
+				continue;
+			len = endpoint_servers_len(&eps[ep]);
+			for (other = ep; other < REDLOCK_MAX_ENDPOINTS; other++)
+			{
+				int			olen;
+
+				if (eps[other].users == 0 || done[other])
+					continue;
+				olen = endpoint_servers_len(&eps[other]);
+				if (eps[other].len - olen == eps[ep].len - len &&
+					memcmp(eps[other].settings + olen, eps[ep].settings + len,
+						   eps[ep].len - len) == 0)
+					group[other] = done[other] = true;
+			}
+			was_slow = renew_group(due, ndue, group, eps);
+			for (other = ep; other < REDLOCK_MAX_ENDPOINTS; other++)
+				if (group[other])
+					slow[other] = was_slow;
+		}
 }
 
 /*

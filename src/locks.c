@@ -720,12 +720,11 @@ commit_check(RedlockLock **locks, int nlocks)
 
 		RedlockExtendMany(under, nunder, ttls, false, results, tallies);
 		for (i = 0; i < nunder; i++)
+			RedlockSharedHeld(under[i], lock_scope(under[i]));
+		for (i = 0; i < nunder; i++)
 		{
 			if (results[i] == REDLOCK_EXTENDED)
-			{
 				RedlockCount(REDLOCK_COMMIT_EXTENDS, 1);
-				RedlockSharedHeld(under[i], lock_scope(under[i]));
-			}
 			else if (results[i] == REDLOCK_EXTEND_LOST)
 			{
 				under[i]->lost = true;
@@ -1085,8 +1084,10 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 		(now >= lock->valid_until_us || RedlockLockInDoubt(lock, now)))
 	{
 		RedlockTally tally;
+		RedlockExtendResult result = RedlockExtend(lock, lock->ttl_ms, &tally);
 
-		switch (RedlockExtend(lock, lock->ttl_ms, &tally))
+		RedlockSharedHeld(lock, lock_scope(lock));
+		switch (result)
 		{
 			case REDLOCK_EXTENDED:
 				break;
@@ -1432,6 +1433,7 @@ RedlockLockExtend(const char *key, int ttl_ms)
 	char	   *rkey = redis_key(key);
 	RedlockLock *lock;
 	RedlockTally tally;
+	RedlockExtendResult result;
 
 	notice_lost();
 	lock = lock_lookup(rkey);
@@ -1444,11 +1446,13 @@ RedlockLockExtend(const char *key, int ttl_ms)
 		return false;
 	}
 
-	switch (RedlockExtend(lock, ttl_ms, &tally))
+	result = RedlockExtend(lock, ttl_ms, &tally);
+	/* its deadline, whatever the outcome: an unconfirmed one may be shorter */
+	RedlockSharedHeld(lock, lock_scope(lock));
+	switch (result)
 	{
 		case REDLOCK_EXTENDED:
 			lock->lost = false;
-			RedlockSharedHeld(lock, lock_scope(lock));
 			RedlockCount(REDLOCK_EXTENDS, 1);
 			return true;
 		case REDLOCK_EXTEND_LOST:

@@ -310,6 +310,10 @@ typedef enum RedlockWhen
 
 extern int	RedlockQuorum(int nservers);
 extern int64 RedlockValidUntil(int64 start_us, int ttl_ms);
+extern int64 RedlockValidUntilDrift(int64 start_us, int ttl_ms, double drift_factor);
+
+/* Every fencing token is at least this: they start at a clock in us. */
+#define REDLOCK_MIN_TOKEN		INT64CONST(1000000000000000)
 extern bool RedlockTtlLeavesValidity(int ttl_ms);
 extern RedlockVerdict RedlockTryAcquire(RedlockLock *lock, int64 ticket,
 										int64 deadline, RedlockTally *tally);
@@ -406,6 +410,7 @@ typedef struct RedlockSlot
 	bool		kept;			/* the keeper renews it */
 	bool		lost;			/* the keeper found it lost */
 	int			ttl_ms;
+	double		drift_factor;	/* the backend's redlock.drift_factor */
 	int			endpoint;		/* index of its settings, -1: none */
 	int64		token;
 	TimestampTz since;			/* acquired, or started waiting */

@@ -394,21 +394,25 @@ RedlockSharedHeld(RedlockLock *lock, char scope)
 			slot->lease_end_us = redlock_max_lease > 0 ?
 				lock->acquired_us + (int64) redlock_max_lease * 1000 : 0;
 		}
-		else if (slot->lost && !lock->lost)
-		{
-			slot->lost = false;
-			slot->kept = redlock_lease_keeper && slot->endpoint >= 0;
-		}
 		slot->scope = scope;
 		slot->token = lock->token;
 		slot->ttl_ms = lock->ttl_ms;
+		slot->drift_factor = redlock_drift_factor;
 		slot->ownerlen = lock->ownerlen;
 		memcpy(slot->owner, lock->owner, lock->ownerlen);
 		if (slot->valid_until_us != lock->valid_until_us)
 		{
+			/* a new deadline: a (re-)arm of the backend's own */
 			slot->valid_until_us = lock->valid_until_us;
 			slot->rearm_seq++;
-			slot->renewed_us = RedlockNowUs();
+			/* when that arm started: the keeper renews a third of a TTL on */
+			slot->renewed_us = lock->valid_until_us -
+				RedlockValidUntil(0, lock->ttl_ms);
+			if (slot->lost && !lock->lost)
+			{
+				slot->lost = false;
+				slot->kept = redlock_lease_keeper && slot->endpoint >= 0;
+			}
 		}
 	}
 	LWLockRelease(table->lock);
@@ -475,8 +479,9 @@ RedlockSharedKeeperBeat(void)
 
 /*
  * RedlockSharedSlotKept: whether the keeper renews the lock of slot s at
- * "now": it was kept, is not lost, its lease has not run out, the keeper
- * is on here and has ticked in the last two seconds (it may have failed to
+ * "now": it was kept, is not lost, its lease has not run out, it was armed
+ * or renewed within its TTL (its masters answer the keeper), the keeper is
+ * on here and has ticked in the last two seconds (it may have failed to
  * start, or be restarting).
  */
 bool
@@ -484,6 +489,7 @@ RedlockSharedSlotKept(const RedlockSlot *s, int64 now)
 {
 	return s->state == REDLOCK_SLOT_HELD && s->kept && !s->lost &&
 		(s->lease_end_us == 0 || now < s->lease_end_us) &&
+		now < s->renewed_us + (int64) s->ttl_ms * 1000 &&
 		redlock_lease_keeper &&
 		now - (int64) pg_atomic_read_u64(&table->keeper_beat) < 2000000;
 }

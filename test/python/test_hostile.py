@@ -19,6 +19,7 @@ HOSTILE = {
     "garbage": b"!this is not RESP\r\n",
     "partial-then-close": b"*2\r\n:1\r\n",
     "status": b"+OK\r\n",
+    "integer": b":1\r\n",                # not a token: they start at a clock in us
     "bulk": b"$5\r\nhello\r\n",
     "error": b"-ERR something is wrong\r\n",
     "nested": b"*1\r\n" * 10 + b":1\r\n",

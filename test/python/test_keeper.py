@@ -335,3 +335,69 @@ def test_a_key_too_long_for_the_table_works_unlisted(keeper):
     assert s.value("SELECT count(*) FROM redlock_locks_cluster WHERE pid = pg_backend_pid()") == 0
     assert s.value("SELECT kept FROM redlock_locks") is False
     s.conn.commit()
+
+
+def test_the_keeper_counts_validity_by_the_backends_drift_factor(keeper):
+    """A backend that allows for a large clock drift (redlock.drift_factor
+    0.5: a 4 s TTL is trusted for 2 s) trusts a renewal no longer."""
+    s = keeper(autocommit=False)
+    s.execute("SET redlock.drift_factor = 0.5")
+    s.execute("SELECT redlock_acquire('k:drift', 4000)")
+    wait_for(lambda: s.value("SELECT renewals FROM redlock_locks_cluster "
+                             "WHERE key = 'k:drift'") >= 1, timeout=5, what="a renewal")
+    left = s.value("SELECT extract(epoch FROM valid_until - clock_timestamp()) "
+                   "FROM redlock_locks_cluster WHERE key = 'k:drift'")
+    assert left <= 2.05, left
+    s.conn.commit()
+
+
+def test_an_unconfirmed_shortening_extend_counts(keeper, redis_server):
+    """redlock_extend to a shorter TTL whose answer never comes (the master
+    is frozen; the error is caught): the master applies it when it resumes,
+    so the shorter deadline counts, and a commit after it ran out and the
+    key was taken fails with 40001.  Unkept (a 1 ms lease)."""
+    m = redis_server()
+    a = keeper(autocommit=False)
+    a.execute("SET redlock.servers = %s", (m.addr,))
+    a.execute("SET redlock.max_lease = 1")
+    a.execute("SET redlock.command_timeout = 200")
+    a.execute("SELECT redlock_acquire('k:unconfirmed', 30000)")
+    m.freeze()
+    try:
+        a.execute("""DO $$ BEGIN PERFORM redlock_extend('k:unconfirmed', 500);
+                     EXCEPTION WHEN OTHERS THEN NULL; END $$""")
+    finally:
+        m.resume()
+    time.sleep(1)
+    b = keeper()
+    b.execute("SET redlock.servers = %s", (m.addr,))
+    assert b.value("SELECT redlock_try_acquire_session('k:unconfirmed')") is not None
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        a.conn.commit()
+    b.execute("SELECT redlock_release_all()")
+
+
+def test_several_frozen_masters_do_not_starve_a_healthy_one(keeper, masters):
+    """Three sessions on three other masters, all frozen: a 1 s lock on the
+    healthy master is still renewed in time (masters that answered go
+    first)."""
+    ms = masters(3)
+    others = []
+    for i, m in enumerate(ms):
+        x = keeper()
+        x.execute("SET redlock.servers = %s", (m.addr,))
+        x.execute("SELECT redlock_acquire_session(%s, 3000)", (f"k:frozen{i}",))
+        others.append(x)
+    for m in ms:
+        m.freeze()
+    try:
+        time.sleep(2)                      # the keeper finds them slow
+        v = keeper(autocommit=False)
+        v.execute("SELECT redlock_acquire('k:healthy', 1000)")
+        time.sleep(3)
+        v.conn.commit()                    # 40001 if its renewals starved
+    finally:
+        for m in ms:
+            m.resume()
+    for x in others:
+        x.execute("SELECT redlock_release_all()")
