@@ -448,12 +448,14 @@ static RedisScript extend_script_redisson = {
 /*
  * The lease keeper's re-arm: as extend, but it never shortens the TTL, so
  * that a renewal landing after one of the backend's own re-arms (which may
- * shorten it, and which the backend counts on) cannot undo it.  Returns 1
- * if the lock is ours, 0 otherwise.
+ * shorten it, and which the backend counts on) cannot undo it: PEXPIRE GT
+ * (Redis 7.0), or before 7.0 (an error answer) PTTL and a PEXPIRE if
+ * shorter.  Returns 1 if the lock is ours, 0 otherwise.
  */
 #define KEEP_BODY(F) \
 	"if " F##_OURS " then\n" \
-	"  if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then\n" \
+	"  if type(redis.pcall('pexpire', KEYS[1], ARGV[2], 'GT')) == 'table' and\n" \
+	"     redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then\n" \
 	"    redis.call('pexpire', KEYS[1], ARGV[2])\n" \
 	"  end\n" \
 	"  return 1\n" \
