@@ -13,8 +13,7 @@ LOCKS=${1:-10000}
 SECS=${2:-20}
 setup bc
 
-say "machine"
-echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(redis-server --version | cut -d' ' -f1-3)"
+say_machine
 say "lease keeper"
 (cd "$ROOT/test/python" && PG_BIN=$PG_BIN REDLOCK_REDIS_PORT=$REDIS_PORT \
 	/usr/bin/python3 "$ROOT/bench/keeper.py" "$LOCKS" "$SECS" 30000 3000)

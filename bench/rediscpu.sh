@@ -19,15 +19,8 @@ ROUNDS=${1:-15}
 CYCLES=${2:-1000}
 setup bc
 
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-DROP DATABASE IF EXISTS bench;
-CREATE DATABASE bench;
-\c bench
-CREATE EXTENSION redlock;
-SQL
-
-say "machine"
-echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(redis-server --version | cut -d' ' -f1-3)"
+bench_database
+say_machine
 say "Redis CPU per lock"
 REDLOCK_REDIS_PORT=$REDIS_PORT /usr/bin/python3 "$ROOT/bench/rediscpu.py" cpu "$ROUNDS" "$CYCLES"
 say "Redis memory"

@@ -18,15 +18,8 @@ source "$(dirname "$0")/../scripts/lib.sh"
 ROUNDS=${1:-100}
 setup bc
 
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-DROP DATABASE IF EXISTS bench;
-CREATE DATABASE bench;
-\c bench
-CREATE EXTENSION redlock;
-SQL
-
-say "machine"
-echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(redis-server --version | cut -d' ' -f1-3)"
+bench_database
+say_machine
 say "wake-ups across the two lock families"
 REDLOCK_REDIS_PORT=$REDIS_PORT /usr/bin/python3 "$ROOT/bench/redisson.py" wake "$ROUNDS"
 say "lock formats"

@@ -154,6 +154,23 @@ start_extra_redis() {
 	done
 }
 
+# bench_database: a fresh database "bench" with the extension, for the
+# benchmark scripts.
+bench_database() {
+	psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+DROP DATABASE IF EXISTS bench;
+CREATE DATABASE bench;
+\c bench
+CREATE EXTENSION redlock;
+SQL
+}
+
+# say_machine: the machine a benchmark ran on, for its report.
+say_machine() {
+	say "machine"
+	echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(redis-server --version | cut -d' ' -f1-3)"
+}
+
 # setup: everything above, in order.
 setup() {
 	need_root
