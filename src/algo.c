@@ -44,7 +44,7 @@
  * INCR keeps its TTL), so a key nobody locks any more leaves nothing
  * behind.  Tokens still increase across its expiry: a counter starts at a
  * clock in microseconds (the acquiring backend's, clamped to the master's
- * +/- 2 s: see LUA_TOKEN) and rises by one per grant, and no key is
+ * +/- 2 s: see LUA_DRAW_TOKEN) and rises by one per grant, and no key is
  * granted anywhere near once a microsecond (a grant is a script run, with
  * a release between two of them), so a counter falls behind the clocks
  * as it is used and never leads the masters' clocks by more than 2 s plus
@@ -60,7 +60,7 @@
  * Waiting, fairly.  A backend that has to wait for a key queues itself on
  * each master: a sorted set next to the key (REDLOCK_WAITERS_SUFFIX) holds
  * its wake channel ordered by a ticket, the Unix time in ms when it
- * started waiting; another (REDLOCK_WAITEXP_SUFFIX) holds each entry's
+ * started waiting; another (REDLOCK_WAITEXP_SUFFIX_LUA) holds each entry's
  * deadline, refreshed by every attempt, so that a waiter that died drops
  * out.  The acquire script grants a free key only to the first live
  * waiter (or anyone when nobody waits), so the backend that just released
@@ -88,7 +88,7 @@
  *		(it cannot succeed: its TTL is shorter than its round
  *		trip, or its attempts keep failing) is moved behind every waiter;
  *		the note of since when a free key waits for that head lives in a
- *		companion key (REDLOCK_PROMISED_SUFFIX) with a short TTL;
+ *		companion key (REDLOCK_PROMISED_SUFFIX_LUA) with a short TTL;
  *	  - a ticket is clamped to Redis's clock +/- 2 s, so a
  *		PostgreSQL host whose clock is far behind cannot jump the queue by
  *		more than that.
@@ -169,6 +169,20 @@
 	"  t = math.max(t, math.min(math.max(seed, now - 2000000), now + 2000000))\n" \
 	"  redis.call('set', KEYS[2], string.format('%d', t), 'PX', horizon)\n" \
 	"end\n"
+
+/*
+ * FORMAT_SCRIPTS: script "what" in both lock formats, what_script and
+ * what_script_redisson, from its body BODY(F) (F: STRING or REDISSON), with
+ * nkeys KEYS and an id each (a bit in RedisConn.scripts_loaded).
+ * FORMAT_SCRIPT picks the one a lock uses.
+ */
+#define FORMAT_SCRIPTS(what, BODY, nkeys, id, id_redisson) \
+	static RedisScript what##_script = { \
+		#what, BODY(STRING), nkeys, id, "" \
+	}; \
+	static RedisScript what##_script_redisson = { \
+		#what " (redisson)", BODY(REDISSON), nkeys, id_redisson, "" \
+	}
 
 /*
  * The lock itself, in each format (redlock.lock_format): KEYS[1] is the
@@ -349,12 +363,7 @@
 	"end\n" \
 	"return -3 - redis.call('pttl', KEYS[1])\n"
 
-static RedisScript acquire_script = {
-	"acquire", ACQUIRE_BODY(STRING), 3, 0, ""
-};
-static RedisScript acquire_script_redisson = {
-	"acquire (redisson)", ACQUIRE_BODY(REDISSON), 3, 4, ""
-};
+FORMAT_SCRIPTS(acquire, ACQUIRE_BODY, 3, 0, 4);
 
 /*
  * KEYS[1] lock, [2] waiters; ARGV[1] owner identity, [2] "<ticket>
@@ -420,12 +429,7 @@ static RedisScript acquire_script_redisson = {
 #define STRING_FAST_DROP "  return redis.call('del', KEYS[1])\n"
 #define REDISSON_FAST_DROP REDISSON_LOCK "  return lock_drop(nil, false)\n"
 
-static RedisScript release_script = {
-	"release", RELEASE_BODY(STRING), 2, 1, ""
-};
-static RedisScript release_script_redisson = {
-	"release (redisson)", RELEASE_BODY(REDISSON), 2, 5, ""
-};
+FORMAT_SCRIPTS(release, RELEASE_BODY, 2, 1, 5);
 
 /*
  * KEYS[1] lock; ARGV[1] owner identity, ARGV[2] TTL.  Re-arms the TTL of
@@ -438,12 +442,7 @@ static RedisScript release_script_redisson = {
 	"end\n" \
 	"return 0\n"
 
-static RedisScript extend_script = {
-	"extend", EXTEND_BODY(STRING), 1, 2, ""
-};
-static RedisScript extend_script_redisson = {
-	"extend (redisson)", EXTEND_BODY(REDISSON), 1, 6, ""
-};
+FORMAT_SCRIPTS(extend, EXTEND_BODY, 1, 2, 6);
 
 /*
  * The lease keeper's re-arm: as extend, but it never shortens the TTL, so
@@ -462,12 +461,7 @@ static RedisScript extend_script_redisson = {
 	"end\n" \
 	"return 0\n"
 
-static RedisScript keep_script = {
-	"keep", KEEP_BODY(STRING), 1, 7, ""
-};
-static RedisScript keep_script_redisson = {
-	"keep (redisson)", KEEP_BODY(REDISSON), 1, 8, ""
-};
+FORMAT_SCRIPTS(keep, KEEP_BODY, 1, 7, 8);
 
 /*
  * KEYS[1] fencing counter; ARGV[1] token, [2] the key horizon (ms).  Raises

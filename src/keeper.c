@@ -119,7 +119,6 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 	RedlockSlot *slots = RedlockSharedSlots(&nslots, &lock);
 	int			n = 0;
 	int			max = 16;
-	bool		used[REDLOCK_MAX_ENDPOINTS] = {0};
 	int			i;
 
 	*due = palloc(sizeof(DueLock) * max);
@@ -156,12 +155,9 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 		d->lock.ownerlen = s->ownerlen;
 		d->lock.ttl_ms = s->ttl_ms;
 		d->lock.slot = -1;
-		if (!used[s->endpoint])
-		{
-			used[s->endpoint] = true;
+		if ((*endpoints)[s->endpoint].users == 0)	/* not copied yet */
 			memcpy(&(*endpoints)[s->endpoint], RedlockSharedEndpoint(s->endpoint),
 				   sizeof(RedlockEndpoint));
-		}
 	}
 	LWLockRelease(lock);
 	return n;

@@ -70,12 +70,9 @@
  */
 #define REDLOCK_WAITERS_SUFFIX		"\0waiters"
 #define REDLOCK_WAITERS_SUFFIX_LEN	8
-#define REDLOCK_WAITEXP_SUFFIX		"\0waitexp"
-#define REDLOCK_WAITEXP_SUFFIX_LUA	"\\0waitexp"	/* written in a Lua string */
-#define REDLOCK_WAITEXP_SUFFIX_LEN	8
-#define REDLOCK_PROMISED_SUFFIX		"\0promised"
+/* only the scripts make these two, from the lock key: written for Lua */
+#define REDLOCK_WAITEXP_SUFFIX_LUA	"\\0waitexp"
 #define REDLOCK_PROMISED_SUFFIX_LUA	"\\0promised"
-#define REDLOCK_PROMISED_SUFFIX_LEN	9
 
 /* Memory that outlives a statement: servers, lock table, wait set. */
 extern MemoryContext RedlockContext;

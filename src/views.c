@@ -118,7 +118,7 @@ redlock_locks(PG_FUNCTION_ARGS)
 		values[7] = BoolGetDatum(lock->lost);
 		values[8] = server_array(lock, false);
 		values[9] = server_array(lock, true);
-		values[10] = BoolGetDatum(redlock_lease_keeper && RedlockSharedKept(lock));
+		values[10] = BoolGetDatum(RedlockSharedKept(lock));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
