@@ -585,6 +585,19 @@ classify(const RedisCall *call)
 	return ANSWER_FAILED;
 }
 
+/*
+ * wait_for_replicas: with redlock.replica_ack, a write counts only once
+ * that many replicas of the master have it (WAIT behind the script, on the
+ * same connection: still one round trip), within half the command timeout
+ * so that WAIT's answer arrives within the call's own.
+ */
+static void
+wait_for_replicas(RedisCall *call)
+{
+	call->wait_replicas = redlock_replica_ack;
+	call->wait_ms = Max(redlock_command_timeout / 2, 1);
+}
+
 /* note_failure: remember the first failure of a request in its tally. */
 static void
 note_failure(RedlockTally *tally, const RedisCall *call, const char *fallback)
@@ -895,6 +908,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 		RedisCallArg(&calls[i], lock->owner, lock->ownerlen);
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
 		RedisCallArg(&calls[i], rest, strlen(rest));
+		wait_for_replicas(&calls[i]);
 	}
 
 	batch.calls = calls;
@@ -1291,6 +1305,7 @@ RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
 			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
 			RedisCallArg(call, locks[i]->owner, locks[i]->ownerlen);
 			RedisCallArg(call, ttlbufs[i], strlen(ttlbufs[i]));
+			wait_for_replicas(call);
 		}
 	}
 

@@ -102,6 +102,8 @@ RedisFailureText(RedisFailure failure)
 			return "authentication";
 		case REDIS_FAIL_PERM:
 			return "permission";
+		case REDIS_FAIL_REPLICAS:
+			return "replicas did not acknowledge";
 	}
 	return "unknown";
 }
@@ -181,6 +183,15 @@ RedisServerForSpec(const RedlockServerSpec *spec)
 	strlcpy(srv->user, spec->user, sizeof(srv->user));
 	strlcpy(srv->password, spec->password, sizeof(srv->password));
 	srv->db = spec->db;
+	srv->kind = spec->kind;
+	srv->nsentinels = spec->nsentinels;
+	memcpy(srv->sentinels, spec->sentinels, sizeof(srv->sentinels));
+	strlcpy(srv->master_name, spec->master_name, sizeof(srv->master_name));
+	if (srv->kind == REDIS_KIND_SENTINEL)
+	{
+		srv->host[0] = '\0';	/* not known before a sentinel names it */
+		srv->port = 0;
+	}
 	conn_init(&srv->cmd, srv, false);
 	conn_init(&srv->sub, srv, true);
 	servers[nservers++] = srv;
@@ -283,10 +294,12 @@ buf_free(RedisBuf *buf)
 
 /*
  * pending_push: note one more reply owed (call, or a skipped request with
- * its resend form).  Returns false when out of memory.
+ * its resend form; is_wait: the WAIT behind a call's script).  Returns
+ * false when out of memory.
  */
 static bool
-pending_push(RedisConn *conn, RedisCall *call, char *resend, int resend_len)
+pending_push(RedisConn *conn, RedisCall *call, char *resend, int resend_len,
+			 bool is_wait)
 {
 	RedisPending *p;
 
@@ -309,6 +322,7 @@ pending_push(RedisConn *conn, RedisCall *call, char *resend, int resend_len)
 	p->call = call;
 	p->resend = resend;
 	p->resend_len = resend_len;
+	p->is_wait = is_wait;
 	conn->npending++;
 	if (call)
 		conn->nwaiting++;
@@ -363,9 +377,14 @@ pending_clear(RedisConn *conn)
  * uninterruptibly.  Our replies are arrays of at most three elements, so
  * every reader gets hiredis's own functions but for arrays, which refuse
  * more than MAX_ARRAY_ELEMENTS (the reader then reports an error and the
- * connection is dropped), and nested arrays.
+ * connection is dropped), and nested arrays; but for ROLE's answer (a
+ * sentinel entry's handshake), whose list of replicas nests two deep and
+ * may hold up to MAX_ROLE_ELEMENTS of them.
  */
 #define MAX_ARRAY_ELEMENTS 8
+#define MAX_ROLE_ELEMENTS 64
+
+static bool reading_role = false;	/* the reader may meet ROLE's answer */
 
 static redisReplyObjectFunctions reply_functions;
 static void *(*default_create_array) (const redisReadTask *, int);
@@ -374,7 +393,8 @@ static bool reply_functions_ready = false;
 static void *
 create_array(const redisReadTask *task, int elements)
 {
-	if (elements > MAX_ARRAY_ELEMENTS || task->parent != NULL)
+	if (reading_role ? elements > MAX_ROLE_ELEMENTS :
+		(elements > MAX_ARRAY_ELEMENTS || task->parent != NULL))
 		return NULL;
 	return default_create_array(task, elements);
 }
@@ -447,6 +467,8 @@ RedisConnClose(RedisConn *conn)
 	buf_free(&conn->held);
 	conn->state = REDIS_CONN_CLOSED;
 	conn->handshake = 0;
+	conn->resolving = false;
+	conn->role_check = false;
 	pending_clear(conn);
 	conn->scripts_loaded = 0;
 	conn->wes_pos = -1;
@@ -568,6 +590,12 @@ queue_handshake(RedisConn *conn)
 	return ok;
 }
 
+static bool transport_open(RedisConn *conn, const char *host, int port,
+						   char *err, size_t errlen);
+static bool sentinel_ask(RedisConn *conn, int64 now);
+static void sentinel_note(RedisConn *conn, const char *why);
+static bool queue_role(RedisConn *conn);
+
 /*
  * RedisServerMayConnect: whether a new connect to srv may be attempted
  * now: its backoff is over, or the settings have changed since the last
@@ -599,33 +627,298 @@ RedisConnOpen(RedisConn *conn, int64 now)
 	/* one attempt per settings change while in backoff (see above) */
 	if (!conn->is_sub)
 		srv->backoff_version = conn->cred_version;
-	if (!(srv->tls ?
-		  RedisTransportOpenTls(&conn->transport, srv->host, srv->port,
-								text, sizeof(text)) :
-		  RedisTransportOpen(&conn->transport, srv->host, srv->port,
-							 text, sizeof(text))))
+	conn->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
+	conn->scripts_loaded = 0;
+	conn->last_io = now;
+	conn->resolving = false;
+	conn->role_check = false;
+	if (srv->kind == REDIS_KIND_SENTINEL)
+	{
+		conn->sentinels_tried = 0;
+		return sentinel_ask(conn, now);
+	}
+	if (!transport_open(conn, srv->host, srv->port, text, sizeof(text)))
 	{
 		RedisConnFail(conn, REDIS_FAIL_CONNECT, text,
 					  RedlockNowUs() - now > SLOW_CONNECT_US);
 		return false;
 	}
-	conn->state = REDIS_CONN_CONNECTING;
-	conn->connect_deadline = now + (int64) redlock_connect_timeout * 1000;
-	conn->handshake = 0;
-	conn->scripts_loaded = 0;
-	conn->heard = false;
-	conn->last_io = now;
-	conn->wes_pos = -1;
-	conn->serial++;
-	RedisWaitSetChanged(true);
-
-	conn->reader = reader_create();
-	if (conn->reader == NULL || !queue_handshake(conn))
+	if (!queue_handshake(conn))
 	{
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * transport_open: start connecting the connection's socket to host:port
+ * (TLS for rediss:// and sentinels:// entries), with a fresh reply reader.
+ * Returns false with the reason in err; the connection is then closed.
+ */
+static bool
+transport_open(RedisConn *conn, const char *host, int port, char *err,
+			   size_t errlen)
+{
+	if (!(conn->server->tls ?
+		  RedisTransportOpenTls(&conn->transport, host, port, err, errlen) :
+		  RedisTransportOpen(&conn->transport, host, port, err, errlen)))
+		return false;
+	conn->state = REDIS_CONN_CONNECTING;
+	conn->handshake = 0;
+	conn->heard = false;
+	conn->wes_pos = -1;
+	conn->serial++;
+	RedisWaitSetChanged(true);
+	conn->reader = reader_create();
+	if (conn->reader == NULL)
+	{
+		strlcpy(err, "out of memory", errlen);
+		RedisConnClose(conn);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * transport_drop: close the socket of a connection that goes on (from a
+ * sentinel to the master it named, or to the next sentinel): what it
+ * holds for later (conn->held) and the replies it is owed stay.
+ */
+static void
+transport_drop(RedisConn *conn)
+{
+	RedisTransportClose(&conn->transport);
+	if (conn->reader)
+		redisReaderFree(conn->reader);
+	conn->reader = NULL;
+	buf_free(&conn->out);
+	conn->wes_pos = -1;
+	conn->serial++;
+	RedisWaitSetChanged(false);
+}
+
+/* ------------------------------------------------------------------------
+ * Sentinel entries
+ *
+ * A sentinel:// entry is one logical master.  Every new connection to it
+ * (command or subscription) first asks a sentinel, then connects to the
+ * node it names, and checks with ROLE that the node is a primary: so a
+ * connection that broke (Sentinel kills the clients of a demoted primary)
+ * or was closed after a READONLY answer finds the new primary when it is
+ * next opened.  Sentinels are asked in turn, starting with the one that
+ * answered last; one that refuses, does not know the name, or fails, is
+ * skipped for the next at once.  The whole of it, sentinels included,
+ * shares the connection's connect timeout (redlock.connect_timeout): a
+ * sentinel that hangs costs that once, and the next connect starts with
+ * the next sentinel.  Calls made meanwhile are held, as during a
+ * handshake (conn->handshake stays 1 while resolving).
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * sentinel_ask: connect to the next sentinel not tried yet in this open and
+ * queue AUTH (redlock.sentinel_username and _password, when set) and
+ * SENTINEL GET-MASTER-ADDR-BY-NAME.  Returns false once every sentinel has
+ * failed, after failing the connection (with backoff).
+ */
+static bool
+sentinel_ask(RedisConn *conn, int64 now)
+{
+	RedisServer *srv = conn->server;
+	char		text[REDLOCK_ERROR_LEN];
+
+	while (conn->sentinels_tried < srv->nsentinels)
+	{
+		const RedisNode *node = &srv->sentinels[srv->sentinel_next];
+		const char *argv[3];
+		size_t		argvlen[3];
+		int			argc = 0;
+		bool		ok = true;
+
+		conn->sentinels_tried++;
+		if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
+		{
+			sentinel_note(conn, text);
+			srv->sentinel_next = (srv->sentinel_next + 1) % srv->nsentinels;
+			continue;
+		}
+		conn->resolving = true;
+		conn->handshake = 1;	/* hold calls until the master is known */
+		conn->resolve_left = 1;
+		if (redlock_sentinel_password && redlock_sentinel_password[0])
+		{
+			argv[argc] = "AUTH";
+			argvlen[argc++] = 4;
+			if (redlock_sentinel_username && redlock_sentinel_username[0])
+			{
+				argv[argc] = redlock_sentinel_username;
+				argvlen[argc++] = strlen(redlock_sentinel_username);
+			}
+			argv[argc] = redlock_sentinel_password;
+			argvlen[argc++] = strlen(redlock_sentinel_password);
+			ok = append_command(conn, argc, argv, argvlen, false);
+			conn->resolve_left++;
+		}
+		argv[0] = "SENTINEL";
+		argv[1] = "GET-MASTER-ADDR-BY-NAME";
+		argv[2] = srv->master_name;
+		for (argc = 0; argc < 3; argc++)
+			argvlen[argc] = strlen(argv[argc]);
+		if (!ok || !append_command(conn, 3, argv, argvlen, false))
+		{
+			RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+			return false;
+		}
+		return true;
+	}
+	snprintf(text, sizeof(text),
+			 "no sentinel named the primary of \"%s\" (%s)",
+			 srv->master_name, conn->sentinel_errors);
+	conn->sentinel_errors[0] = '\0';
+	if (conn->state == REDIS_CONN_CLOSED)
+		conn->state = REDIS_CONN_CONNECTING;	/* so that its calls fail */
+	RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+	return false;
+}
+
+/* sentinel_note: add why the sentinel being asked failed to the message. */
+static void
+sentinel_note(RedisConn *conn, const char *why)
+{
+	const RedisNode *node = &conn->server->sentinels[conn->server->sentinel_next];
+	size_t		len = strlen(conn->sentinel_errors);
+
+	snprintf(conn->sentinel_errors + len, sizeof(conn->sentinel_errors) - len,
+			 "%s%s:%d: %s", len > 0 ? "; " : "", node->host, node->port, why);
+}
+
+/*
+ * sentinel_failed: the sentinel being asked failed or does not know the
+ * master: ask the next one.
+ */
+static void
+sentinel_failed(RedisConn *conn, const char *why)
+{
+	RedisServer *srv = conn->server;
+
+	sentinel_note(conn, why);
+	transport_drop(conn);
+	conn->resolving = false;
+	srv->sentinel_next = (srv->sentinel_next + 1) % srv->nsentinels;
+	(void) sentinel_ask(conn, RedlockNowUs());
+}
+
+/*
+ * sentinel_reply: an answer from the sentinel being asked.  The address of
+ * the master moves the connection there, with the usual handshake and
+ * ROLE behind it.  Frees the reply.
+ */
+static void
+sentinel_reply(RedisConn *conn, redisReply *reply)
+{
+	RedisServer *srv = conn->server;
+	char		text[REDLOCK_ERROR_LEN];
+	char		host[REDLOCK_ADDR_LEN];
+	long		port;
+	char	   *end;
+
+	conn->resolve_left--;
+	if (reply->type == REDIS_REPLY_ERROR)
+	{
+		snprintf(text, sizeof(text), "%s", reply->str);
+		freeReplyObject(reply);
+		sentinel_failed(conn, text);
+		return;
+	}
+	if (conn->resolve_left > 0)
+	{
+		freeReplyObject(reply);	/* AUTH's OK */
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+		reply->element[0]->type != REDIS_REPLY_STRING ||
+		reply->element[1]->type != REDIS_REPLY_STRING ||
+		reply->element[0]->len >= sizeof(host))
+	{
+		bool		unknown = reply->type == REDIS_REPLY_NIL ||
+			(reply->type == REDIS_REPLY_ARRAY && reply->elements == 0);
+
+		freeReplyObject(reply);
+		sentinel_failed(conn, unknown ? "it does not monitor a master of that name" :
+						"unexpected answer to SENTINEL GET-MASTER-ADDR-BY-NAME");
+		return;
+	}
+	memcpy(host, reply->element[0]->str, reply->element[0]->len);
+	host[reply->element[0]->len] = '\0';
+	port = strtol(reply->element[1]->str, &end, 10);
+	if (*end != '\0')
+		port = 0;
+	freeReplyObject(reply);
+	if (port < 1 || port > 65535 || host[0] == '\0')
+	{
+		sentinel_failed(conn, "it named an invalid address");
+		return;
+	}
+
+	if (srv->host[0] != '\0' && (strcmp(srv->host, host) != 0 || srv->port != port))
+	{
+		srv->failovers++;
+		RedlockCount(REDLOCK_FAILOVERS, 1);
+	}
+	strlcpy(srv->host, host, sizeof(srv->host));
+	srv->port = (int) port;
+	conn->sentinel_errors[0] = '\0';
+
+	/* to the master: its handshake, then ROLE */
+	transport_drop(conn);
+	conn->resolving = false;
+	if (!transport_open(conn, srv->host, srv->port, text, sizeof(text)))
+	{
+		conn->state = REDIS_CONN_CONNECTING;	/* so that its calls fail */
+		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, false);
+		return;
+	}
+	if (!queue_handshake(conn) || !queue_role(conn))
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+}
+
+/* queue_role: ROLE, the last command of a sentinel entry's handshake. */
+static bool
+queue_role(RedisConn *conn)
+{
+	const char *argv[1] = {"ROLE"};
+	size_t		argvlen[1] = {4};
+
+	conn->handshake++;
+	conn->role_check = true;
+	return append_command(conn, 1, argv, argvlen, false);
+}
+
+/*
+ * role_reply: the answer to ROLE.  Returns false, after failing the
+ * connection (with backoff: the sentinels may not have caught up yet),
+ * when the node is not a primary.  A user whose ACL does not allow ROLE
+ * passes: a replica still answers its writes with READONLY.
+ */
+static bool
+role_reply(RedisConn *conn, redisReply *reply)
+{
+	RedisServer *srv = conn->server;
+	char		text[REDLOCK_ERROR_LEN];
+
+	conn->role_check = false;
+	if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOPERM", 6) == 0)
+		return true;
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+		reply->element[0]->type == REDIS_REPLY_STRING &&
+		strcmp(reply->element[0]->str, "master") == 0)
+		return true;
+	snprintf(text, sizeof(text),
+			 "%s:%d, named primary of \"%s\" by a sentinel, is not a primary (a failover in progress?)",
+			 srv->host, srv->port, srv->master_name);
+	RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+	return false;
 }
 
 /*
@@ -716,12 +1009,32 @@ format_call(const RedisCall *call, bool use_sha, char **cmd)
 }
 
 /*
+ * append_wait: queue "WAIT replicas timeout" behind a call's script (see
+ * RedisCall.wait_replicas).  Returns false when out of memory.
+ */
+static bool
+append_wait(RedisConn *conn, const RedisCall *call)
+{
+	char		nrep[12];
+	char		ms[12];
+	const char *argv[3] = {"WAIT", nrep, ms};
+	size_t		argvlen[3];
+
+	snprintf(nrep, sizeof(nrep), "%d", call->wait_replicas);
+	snprintf(ms, sizeof(ms), "%d", Max(call->wait_ms, 1));	/* 0: for ever */
+	argvlen[0] = 4;
+	argvlen[1] = strlen(nrep);
+	argvlen[2] = strlen(ms);
+	return append_command(conn, 3, argv, argvlen, conn->handshake > 0);
+}
+
+/*
  * RedisConnSendCall: queue a script call on a command connection.
  *
  * Sends EVALSHA when this connection already ran the script, EVAL
- * otherwise.  The call joins the replies the connection is owed; it is
- * held until the handshake is done.  Out of memory fails the connection
- * (and the call).
+ * otherwise, and WAIT behind it when the call asks for replicas.  The call
+ * joins the replies the connection is owed; it is held until the
+ * handshake is done.  Out of memory fails the connection (and the call).
  */
 void
 RedisConnSendCall(RedisConn *conn, RedisCall *call)
@@ -736,13 +1049,17 @@ RedisConnSendCall(RedisConn *conn, RedisCall *call)
 	call->state = REDIS_CALL_WAITING;
 	call->used_eval = !use_sha;
 	call->behind = conn->batch.behind;
+	call->script_answered = false;
 
 	len = format_call(call, use_sha, &cmd);
 	ok = len >= 0 &&
 		buf_append(conn->handshake > 0 ? &conn->held : &conn->out, cmd, len);
 	if (cmd)
 		redisFreeCommand(cmd);
-	if (!ok || !pending_push(conn, call, NULL, 0))
+	ok = ok && pending_push(conn, call, NULL, 0, false);
+	if (ok && call->wait_replicas > 0)
+		ok = append_wait(conn, call) && pending_push(conn, call, NULL, 0, true);
+	if (!ok)
 	{
 		call_fail(call, REDIS_FAIL_IO, "out of memory");
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
@@ -775,7 +1092,7 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 			continue;
 		if (failure != REDIS_FAIL_NONE)
 			call_fail(call, failure, text);
-		if (!call->used_eval)
+		if (!call->used_eval && !p->is_wait)
 		{
 			p->resend_len = format_call(call, false, &p->resend);
 			if (p->resend_len < 0)
@@ -787,6 +1104,9 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 }
 
 static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
+static void sentinel_failed(RedisConn *conn, const char *why);
+static void sentinel_reply(RedisConn *conn, redisReply *reply);
+static bool role_reply(RedisConn *conn, redisReply *reply);
 
 /*
  * io_done: what a read or write of the transport came to.  Returns true
@@ -802,6 +1122,11 @@ io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
 		return false;
 	if (st == REDIS_IO_EOF)
 		strlcpy(text, "the server closed the connection", len);
+	if (conn->resolving)
+	{
+		sentinel_failed(conn, text);
+		return false;
+	}
 	if (!conn->heard && conn->server->tls &&
 		(st == REDIS_IO_ERROR ? strncmp(text, "TLS error:", 10) == 0 :
 		 !(redlock_sslcert && redlock_sslcert[0])))
@@ -865,6 +1190,56 @@ RedisConnFlush(RedisConn *conn)
  */
 
 /*
+ * script_done: a call's script answered; the call is done unless it waits
+ * for replicas too.
+ */
+static void
+script_done(RedisCall *call)
+{
+	if (call->wait_replicas > 0)
+		call->script_answered = true;
+	else
+		call->state = REDIS_CALL_DONE;
+}
+
+/*
+ * wait_reply: the answer to the WAIT behind a call's script: the call is
+ * done when enough replicas acknowledged, failed otherwise.  A WAIT
+ * answered before its script (a script sent again after NOSCRIPT has a
+ * WAIT of its own behind it) or after the call failed is ignored.  Frees
+ * the reply.
+ */
+static void
+wait_reply(RedisCall *call, redisReply *reply)
+{
+	char		text[REDLOCK_ERROR_LEN];
+
+	if (call->state != REDIS_CALL_WAITING || !call->script_answered)
+	{
+		freeReplyObject(reply);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= call->wait_replicas)
+		call->state = REDIS_CALL_DONE;
+	else if (reply->type == REDIS_REPLY_INTEGER)
+	{
+		snprintf(text, sizeof(text),
+				 "%lld of the %d replicas redlock.replica_ack asks for acknowledged the write within %d ms",
+				 reply->integer, call->wait_replicas, call->wait_ms);
+		call_fail(call, REDIS_FAIL_REPLICAS, text);
+	}
+	else
+	{
+		snprintf(text, sizeof(text), "WAIT failed: %s",
+				 reply->type == REDIS_REPLY_ERROR ? reply->str :
+				 "an answer that is not an integer");
+		call_fail(call, reply->type == REDIS_REPLY_ERROR ?
+				  classify_error(reply->str) : REDIS_FAIL_PROTOCOL, text);
+	}
+	freeReplyObject(reply);
+}
+
+/*
  * reply_store: hand a reply to the call that waits for it.
  *
  * Integer replies and arrays of up to two integers are what our scripts
@@ -885,7 +1260,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 		case REDIS_REPLY_INTEGER:
 			call->ints[0] = reply->integer;
 			call->nints = 1;
-			call->state = REDIS_CALL_DONE;
+			script_done(call);
 			freeReplyObject(reply);
 			return;
 
@@ -901,7 +1276,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 				if (i == reply->elements)
 				{
 					call->nints = (int) i;
-					call->state = REDIS_CALL_DONE;
+					script_done(call);
 					freeReplyObject(reply);
 					return;
 				}
@@ -937,6 +1312,10 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			/* credentials go with the connect: try them afresh next time */
 			if (failure == REDIS_FAIL_AUTH)
 				RedisConnFail(conn, REDIS_FAIL_AUTH, text, false);
+			/* a demoted primary: ask the sentinels again at the next use */
+			else if (srv->kind == REDIS_KIND_SENTINEL &&
+					 strncmp(text, "READONLY", 8) == 0)
+				RedisConnFail(conn, REDIS_FAIL_REPLY, text, false);
 			return;
 
 		default:
@@ -960,7 +1339,15 @@ handshake_reply(RedisConn *conn, redisReply *reply)
 	char		text[REDLOCK_ERROR_LEN];
 
 	conn->handshake--;
-	if (reply->type == REDIS_REPLY_ERROR)
+	if (conn->role_check && conn->handshake == 0)
+	{
+		bool		primary = role_reply(conn, reply);
+
+		freeReplyObject(reply);
+		if (!primary)
+			return;
+	}
+	else if (reply->type == REDIS_REPLY_ERROR)
 	{
 		snprintf(text, sizeof(text), "%s", reply->str);
 		freeReplyObject(reply);
@@ -970,7 +1357,8 @@ handshake_reply(RedisConn *conn, redisReply *reply)
 		RedisConnFail(conn, classify_error(text), text, false);
 		return;
 	}
-	freeReplyObject(reply);
+	else
+		freeReplyObject(reply);
 	if (conn->handshake > 0)
 		return;
 	conn->state = REDIS_CONN_READY;
@@ -996,6 +1384,11 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 	RedisPending pending;
 	RedisCall  *call;
 
+	if (conn->resolving)
+	{
+		sentinel_reply(conn, reply);
+		return;
+	}
 	if (conn->handshake > 0)
 	{
 		handshake_reply(conn, reply);
@@ -1025,7 +1418,7 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 		if (noscript && pending.resend)
 		{
 			if (!buf_append(&conn->out, pending.resend, pending.resend_len) ||
-				!pending_push(conn, NULL, NULL, 0))
+				!pending_push(conn, NULL, NULL, 0, false))
 			{
 				redisFreeCommand(pending.resend);
 				RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
@@ -1039,6 +1432,11 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 	}
 	/* the connection answered this batch: a later failure is real */
 	conn->batch.may_retry = false;
+	if (pending.is_wait)
+	{
+		wait_reply(call, reply);
+		return;
+	}
 	conn->server->last_rtt_us = RedlockNowUs() - conn->batch.start;
 	reply_store(conn, call, reply);
 }
@@ -1055,7 +1453,7 @@ conn_heard(RedisConn *conn)
 	RedisServer *srv = conn->server;
 
 	conn->heard = true;
-	if (conn->is_sub)
+	if (conn->is_sub || conn->resolving)
 		return;
 	srv->backoff_ms = 0;
 	srv->backoff_until = 0;
@@ -1104,8 +1502,12 @@ conn_receive(RedisConn *conn)
 		for (;;)
 		{
 			void	   *reply = NULL;
+			int			rc;
 
-			if (redisReaderGetReply(conn->reader, &reply) != REDIS_OK)
+			reading_role = conn->role_check;
+			rc = redisReaderGetReply(conn->reader, &reply);
+			reading_role = false;
+			if (rc != REDIS_OK)
 			{
 				snprintf(text, sizeof(text), "protocol error: %s",
 						 conn->reader->errstr);
@@ -1162,7 +1564,7 @@ conn_broken(RedisConn *conn, RedisFailure failure, const char *text)
 		return;
 	}
 	for (i = 0; i < conn->npending; i++)
-		if (pending_at(conn, i)->call)
+		if (pending_at(conn, i)->call && !pending_at(conn, i)->is_wait)
 			calls[ncalls++] = pending_at(conn, i)->call;
 	conn->batch.may_retry = false;
 	RedisConnClose(conn);		/* its calls are not failed: sent again */
@@ -1201,8 +1603,10 @@ connect_step(RedisConn *conn)
 		return false;
 	if (st != REDIS_IO_OK)
 	{
+		if (conn->resolving)
+			sentinel_failed(conn, text);
 		/* a refused certificate is not cured by trying again at once */
-		if (conn->transport.handshaking)
+		else if (conn->transport.handshaking)
 			RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
 		else
 			conn_broken(conn, REDIS_FAIL_CONNECT, text);

@@ -28,11 +28,13 @@
 #include "redlock.h"
 
 #define DEFAULT_REDIS_PORT 6379
+#define DEFAULT_SENTINEL_PORT 26379
 #define MAX_HOST_LEN 253		/* longest DNS name */
 
 char	   *redlock_servers = NULL;
 char	   *redlock_key_prefix = NULL;
 int			redlock_key_horizon = 3600000;
+int			redlock_replica_ack = 0;
 int			redlock_max_tracked_locks = 1024;
 bool		redlock_lease_keeper = false;
 int			redlock_max_lease = 0;
@@ -45,6 +47,8 @@ int			redlock_retry_jitter = 100;
 double		redlock_drift_factor = 0.01;
 int			redlock_commit_margin = 2000;
 char	   *redlock_username = NULL;
+char	   *redlock_sentinel_username = NULL;
+char	   *redlock_sentinel_password = NULL;
 char	   *redlock_password = NULL;
 char	   *redlock_passfile = NULL;
 int			redlock_database = 0;
@@ -236,6 +240,157 @@ parse_url(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 }
 
 /*
+ * parse_sentinel: parse
+ * "sentinel://[user[:password]@]host[:port][;host[:port]...]/name[/db]"
+ * (or sentinels:// for TLS, whose scheme is scheme_len long) into spec:
+ * the sentinels to ask, the master's name, and the data nodes'
+ * credentials and database.  Returns false, with the check hook's detail
+ * set (never showing the password), when it is malformed.
+ */
+static bool
+parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
+{
+	const char *rest = item + scheme_len;
+	const char *slash = strchr(rest, '/');
+	const char *at = NULL;
+	const char *p;
+	const char *name;
+	const char *dbslash;
+	size_t		namelen;
+	int			len;
+	int			i;
+
+	if (slash == NULL || slash[1] == '\0' || slash[1] == '/')
+	{
+		GUC_check_errdetail("A sentinel:// entry ends with /master-name (the name the sentinels monitor the master under).");
+		return false;
+	}
+	for (p = rest; p < slash; p++)
+		if (*p == '@')
+			at = p;
+	if (at)
+	{
+		const char *colon = memchr(rest, ':', at - rest);
+		size_t		userlen = colon ? (size_t) (colon - rest) : (size_t) (at - rest);
+
+		if (!url_decode(rest, userlen, spec->user, sizeof(spec->user)) ||
+			(colon && !url_decode(colon + 1, at - colon - 1, spec->password,
+								  sizeof(spec->password))))
+		{
+			GUC_check_errdetail("A sentinel:// entry has a malformed or too long user name or password (write special characters as %%XX).");
+			return false;
+		}
+		rest = at + 1;
+	}
+
+	/* the sentinels, separated by semicolons */
+	while (rest < slash)
+	{
+		const char *end = memchr(rest, ';', slash - rest);
+		char		hostport[REDLOCK_ADDR_LEN];
+		RedlockServerSpec one;
+
+		if (end == NULL)
+			end = slash;
+		if (spec->nsentinels == REDLOCK_MAX_SENTINELS)
+		{
+			GUC_check_errdetail("A sentinel:// entry names at most %d sentinels.",
+								REDLOCK_MAX_SENTINELS);
+			return false;
+		}
+		if (end - rest >= (ptrdiff_t) sizeof(hostport) || end == rest)
+		{
+			GUC_check_errdetail("A sentinel:// entry has an empty or too long sentinel address.");
+			return false;
+		}
+		snprintf(hostport, sizeof(hostport), "%.*s", (int) (end - rest), rest);
+		if (hostport[0] == '/' || strchr(hostport, ':') == NULL)
+		{
+			/* a sentinel's default port is 26379, not 6379 */
+			if (hostport[0] == '/')
+			{
+				GUC_check_errdetail("Sentinels are reached over TCP: \"%s\" is not host:port.",
+									hostport);
+				return false;
+			}
+			snprintf(hostport + strlen(hostport),
+					 sizeof(hostport) - strlen(hostport), ":%d", DEFAULT_SENTINEL_PORT);
+		}
+		if (!parse_server(hostport, &one))
+			return false;
+		strlcpy(spec->sentinels[spec->nsentinels].host, one.host,
+				sizeof(spec->sentinels[0].host));
+		spec->sentinels[spec->nsentinels].port = one.port;
+		spec->nsentinels++;
+		rest = end < slash ? end + 1 : slash;
+	}
+	if (spec->nsentinels == 0)
+	{
+		GUC_check_errdetail("A sentinel:// entry names no sentinel.");
+		return false;
+	}
+
+	/* the master's name, then an optional database */
+	name = slash + 1;
+	dbslash = strchr(name, '/');
+	namelen = dbslash ? (size_t) (dbslash - name) : strlen(name);
+	if (namelen >= REDLOCK_MASTER_NAME_LEN)
+	{
+		GUC_check_errdetail("A sentinel:// entry's master name is longer than %d bytes.",
+							REDLOCK_MASTER_NAME_LEN - 1);
+		return false;
+	}
+	for (p = name; p < name + namelen; p++)
+	{
+		if (!isalnum((unsigned char) *p) && *p != '-' && *p != '.' && *p != '_')
+		{
+			GUC_check_errdetail("A sentinel:// entry's master name may hold letters, digits, '-', '.' and '_' only.");
+			return false;
+		}
+	}
+	memcpy(spec->master_name, name, namelen);
+	spec->master_name[namelen] = '\0';
+	spec->db = -1;
+	if (dbslash && dbslash[1] != '\0')
+	{
+		long		v = 0;
+
+		for (p = dbslash + 1; *p; p++)
+		{
+			if (!isdigit((unsigned char) *p) || v > 1000000)
+			{
+				GUC_check_errdetail("A sentinel:// entry for \"%s\" has an invalid database number \"%s\".",
+									spec->master_name, dbslash + 1);
+				return false;
+			}
+			v = v * 10 + (*p - '0');
+		}
+		spec->db = (int) v;
+	}
+
+	/* the identity: the scheme, the sentinels, the name, the database */
+	spec->kind = REDIS_KIND_SENTINEL;
+	len = snprintf(spec->addr, sizeof(spec->addr), "%.*s", (int) scheme_len, item);
+	for (i = 0; i < spec->nsentinels; i++)
+		len += snprintf(spec->addr + len, sizeof(spec->addr) - len,
+						strchr(spec->sentinels[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
+						i > 0 ? ";" : "", spec->sentinels[i].host,
+						spec->sentinels[i].port);
+	len += snprintf(spec->addr + len, sizeof(spec->addr) - len, "/%s",
+					spec->master_name);
+	if (spec->db >= 0)
+		len += snprintf(spec->addr + len, sizeof(spec->addr) - len, "/%d",
+						spec->db);
+	if (len >= (int) sizeof(spec->addr))
+	{
+		GUC_check_errdetail("A sentinel:// entry is longer than %d bytes.",
+							(int) sizeof(spec->addr) - 1);
+		return false;
+	}
+	return true;
+}
+
+/*
  * parse_server: parse one entry of redlock.servers into "spec".
  *
  * Accepted forms: "host", "host:port", "[ipv6]", "[ipv6]:port", an
@@ -263,6 +418,15 @@ parse_server(const char *item, RedlockServerSpec *spec)
 	}
 	if (strncmp(item, "redis://", 8) == 0)
 		return parse_url(item, 8, spec);
+	if (strncmp(item, "sentinels://", 12) == 0)
+	{
+		if (!parse_sentinel(item, 12, spec))
+			return false;
+		spec->tls = true;
+		return true;
+	}
+	if (strncmp(item, "sentinel://", 11) == 0)
+		return parse_sentinel(item, 11, spec);
 
 	if (item[0] == '/')
 	{
@@ -491,6 +655,20 @@ assign_password(const char *newval, void *extra)
 }
 
 static void
+assign_sentinel_username(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_sentinel_username))
+		RedisCredentialsChanged();
+}
+
+static void
+assign_sentinel_password(const char *newval, void *extra)
+{
+	if (!same_string(newval, redlock_sentinel_password))
+		RedisCredentialsChanged();
+}
+
+static void
 assign_passfile(const char *newval, void *extra)
 {
 	if (!same_string(newval, redlock_passfile))
@@ -623,6 +801,13 @@ show_password(void)
 	return redlock_password && redlock_password[0] ? "********" : "";
 }
 
+/* show_sentinel_password: the same for redlock.sentinel_password. */
+static const char *
+show_sentinel_password(void)
+{
+	return redlock_sentinel_password && redlock_sentinel_password[0] ? "********" : "";
+}
+
 /*
  * check_key_prefix: GUC check hook of redlock.key_prefix.
  *
@@ -697,6 +882,24 @@ RedlockDefineGucs(void)
 							   GUC_SUPERUSER_ONLY,
 							   NULL, assign_username, NULL);
 
+	DefineCustomStringVariable("redlock.sentinel_username",
+							   "ACL user redlock authenticates as to the sentinels of sentinel:// entries.",
+							   "Empty: the password alone (or none). The data nodes get their own credentials.",
+							   &redlock_sentinel_username,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, assign_sentinel_username, NULL);
+
+	DefineCustomStringVariable("redlock.sentinel_password",
+							   "Password of the sentinels of sentinel:// entries.",
+							   "Never shown; settable and visible as set only by superusers.",
+							   &redlock_sentinel_password,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, assign_sentinel_password, show_sentinel_password);
+
 	DefineCustomStringVariable("redlock.password",
 							   "Redis password for servers whose entry gives none.",
 							   "Never shown; settable and visible as set only by superusers.",
@@ -744,6 +947,17 @@ RedlockDefineGucs(void)
 							3600000, 10000, INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("redlock.replica_ack",
+							"Replicas of a master that must have a lock before that master counts as granting it.",
+							"With 1 or more, each acquire, extend and commit-time re-arm is followed by WAIT on "
+							"the same connection, so a lock survives a failover of that master. Bounded by half "
+							"of redlock.command_timeout.",
+							&redlock_replica_ack,
+							0, 0, 16,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	/* sizes shared memory: exists only when preloaded, as PostgreSQL requires */

@@ -39,6 +39,7 @@ struct redisReader;
 struct redisReply;
 
 #define REDLOCK_ADDR_LEN		272 /* "[" host "]:" port, or a socket path */
+#define REDLOCK_ENTRY_LEN		1024	/* an entry's canonical form (sentinels) */
 #define REDLOCK_ERROR_LEN		256 /* a failure's text */
 #define REDLOCK_CRED_LEN		256 /* Redis user names and passwords */
 #define REDLOCK_MAX_PREFIX_LEN	256 /* bytes of redlock.key_prefix */
@@ -72,10 +73,32 @@ struct redisReply;
  */
 #define REDLOCK_CALLBACK_MAX_WAIT_MS	5000
 
+/* What one entry of redlock.servers is: a master, or a Sentinel group. */
+typedef enum RedisKind
+{
+	REDIS_KIND_PLAIN = 0,		/* host:port, a socket, redis[s]:// */
+	REDIS_KIND_SENTINEL			/* sentinel[s]://: the master of a group */
+} RedisKind;
+
+#define REDLOCK_MAX_SENTINELS	8	/* hosts of one sentinel:// entry */
+#define REDLOCK_MASTER_NAME_LEN	128 /* a Sentinel master name */
+
+/* A host and port (a sentinel). */
+typedef struct RedisNode
+{
+	char		host[REDLOCK_ADDR_LEN];
+	int			port;
+} RedisNode;
+
 /* One entry of redlock.servers, as parsed by the check hook. */
 typedef struct RedlockServerSpec
 {
-	char		addr[REDLOCK_ADDR_LEN]; /* canonical form, the identity; never
+	RedisKind	kind;
+	/* sentinel: the sentinels to ask, and the name of the master */
+	int			nsentinels;
+	RedisNode	sentinels[REDLOCK_MAX_SENTINELS];
+	char		master_name[REDLOCK_MASTER_NAME_LEN];
+	char		addr[REDLOCK_ENTRY_LEN];	/* canonical form, the identity; never
 										 * holds credentials */
 	char		host[REDLOCK_ADDR_LEN]; /* host name or IP, or socket path */
 	int			port;			/* TCP port; 0 for a unix socket */
@@ -99,7 +122,9 @@ typedef enum RedisFailure
 	REDIS_FAIL_PROTOCOL,		/* an answer hiredis or we could not parse */
 	REDIS_FAIL_REPLY,			/* Redis answered with an error */
 	REDIS_FAIL_AUTH,			/* authentication missing or refused */
-	REDIS_FAIL_PERM				/* the ACL user may not do what we asked */
+	REDIS_FAIL_PERM,			/* the ACL user may not do what we asked */
+	REDIS_FAIL_REPLICAS			/* done, but too few replicas acknowledged
+								 * it (redlock.replica_ack) */
 } RedisFailure;
 
 /* ------------------------------------------------------------------------
@@ -201,6 +226,10 @@ typedef struct RedisCall
 	const char *args[REDIS_CALL_MAX_ARGS];
 	size_t		arglens[REDIS_CALL_MAX_ARGS];
 	int			tag;			/* free for the caller */
+	int			wait_replicas;	/* > 0: the answer counts only once that
+								 * many replicas have what the script wrote
+								 * (WAIT, pipelined behind it) */
+	int			wait_ms;		/* WAIT's own timeout */
 
 	/* set by RedisRun */
 	RedisCallState state;
@@ -213,6 +242,8 @@ typedef struct RedisCall
 								 * requests when this one was sent */
 	uint32		conn_serial;	/* for DONE: the serial of the connection
 								 * its reply came on */
+	bool		script_answered;	/* with wait_replicas: the script's
+									 * answer is in, WAIT's is not */
 } RedisCall;
 
 /*
@@ -225,6 +256,7 @@ typedef struct RedisCall
 typedef struct RedisPending
 {
 	RedisCall  *call;
+	bool		is_wait;		/* the WAIT behind the call's script */
 	char	   *resend;			/* hiredis-formatted EVAL, or NULL */
 	int			resend_len;
 } RedisPending;
@@ -278,6 +310,12 @@ typedef struct RedisConn
 	int64		connect_deadline;	/* us; while connecting or in handshake */
 	uint32		scripts_loaded; /* bit per RedisScript.id known here */
 	int64		last_io;		/* us; when it last received anything */
+	/* a sentinel entry: asking a sentinel for the master (see conn.c) */
+	bool		resolving;		/* connected or connecting to a sentinel */
+	int			resolve_left;	/* its replies still to come */
+	int			sentinels_tried;	/* in this open */
+	bool		role_check;		/* ROLE is the handshake's last command */
+	char		sentinel_errors[REDLOCK_ERROR_LEN]; /* why those tried failed */
 	int64		looked_at;		/* us; RedisConnStillOpen's last look */
 	bool		heard;			/* it has received anything since it opened */
 
@@ -295,12 +333,22 @@ typedef struct RedisConn
 	uint32		wes_events;
 } RedisConn;
 
-/* One Redis server as this backend knows it; never freed once created. */
+/*
+ * One Redis server as this backend knows it; never freed once created.  A
+ * sentinel entry is one logical master: host and port are the node its
+ * sentinels named last ("" before they were asked).
+ */
 typedef struct RedisServer
 {
-	char		addr[REDLOCK_ADDR_LEN];
+	char		addr[REDLOCK_ENTRY_LEN];
 	char		host[REDLOCK_ADDR_LEN];
 	int			port;
+	RedisKind	kind;
+	int			nsentinels;
+	RedisNode	sentinels[REDLOCK_MAX_SENTINELS];
+	char		master_name[REDLOCK_MASTER_NAME_LEN];
+	int			sentinel_next;	/* the sentinel to ask first */
+	int64		failovers;		/* times the sentinels named another node */
 	bool		tls;			/* from a rediss:// entry */
 	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
 	char		password[REDLOCK_CRED_LEN];

@@ -155,6 +155,7 @@ typedef struct RedlockServerList
 extern char *redlock_servers;
 extern char *redlock_key_prefix;
 extern int	redlock_key_horizon;
+extern int	redlock_replica_ack;
 extern int	redlock_max_tracked_locks;
 extern bool redlock_lease_keeper;
 extern int	redlock_max_lease;
@@ -168,6 +169,8 @@ extern int	redlock_retry_jitter;
 extern double redlock_drift_factor;
 extern int	redlock_commit_margin;
 extern char *redlock_username;
+extern char *redlock_sentinel_username;
+extern char *redlock_sentinel_password;
 extern char *redlock_password;
 extern char *redlock_passfile;
 extern int	redlock_database;
@@ -365,6 +368,8 @@ typedef enum RedlockCounter
 	REDLOCK_COMMIT_EXTENDS,		/* locks re-armed by the commit check */
 	REDLOCK_LOST_AT_COMMIT,		/* commits refused: a lock was lost */
 	REDLOCK_RECONNECTS,			/* connections to a master re-established */
+	/* since 1.3, after "since" in the views */
+	REDLOCK_FAILOVERS,			/* sentinels named another primary */
 	REDLOCK_NUM_COUNTERS
 } RedlockCounter;
 

@@ -56,7 +56,8 @@ static const char *const endpoint_settings[] = {
 	"redlock.servers", "redlock.username", "redlock.password",
 	"redlock.passfile", "redlock.database", "redlock.sslmode",
 	"redlock.sslrootcert", "redlock.sslcert", "redlock.sslkey",
-	"redlock.sslcrl"
+	"redlock.sslcrl", "redlock.replica_ack", "redlock.sentinel_username",
+	"redlock.sentinel_password"
 };
 
 #define NUM_ENDPOINT_SETTINGS	lengthof(endpoint_settings)
@@ -152,12 +153,14 @@ endpoint_describe(char *buf)
 	static char *cached_servers = NULL;
 	static char cached[REDLOCK_ENDPOINT_LEN];
 	static int	cached_len = -1;
+	static int	cached_replica_ack = -1;
 	const char *servers = redlock_servers ? redlock_servers : "";
 	int			len = 0;
 	int			i;
 
 	/* the same settings as last time: the same description */
 	if (cached_servers != NULL && cached_version == RedisSettingsVersion() &&
+		cached_replica_ack == redlock_replica_ack &&
 		strcmp(cached_servers, servers) == 0)
 	{
 		if (cached_len > 0)
@@ -188,6 +191,7 @@ endpoint_describe(char *buf)
 		pfree(cached_servers);
 	cached_servers = MemoryContextStrdup(RedlockContext, servers);
 	cached_version = RedisSettingsVersion();
+	cached_replica_ack = redlock_replica_ack;
 	cached_len = len;
 	if (len > 0)
 		memcpy(cached, buf, len);

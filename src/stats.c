@@ -79,6 +79,9 @@ RedlockStatsShmemInit(void)
 	}
 }
 
+/* counters before "since", as 1.0 to 1.2 define the views */
+#define COUNTERS_1_0	(REDLOCK_RECONNECTS + 1)
+
 /* stats_tuple: one row of counters (plus "since") as the SQL types say. */
 static Datum
 stats_tuple(FunctionCallInfo fcinfo, const int64 *values, TimestampTz since)
@@ -90,12 +93,20 @@ stats_tuple(FunctionCallInfo fcinfo, const int64 *values, TimestampTz since)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != REDLOCK_NUM_COUNTERS + 1)
+	/* up to 1.2 the row ends with "since" after the 1.0 counters */
+	if (tupdesc->natts != REDLOCK_NUM_COUNTERS + 1 &&
+		tupdesc->natts != COUNTERS_1_0 + 1)
 		elog(ERROR, "redlock's SQL definitions do not match its library; run ALTER EXTENSION redlock UPDATE");
 
-	for (i = 0; i < REDLOCK_NUM_COUNTERS; i++)
-		datums[i] = Int64GetDatum(values[i]);
-	datums[REDLOCK_NUM_COUNTERS] = TimestampTzGetDatum(since);
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		if (i < COUNTERS_1_0)
+			datums[i] = Int64GetDatum(values[i]);
+		else if (i == COUNTERS_1_0)
+			datums[i] = TimestampTzGetDatum(since);
+		else
+			datums[i] = Int64GetDatum(values[i - 1]);
+	}
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, datums, nulls));
 }
 

@@ -35,8 +35,12 @@
 PG_FUNCTION_INFO_V1(redlock_locks);
 PG_FUNCTION_INFO_V1(redlock_locks_cluster);
 
-/* columns of redlock_servers(): since 1.1 with tls, tls_version, tls_cipher */
-#define SERVER_COLUMNS		13
+/*
+ * columns of redlock_servers(): since 1.1 with tls, tls_version, tls_cipher;
+ * since 1.3 with kind, node, failovers
+ */
+#define SERVER_COLUMNS		16
+#define SERVER_COLUMNS_1_1	13
 #define SERVER_COLUMNS_1_0	10
 PG_FUNCTION_INFO_V1(redlock_servers_srf);
 
@@ -160,6 +164,23 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	values[1] = BoolGetDatum(configured);
 	values[10] = BoolGetDatum(tls);
 	nulls[11] = nulls[12] = true;
+	/* a sentinel entry: which node its sentinels named last */
+	values[13] = CStringGetTextDatum(strncmp(addr, "sentinel", 8) == 0 ?
+									 "sentinel" : "master");
+	nulls[14] = true;
+	values[15] = Int64GetDatum(srv ? srv->failovers : 0);
+	if (srv != NULL && srv->kind == REDIS_KIND_SENTINEL && srv->host[0] != '\0')
+	{
+		values[14] = CStringGetTextDatum(psprintf(strchr(srv->host, ':') ?
+												  "[%s]:%d" : "%s:%d",
+												  srv->host, srv->port));
+		nulls[14] = false;
+	}
+	else if (srv != NULL && srv->kind == REDIS_KIND_PLAIN)
+	{
+		values[14] = CStringGetTextDatum(addr);
+		nulls[14] = false;
+	}
 	if (srv == NULL)
 	{
 		values[2] = CStringGetTextDatum("disconnected");
@@ -222,12 +243,14 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	/* the SQL definitions of an older extension version have fewer columns */
 	if (rsinfo->setDesc->natts != SERVER_COLUMNS &&
+		rsinfo->setDesc->natts != SERVER_COLUMNS_1_1 &&
 		rsinfo->setDesc->natts != SERVER_COLUMNS_1_0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("redlock's SQL definitions do not match its library"),
-				 errdetail("The function returns %d columns; this library knows %d (1.1) and %d (1.0).",
-						   rsinfo->setDesc->natts, SERVER_COLUMNS, SERVER_COLUMNS_1_0),
+				 errdetail("The function returns %d columns; this library knows %d (1.3), %d (1.1) and %d (1.0).",
+						   rsinfo->setDesc->natts, SERVER_COLUMNS,
+						   SERVER_COLUMNS_1_1, SERVER_COLUMNS_1_0),
 				 errhint("Install the matching library, or run ALTER EXTENSION redlock UPDATE.")));
 
 	srvs = RedisServers(&nsrvs);

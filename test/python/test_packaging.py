@@ -143,3 +143,38 @@ def test_locks_view_before_and_after_the_update_to_1_2(database):
         cur.execute("SELECT to_regclass('redlock_locks_cluster') IS NOT NULL")
         assert cur.fetchone()[0]
         cur.execute("SELECT redlock_release_all()")
+
+
+def test_servers_and_stats_views_before_and_after_the_update_to_1_3(database):
+    """A database still on 1.2 keeps its redlock_servers and redlock_stats
+    (without the Sentinel columns) with this library; the update adds kind,
+    node and failovers at their end and keeps a user's view and privileges."""
+    port = os.environ.get("REDLOCK_REDIS_PORT", "16379")
+    with extension_at(database, "1.2") as cur:
+        cur.execute("SET redlock.servers = '127.0.0.1:%s'" % port)
+        cur.execute("SELECT redlock_acquire_session('p:v13')")
+        cur.execute("SELECT * FROM redlock_servers")
+        assert len(cur.description) == 13 and cur.rowcount == 1
+        cur.execute("SELECT * FROM redlock_stats")
+        assert len(cur.description) == 16 and cur.fetchone()[0] >= 1
+        cur.execute("CREATE VIEW my_servers AS SELECT address, state FROM redlock_servers")
+        cur.execute("CREATE VIEW my_stats AS SELECT acquires, since FROM redlock_stats")
+        cur.execute("REVOKE SELECT ON redlock_servers FROM PUBLIC")
+        cur.execute("ALTER EXTENSION redlock UPDATE TO '1.3'")
+        cur.execute("SELECT address, kind, node, failovers FROM redlock_servers")
+        assert cur.fetchall() == [(f"127.0.0.1:{port}", "master", f"127.0.0.1:{port}", 0)]
+        cur.execute("SELECT acquires, failovers, since IS NOT NULL FROM redlock_stats")
+        acquires, failovers, since = cur.fetchone()
+        assert acquires >= 1 and failovers == 0 and since
+        cur.execute("SELECT count(*) FROM my_servers")
+        assert cur.fetchone()[0] == 1
+        cur.execute("SELECT acquires FROM my_stats")
+        assert cur.fetchone()[0] >= 1
+        # code that calls 1.2's functions directly still gets their columns
+        cur.execute("SELECT * FROM redlock_stats()")
+        assert len(cur.description) == 16
+        cur.execute("SELECT * FROM redlock_server_list()")
+        assert len(cur.description) == 13
+        cur.execute("SELECT has_table_privilege('public', 'redlock_servers', 'SELECT')")
+        assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
+        cur.execute("SELECT redlock_release_all()")

@@ -1,0 +1,300 @@
+"""Sentinel entries and replica acknowledgement, against real servers on
+loopback: a primary with a replica, watched by three redis-sentinel
+processes (redis-server --sentinel).
+
+A sentinel:// entry is one logical master: redlock asks the sentinels for
+the primary, checks it with ROLE, and finds the new primary after a
+failover.  redlock.replica_ack = 1 makes a master count as granting only
+once its replica has the lock (WAIT), so a lock survives a failover; the
+control runs with 0 show the lock lost when the primary dies before its
+replica got the write, and a second holder following."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import psycopg2
+import pytest
+import redis
+
+from conftest import backend_wait_event, free_port, in_thread, wait_for
+
+MASTER = "mymaster"
+
+
+class Sentinel:
+    """A redis-sentinel of a test's own, watching one primary."""
+
+    def __init__(self, primary_port, password=None):
+        self.port = free_port()
+        self.password = password
+        self.dir = tempfile.mkdtemp(prefix="redlock-sentinel-")
+        conf = os.path.join(self.dir, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                    f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
+                    f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                    f"sentinel failover-timeout {MASTER} 4000\n"
+                    f"sentinel parallel-syncs {MASTER} 1\n")
+            if password:
+                f.write(f"requirepass {password}\nsentinel sentinel-pass {password}\n")
+        self.proc = subprocess.Popen(
+            ["redis-server", conf, "--sentinel",
+             "--logfile", os.path.join(self.dir, "sentinel.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, what=f"sentinel on {self.port}")
+
+    def _answers(self):
+        try:
+            return self.client().ping()
+        except redis.RedisError:
+            return False
+
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1,
+                           password=self.password)
+
+    def primary(self):
+        host, port = self.client().execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+        return int(port)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Group:
+    """A primary, its replica, three sentinels."""
+
+    def __init__(self, redis_server, sentinel_password=None):
+        fast = ["--repl-diskless-sync-delay", "0"]     # no 5 s wait for more replicas
+        self.primary = redis_server(args=fast)
+        self.replica = redis_server(args=fast + ["--replicaof", "127.0.0.1", str(self.primary.port)])
+        wait_for(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
+                 what="the replica's link")
+        self.sentinels = [Sentinel(self.primary.port, sentinel_password) for _ in range(3)]
+        # every sentinel knows the replica and the others before a failover
+        wait_for(lambda: all(len(s.client().execute_command("SENTINEL", "REPLICAS", MASTER)) == 1 and
+                             len(s.client().execute_command("SENTINEL", "SENTINELS", MASTER)) == 2
+                             for s in self.sentinels), timeout=15, what="sentinels to know each other")
+        self.nodes = {self.primary.port: self.primary, self.replica.port: self.replica}
+
+    def entry(self, extra_first=None):
+        hosts = [f"127.0.0.1:{s.port}" for s in self.sentinels]
+        if extra_first:
+            hosts.insert(0, extra_first)
+        return f"sentinel://{';'.join(hosts)}/{MASTER}"
+
+    def current(self):
+        return self.nodes[self.sentinels[0].primary()]
+
+    def wait_new_primary(self, old_port, timeout=30):
+        """Wait until every sentinel names another primary and it says so."""
+        def moved():
+            ports = {s.primary() for s in self.sentinels if s.proc.poll() is None}
+            if len(ports) != 1 or old_port in ports:
+                return False
+            node = self.nodes[ports.pop()]
+            return node.client().execute_command("ROLE")[0] == b"master"
+        wait_for(moved, timeout=timeout, interval=0.05, what="the failover")
+        return self.current()
+
+    def close(self):
+        for s in self.sentinels:
+            s.close()
+
+
+@pytest.fixture
+def group(redis_server):
+    g = Group(redis_server)
+    yield g
+    g.close()
+
+
+def test_entry_locks_on_the_primary_and_shows_in_the_views(session, group):
+    s = session(servers=group.entry())
+    token = s.value("SELECT redlock_acquire_session('sen:a')")
+    assert token > 0
+    assert group.primary.client().get("sen:a") is not None
+    row = s.value("SELECT row(kind, node, state, failovers)::text FROM redlock_servers")
+    assert row == f"(sentinel,127.0.0.1:{group.primary.port},connected,0)"
+    assert s.value("SELECT redlock_release('sen:a')") is True
+    assert not group.primary.client().exists("sen:a")
+
+
+def test_a_dead_first_sentinel_is_skipped(session, group):
+    s = session(servers=group.entry(extra_first=f"127.0.0.1:{free_port()}"))
+    assert s.value("SELECT redlock_try_acquire_session('sen:skip')") > 0
+    assert group.primary.client().exists("sen:skip")
+
+
+def test_an_unknown_master_name_is_a_clear_error(session, group):
+    entry = group.entry().replace(f"/{MASTER}", "/nosuchmaster")
+    s = session(servers=entry)
+    err = s.error("SELECT redlock_try_acquire_session('sen:unknown')")
+    assert err.pgcode == "08001"
+    assert 'no sentinel named the primary of "nosuchmaster"' in err.diag.message_detail
+    assert "does not monitor a master of that name" in err.diag.message_detail
+
+
+def test_sentinel_credentials_are_separate(session, redis_server):
+    """Sentinels with a password of their own: the data node has none."""
+    group = Group(redis_server, sentinel_password="sentinel-secret")
+    try:
+        sentinel_credentials(session, group)
+    finally:
+        group.close()
+
+
+def sentinel_credentials(session, group):
+    s = session(servers=group.entry())
+    err = s.error("SELECT redlock_try_acquire_session('sen:auth')")
+    assert err.pgcode == "08001" and "NOAUTH" in err.diag.message_detail
+    s.execute("SET redlock.sentinel_password = 'sentinel-secret'")
+    assert s.value("SELECT redlock_try_acquire_session('sen:auth')") > 0
+    assert s.value("SHOW redlock.sentinel_password") == "********"
+
+
+def test_replica_ack_needs_a_live_replica(session, group):
+    """With replica_ack = 1 a frozen replica makes the acquire fail (and
+    leave nothing on the primary); with 0 (control) the same acquire
+    succeeds."""
+    s = session(servers=group.entry())
+    s.execute("SET redlock.command_timeout = 400")
+    s.execute("SET redlock.replica_ack = 1")
+    assert s.value("SELECT redlock_try_acquire_session('ack:live')") > 0
+    assert group.replica.client().exists("ack:live")
+    group.replica.freeze()
+    try:
+        err = s.error("SELECT redlock_try_acquire_session('ack:frozen')")
+        assert err.pgcode == "08006"
+        assert "0 of the 1 replicas redlock.replica_ack asks for acknowledged" in err.diag.message_detail
+        assert not group.primary.client().exists("ack:frozen")
+        s.execute("SET redlock.replica_ack = 0")
+        assert s.value("SELECT redlock_try_acquire_session('ack:frozen')") > 0
+    finally:
+        group.replica.resume()
+
+
+def quietly(s, sql):
+    """s.value(sql), or None when it fails."""
+    try:
+        return s.value(sql)
+    except psycopg2.Error:
+        return None
+
+
+def lose_the_primary_before_it_replicates(group, s, key):
+    """Cut the replica off (frozen, its link closed by the primary), take
+    key through s, kill the primary, thaw the replica: it has not seen the
+    write when the sentinels promote it.  Returns the acquire's outcome (a
+    token, or the error) and the new primary."""
+    old = group.current()
+    group.replica.freeze()
+    old.client().execute_command("CLIENT", "KILL", "TYPE", "replica")
+    try:
+        outcome = s.value(f"SELECT redlock_try_acquire_session('{key}')")
+    except psycopg2.Error as e:     # the acquire failed
+        outcome = e
+    old.kill()
+    group.replica.resume()
+    return outcome, group.wait_new_primary(old.port)
+
+
+def test_replica_ack_keeps_a_lock_through_a_lost_primary(session, group):
+    """replica_ack = 1: the acquire is not granted while the replica cannot
+    have it, so no lock is lost in the failover; replica_ack = 0 (control):
+    granted, then lost with the primary, and a second holder follows."""
+    a = session(servers=group.entry())
+    b = session(servers=group.entry())
+    for s in (a, b):
+        s.execute("SET redlock.command_timeout = 400")
+        s.execute("SET redlock.connect_timeout = 2000")
+    a.execute("SET redlock.replica_ack = 0")
+    assert a.value("SELECT redlock_try_acquire_session('ack:warm')") > 0  # connected
+    outcome, new = lose_the_primary_before_it_replicates(group, a, "ack:lost")
+    assert isinstance(outcome, int) and outcome > 0, "control: granted without the replica"
+    assert not new.client().exists("ack:lost"), "the promoted replica never saw it"
+    second = wait_for(lambda: b.value("SELECT redlock_try_acquire_session('ack:lost')"),
+                      timeout=10, what="a second holder")
+    assert second > 0, "two holders: the lock was lost in the failover"
+
+
+def test_replica_ack_refuses_what_a_failover_could_lose(session, group):
+    a = session(servers=group.entry())
+    a.execute("SET redlock.command_timeout = 400")
+    a.execute("SET redlock.replica_ack = 1")
+    assert a.value("SELECT redlock_try_acquire_session('ack:warm')") > 0
+    outcome, new = lose_the_primary_before_it_replicates(group, a, "ack:kept")
+    assert not isinstance(outcome, int), "granted although the replica could not have it"
+    assert not new.client().exists("ack:kept")
+    assert not a.value("SELECT count(*) FROM redlock_locks WHERE key = 'ack:kept'")
+
+
+def test_failover_keeps_locks_and_waiters(session, admin, group):
+    """SENTINEL FAILOVER while a lock is held (replica_ack = 1) and another
+    backend waits for it: the key moves with the replica, nobody else gets
+    it, the holder releases it on the new primary, and the waiter then gets
+    it.  Prints the time from the failover to the first new acquire."""
+    holder = session(servers=group.entry())
+    waiter = session(servers=group.entry())
+    other = session(servers=group.entry())
+    for s in (holder, waiter, other):
+        s.execute("SET redlock.replica_ack = 1")
+        s.execute("SET redlock.connect_timeout = 2000")
+    assert holder.value("SELECT redlock_acquire_session('fo:k', 60000)") > 0
+    old = group.current()
+    thread, waited = in_thread(waiter.value, "SELECT redlock_acquire_session('fo:k', 60000, 30000)")
+    wait_for(lambda: backend_wait_event(admin, waiter.pid) == "Extension", what="the waiter")
+
+    started = time.monotonic()
+    group.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER)
+    new = group.wait_new_primary(old.port)
+    print(f"\nfailover to a new primary named: {time.monotonic() - started:.2f} s")
+    assert new is not old and new.client().exists("fo:k")
+    # until the old primary has resynced as the new one's replica, WAIT
+    # fails and so does the acquire: that is replica_ack doing its job
+    first = wait_for(lambda: quietly(other, "SELECT redlock_try_acquire_session('fo:other')"),
+                     timeout=20, interval=0.05, what="an acquire on the new primary")
+    print(f"failover to the first acquire (replica_ack = 1): {time.monotonic() - started:.2f} s")
+    assert first > 0 and new.client().exists("fo:other")
+    # nobody else got the held key
+    assert other.value("SELECT redlock_try_acquire_session('fo:k')") is None
+    assert holder.value("SELECT redlock_release('fo:k')") is True
+    thread.join(30)
+    # a waiter whose retry fell in the failover window fails with 08xxx
+    # (a waiting acquire does not ride out an unreachable master: README)
+    assert waited and (isinstance(waited[0], int) and waited[0] > 0 or
+                       waited[0].pgcode.startswith("08")), waited
+    if isinstance(waited[0], int):
+        assert waiter.value("SELECT redlock_release('fo:k')") is True
+    assert wait_for(lambda: quietly(other, "SELECT redlock_try_acquire_session('fo:k')"),
+                    timeout=10, interval=0.05, what="fo:k free again")
+    # the holder was connected before: it saw the primary change
+    assert holder.value("SELECT failovers FROM redlock_servers") == 1
+    assert holder.value("SELECT failovers FROM redlock_stats") == 1
+    assert holder.value("SELECT node FROM redlock_servers") == f"127.0.0.1:{new.port}"
+
+
+def test_replica_ack_applies_to_extends(session, group):
+    """An extend is confirmed only once the replica has it: with the
+    replica cut off it fails; with replica_ack = 0 (control) it passes."""
+    s = session(servers=group.entry())
+    s.execute("SET redlock.command_timeout = 400")
+    s.execute("SET redlock.replica_ack = 1")
+    assert s.value("SELECT redlock_acquire_session('ack:ext', 5000)") > 0
+    group.replica.freeze()
+    try:
+        group.primary.client().execute_command("CLIENT", "KILL", "TYPE", "replica")
+        err = s.error("SELECT redlock_extend('ack:ext', 60000)")
+        assert err.pgcode.startswith("08"), err
+        assert "replicas redlock.replica_ack asks for" in (err.diag.message_detail or "")
+        s.execute("SET redlock.replica_ack = 0")
+        assert s.value("SELECT redlock_extend('ack:ext', 60000)") is True
+    finally:
+        group.replica.resume()
