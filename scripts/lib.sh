@@ -141,12 +141,13 @@ valgrind_reports() {
 	find "$RUN_DIR" -name 'valgrind.*.log' -size +0 2>/dev/null
 }
 
-# start_extra_redis PORT: one more redis-server on 127.0.0.1:PORT (a master
-# for multi-master runs), stopped with the others.
+# start_extra_redis PORT [ARG...]: one more redis-server on 127.0.0.1:PORT
+# (a master for multi-master runs, a replica with --replicaof), stopped with
+# the others.
 start_extra_redis() {
 	redis-server --bind 127.0.0.1 --port "$1" --save '' --appendonly no \
 		--daemonize yes --pidfile "$RUN_DIR/redis-$1.pid" \
-		--logfile "$RUN_DIR/redis-$1.log" --dir "$RUN_DIR"
+		--logfile "$RUN_DIR/redis-$1.log" --dir "$RUN_DIR" "${@:2}"
 	local i
 	for i in $(seq 50); do
 		redis-cli -p "$1" ping >/dev/null 2>&1 && return

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# What a Sentinel entry and replica acknowledgement cost.  As root on
+# Debian 12:
+#
+#     bench/sentinel.sh [seconds per run, default 10] [rounds, default 3]
+#
+# Sets up like the tests (scripts/lib.sh), plus a primary with one replica
+# and three sentinels on loopback.  8 pgbench clients, each transaction
+# locks a random key of 100000 and updates that row (as bench/pgbench.sh),
+# in interleaved rounds: pg_advisory_xact_lock, redlock on the primary
+# named directly, the same primary through its sentinel:// entry, and that
+# with redlock.replica_ack = 1.  Prints tps per run, the medians, and each
+# median over pg_advisory_xact_lock's from the same rounds.
+source "$(dirname "$0")/../scripts/lib.sh"
+SECS=${1:-10}
+ROUNDS=${2:-3}
+setup bc
+
+PRIMARY=$((REDIS_PORT + 5))
+REPLICA=$((REDIS_PORT + 6))
+start_extra_redis "$PRIMARY" --repl-diskless-sync-delay 0
+start_extra_redis "$REPLICA" --replicaof 127.0.0.1 "$PRIMARY"
+SENTINELS=""
+for i in 1 2 3; do
+	port=$((REDIS_PORT + 6 + i))
+	cat >"$RUN_DIR/sentinel-$port.conf" <<CONF
+port $port
+bind 127.0.0.1
+dir $RUN_DIR
+sentinel monitor bench 127.0.0.1 $PRIMARY 2
+sentinel down-after-milliseconds bench 5000
+CONF
+	redis-server "$RUN_DIR/sentinel-$port.conf" --sentinel --daemonize yes \
+		--pidfile "$RUN_DIR/redis-sentinel-$port.pid" --logfile "$RUN_DIR/sentinel-$port.log"
+	SENTINELS+="${SENTINELS:+;}127.0.0.1:$port"
+done
+for i in $(seq 100); do
+	[ "$(redis-cli -p "$REPLICA" info replication | tr -d '\r' | sed -n 's/^master_link_status://p')" = up ] && break
+	sleep 0.1
+done
+
+bench_database
+psql -X -q -v ON_ERROR_STOP=1 -d bench <<SQL
+CREATE TABLE account (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+INSERT INTO account (id) SELECT g FROM generate_series(1, 100000) g;
+VACUUM ANALYZE account;
+SQL
+cat >"$RUN_DIR/redlock.sql" <<'SQL'
+\set k random(1, 100000)
+BEGIN;
+SELECT redlock_acquire('account:' || :k);
+UPDATE account SET n = n + 1 WHERE id = :k;
+COMMIT;
+SQL
+cat >"$RUN_DIR/advisory.sql" <<'SQL'
+\set k random(1, 100000)
+BEGIN;
+SELECT pg_advisory_xact_lock(:k);
+UPDATE account SET n = n + 1 WHERE id = :k;
+COMMIT;
+SQL
+
+setting() {
+	psql -X -q -d bench -c "ALTER DATABASE bench SET $1 = '$2'" >/dev/null
+}
+tps() {
+	"$PG_BIN/pgbench" -n -M prepared -c 8 -j 2 -T "$SECS" -f "$RUN_DIR/$1.sql" bench 2>/dev/null |
+		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+}
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+
+say_machine
+KINDS="advisory direct sentinel sentinel+ack"
+say "8 clients, $SECS s per run, $ROUNDS interleaved rounds"
+declare -A T=()
+for run in $(seq "$ROUNDS"); do
+	for kind in $KINDS; do
+		case $kind in
+		advisory) script=advisory ;;
+		direct) setting redlock.servers "127.0.0.1:$PRIMARY"; setting redlock.replica_ack 0; script=redlock ;;
+		sentinel) setting redlock.servers "sentinel://$SENTINELS/bench"; setting redlock.replica_ack 0; script=redlock ;;
+		sentinel+ack) setting redlock.servers "sentinel://$SENTINELS/bench"; setting redlock.replica_ack 1; script=redlock ;;
+		esac
+		t=$(tps $script)
+		T[$kind]+="$t "
+		printf '  run %d %-13s %8.0f tps\n' "$run" "$kind" "$t"
+	done
+done
+say "medians"
+adv=$(median ${T[advisory]})
+for kind in $KINDS; do
+	m=$(median ${T[$kind]})
+	printf '  %-13s %8.0f tps  %.2f x pg_advisory_xact_lock\n' "$kind" "$m" "$(echo "$m / $adv" | bc -l)"
+done
