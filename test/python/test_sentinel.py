@@ -298,3 +298,27 @@ def test_replica_ack_applies_to_extends(session, group):
         assert s.value("SELECT redlock_extend('ack:ext', 60000)") is True
     finally:
         group.replica.resume()
+
+
+@pytest.mark.parametrize("entry, detail", [
+    ("sentinel://127.0.0.1:1", "ends with /master-name"),
+    ("sentinel://127.0.0.1:1/", "ends with /master-name"),
+    ("sentinel:///m", "names no sentinel"),
+    ("sentinel://127.0.0.1:1;;127.0.0.1:2/m", "empty or too long sentinel address"),
+    ("sentinel://u:secret@127.0.0.1:1/m x", "master name may hold"),
+    ("sentinel://127.0.0.1:1/m/x", 'invalid database number "x"'),
+    ("sentinel://" + ";".join(f"127.0.0.1:{p}" for p in range(1, 10)) + "/m", "at most 8 sentinels"),
+    ("sentinel:///tmp/s.sock/m", "names no sentinel"),
+])
+def test_malformed_entries_are_refused(session, entry, detail):
+    s = session()
+    err = s.error("SET redlock.servers = %s", (entry,))
+    assert err.pgcode == "22023"
+    assert detail in err.diag.message_detail
+    assert "secret" not in str(err)
+
+
+def test_the_entry_identity_holds_no_credentials(session):
+    s = session(servers="sentinel://u:secret@127.0.0.1;[::1]:26380/m/2, 127.0.0.1:1")
+    assert s.value("SELECT array_agg(address || ' ' || kind ORDER BY address) FROM redlock_servers") == [
+        "127.0.0.1:1 master", "sentinel://127.0.0.1:26379;[::1]:26380/m/2 sentinel"]
