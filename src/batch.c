@@ -157,6 +157,9 @@ conn_timeout(RedisConn *conn, int timeout_ms)
 	RedisServer *srv = conn->server;
 	char		text[REDLOCK_ERROR_LEN];
 
+	/* a silent sentinel: the next one is asked, its calls wait on */
+	if (RedisConnResolveTimedOut(conn, RedlockNowUs()))
+		return;
 	if (conn->state == REDIS_CONN_CONNECTING)
 	{
 		connect_timeout_text(conn, text, sizeof(text));
@@ -256,13 +259,21 @@ wait_for_answers(RedisBatch *b, int64 cap)
 		{
 			RedisConn  *conn = &srvs[i]->cmd;
 
-			if (!conn->batch.joined || conn->nwaiting == 0)
+			/* calls owed a reply, or a WAIT's answer (replica_ack) */
+			if (!conn->batch.joined || conn->nwaiting + conn->nacks == 0)
 				continue;
 			/* when the postmaster is gone, give up at once: TTLs do the rest */
-			if (!RedisPostmasterGone() && now < conn->batch.deadline)
-				next_deadline = Min(next_deadline, conn->batch.deadline);
-			else
+			if (RedisPostmasterGone())
+			{
 				conn_timeout(conn, b->timeout_ms);
+				continue;
+			}
+			if (now >= conn->batch.deadline)
+				conn_timeout(conn, b->timeout_ms);
+			/* a silent sentinel given up: the next one has a deadline of its own */
+			if (conn->batch.joined && conn->nwaiting + conn->nacks > 0 &&
+				now < conn->batch.deadline)
+				next_deadline = Min(next_deadline, conn->batch.deadline);
 		}
 		if (next_deadline == PG_INT64_MAX)
 			break;				/* everything failed or timed out */
@@ -330,6 +341,8 @@ batch_run(RedisBatch *b)
 	{
 		RedisConn  *conn = &srvs[i]->cmd;
 
+		if (RedisConnResolveTimedOut(conn, start))
+			continue;
 		if (conn->state == REDIS_CONN_CONNECTING &&
 			start >= conn->connect_deadline)
 		{
@@ -344,8 +357,12 @@ batch_run(RedisBatch *b)
 	send_calls(b, start, cap);
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < nsrvs; i++)
-		if (srvs[i]->cmd.batch.joined)
-			RedisConnFlush(&srvs[i]->cmd);
+	{
+		if (!srvs[i]->cmd.batch.joined)
+			continue;
+		RedisConnQueueWait(&srvs[i]->cmd);	/* replica_ack: one per server */
+		RedisConnFlush(&srvs[i]->cmd);
+	}
 	wait_for_answers(b, cap == PG_INT64_MAX ? 0 : cap);
 }
 
@@ -389,6 +406,7 @@ void
 RedisPrepareServers(RedisServer **srvs, int n)
 {
 	int64		now = RedlockNowUs();
+	bool		resolving = false;
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -398,6 +416,37 @@ RedisPrepareServers(RedisServer **srvs, int n)
 		RedisConnCheckIdle(conn, now);
 		if (conn->state == REDIS_CONN_CLOSED && RedisServerMayConnect(srvs[i], now))
 			(void) RedisConnOpen(conn, now);
+		resolving |= conn->resolving;
+	}
+
+	/*
+	 * A sentinel entry asks its sentinels now, until it has the master's
+	 * socket: the callbacks open none.  Each sentinel has its connect
+	 * timeout (RedisConnResolveTimedOut moves on to the next).
+	 */
+	while (resolving)
+	{
+		int64		next = PG_INT64_MAX;
+
+		now = RedlockNowUs();
+		resolving = false;
+		for (i = 0; i < n; i++)
+		{
+			RedisConn  *conn = &srvs[i]->cmd;
+
+			(void) RedisConnResolveTimedOut(conn, now);
+			if (conn->resolving)
+			{
+				resolving = true;
+				next = Min(next, conn->connect_deadline);
+			}
+		}
+		if (resolving)
+		{
+			for (i = 0; i < n; i++)
+				RedisConnFlush(&srvs[i]->cmd);
+			(void) RedisWaitRound((long) ((next - now + 999) / 1000), false);
+		}
 	}
 	RedisWaitSetPrepare();
 }

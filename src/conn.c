@@ -449,6 +449,8 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 	strlcpy(call->error, text, sizeof(call->error));
 }
 
+static void acks_fail(RedisConn *conn, RedisFailure failure, const char *text);
+
 /*
  * RedisConnClose: close the socket and drop everything the connection
  * held; calls still waiting on it are forgotten, not failed (see
@@ -469,6 +471,8 @@ RedisConnClose(RedisConn *conn)
 	conn->handshake = 0;
 	conn->resolving = false;
 	conn->role_check = false;
+	conn->nacks = 0;
+	conn->wait_due = conn->wait_due_ms = 0;
 	pending_clear(conn);
 	conn->scripts_loaded = 0;
 	conn->wes_pos = -1;
@@ -520,6 +524,7 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 	for (i = 0; i < conn->npending; i++)
 		if (pending_at(conn, i)->call)
 			call_fail(pending_at(conn, i)->call, failure, text);
+	acks_fail(conn, failure, text);
 	RedisConnClose(conn);
 }
 
@@ -635,6 +640,8 @@ RedisConnOpen(RedisConn *conn, int64 now)
 	if (srv->kind == REDIS_KIND_SENTINEL)
 	{
 		conn->sentinels_tried = 0;
+		conn->sentinel_at = srv->sentinel_next;
+		conn->sentinel_errors[0] = '\0';
 		return sentinel_ask(conn, now);
 	}
 	if (!transport_open(conn, srv->host, srv->port, text, sizeof(text)))
@@ -654,29 +661,33 @@ RedisConnOpen(RedisConn *conn, int64 now)
 /*
  * transport_open: start connecting the connection's socket to host:port
  * (TLS for rediss:// and sentinels:// entries), with a fresh reply reader.
- * Returns false with the reason in err; the connection is then closed.
+ * Returns false with the reason in err, having changed nothing.
  */
 static bool
 transport_open(RedisConn *conn, const char *host, int port, char *err,
 			   size_t errlen)
 {
+	redisReader *reader = reader_create();
+
+	if (reader == NULL)
+	{
+		strlcpy(err, "out of memory", errlen);
+		return false;
+	}
 	if (!(conn->server->tls ?
 		  RedisTransportOpenTls(&conn->transport, host, port, err, errlen) :
 		  RedisTransportOpen(&conn->transport, host, port, err, errlen)))
+	{
+		redisReaderFree(reader);
 		return false;
+	}
+	conn->reader = reader;
 	conn->state = REDIS_CONN_CONNECTING;
 	conn->handshake = 0;
 	conn->heard = false;
 	conn->wes_pos = -1;
 	conn->serial++;
 	RedisWaitSetChanged(true);
-	conn->reader = reader_create();
-	if (conn->reader == NULL)
-	{
-		strlcpy(err, "out of memory", errlen);
-		RedisConnClose(conn);
-		return false;
-	}
 	return true;
 }
 
@@ -698,6 +709,48 @@ transport_drop(RedisConn *conn)
 	RedisWaitSetChanged(false);
 }
 
+/*
+ * fail_opening: fail a connection that is between sockets (or never got
+ * one), so that the calls it holds fail with it.
+ */
+static void
+fail_opening(RedisConn *conn, RedisFailure failure, const char *text,
+			 bool backoff)
+{
+	if (conn->state == REDIS_CONN_CLOSED)
+		conn->state = REDIS_CONN_CONNECTING;	/* RedisConnClose cleans up */
+	RedisConnFail(conn, failure, text, backoff);
+}
+
+/*
+ * new_socket_allowed: a connection in a COMMIT or ABORT batch opens no
+ * socket (see batch.c); a sentinel entry whose resolution needs one there
+ * fails instead, and the lock's TTL ends what it held.
+ */
+static bool
+new_socket_allowed(RedisConn *conn)
+{
+	if (!(conn->batch.joined && conn->batch.no_connect))
+		return true;
+	fail_opening(conn, REDIS_FAIL_IO,
+				 "a sentinel:// entry was still being resolved, and no connection is opened at commit or abort",
+				 false);
+	return false;
+}
+
+/*
+ * set_connect_deadline: a new socket of the connection gets
+ * redlock.connect_timeout of its own (each sentinel asked, then the
+ * master); a batch waiting for it waits as long, within its own end.
+ */
+static void
+set_connect_deadline(RedisConn *conn)
+{
+	conn->connect_deadline = RedlockNowUs() + (int64) redlock_connect_timeout * 1000;
+	if (conn->batch.joined)
+		conn->batch.deadline = Min(conn->connect_deadline, conn->batch.deadline_cap);
+}
+
 /* ------------------------------------------------------------------------
  * Sentinel entries
  *
@@ -707,12 +760,15 @@ transport_drop(RedisConn *conn)
  * connection that broke (Sentinel kills the clients of a demoted primary)
  * or was closed after a READONLY answer finds the new primary when it is
  * next opened.  Sentinels are asked in turn, starting with the one that
- * answered last; one that refuses, does not know the name, or fails, is
- * skipped for the next at once.  The whole of it, sentinels included,
- * shares the connection's connect timeout (redlock.connect_timeout): a
- * sentinel that hangs costs that once, and the next connect starts with
- * the next sentinel.  Calls made meanwhile are held, as during a
- * handshake (conn->handshake stays 1 while resolving).
+ * answered last; one that refuses, does not know the name, fails, or does
+ * not answer within redlock.connect_timeout (each sentinel gets that much,
+ * connect and answer) is skipped for the next.  Each connection keeps its
+ * own place in the list (sentinel_at): the command and the subscription
+ * connection may be asking at the same time.  Calls made meanwhile are
+ * held, as during a handshake (conn->handshake stays 1 while resolving).
+ * In COMMIT and ABORT no socket is opened, so a resolution that would
+ * need one there fails its calls instead (RedisPrepareServers finishes
+ * resolutions before the commit).
  * ------------------------------------------------------------------------
  */
 
@@ -730,7 +786,7 @@ sentinel_ask(RedisConn *conn, int64 now)
 
 	while (conn->sentinels_tried < srv->nsentinels)
 	{
-		const RedisNode *node = &srv->sentinels[srv->sentinel_next];
+		const RedisNode *node = &srv->sentinels[conn->sentinel_at];
 		const char *argv[3];
 		size_t		argvlen[3];
 		int			argc = 0;
@@ -740,9 +796,10 @@ sentinel_ask(RedisConn *conn, int64 now)
 		if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
 		{
 			sentinel_note(conn, text);
-			srv->sentinel_next = (srv->sentinel_next + 1) % srv->nsentinels;
+			conn->sentinel_at = (conn->sentinel_at + 1) % srv->nsentinels;
 			continue;
 		}
+		set_connect_deadline(conn);
 		conn->resolving = true;
 		conn->handshake = 1;	/* hold calls until the master is known */
 		conn->resolve_left = 1;
@@ -776,9 +833,7 @@ sentinel_ask(RedisConn *conn, int64 now)
 			 "no sentinel named the primary of \"%s\" (%s)",
 			 srv->master_name, conn->sentinel_errors);
 	conn->sentinel_errors[0] = '\0';
-	if (conn->state == REDIS_CONN_CLOSED)
-		conn->state = REDIS_CONN_CONNECTING;	/* so that its calls fail */
-	RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+	fail_opening(conn, REDIS_FAIL_CONNECT, text, true);
 	return false;
 }
 
@@ -786,7 +841,7 @@ sentinel_ask(RedisConn *conn, int64 now)
 static void
 sentinel_note(RedisConn *conn, const char *why)
 {
-	const RedisNode *node = &conn->server->sentinels[conn->server->sentinel_next];
+	const RedisNode *node = &conn->server->sentinels[conn->sentinel_at];
 	size_t		len = strlen(conn->sentinel_errors);
 
 	snprintf(conn->sentinel_errors + len, sizeof(conn->sentinel_errors) - len,
@@ -794,8 +849,9 @@ sentinel_note(RedisConn *conn, const char *why)
 }
 
 /*
- * sentinel_failed: the sentinel being asked failed or does not know the
- * master: ask the next one.
+ * sentinel_failed: the sentinel being asked failed, does not know the
+ * master, or did not answer in time: ask the next one (unless no socket
+ * may be opened now).
  */
 static void
 sentinel_failed(RedisConn *conn, const char *why)
@@ -805,8 +861,26 @@ sentinel_failed(RedisConn *conn, const char *why)
 	sentinel_note(conn, why);
 	transport_drop(conn);
 	conn->resolving = false;
-	srv->sentinel_next = (srv->sentinel_next + 1) % srv->nsentinels;
-	(void) sentinel_ask(conn, RedlockNowUs());
+	conn->sentinel_at = (conn->sentinel_at + 1) % srv->nsentinels;
+	if (new_socket_allowed(conn))
+		(void) sentinel_ask(conn, RedlockNowUs());
+}
+
+/*
+ * RedisConnResolveTimedOut: whether the connection is asking a sentinel
+ * whose time is up (its connect deadline passed); if so, that sentinel is
+ * given up for the next one, or the connection fails once all were tried.
+ */
+bool
+RedisConnResolveTimedOut(RedisConn *conn, int64 now)
+{
+	char		text[64];
+
+	if (!conn->resolving || now < conn->connect_deadline)
+		return false;
+	snprintf(text, sizeof(text), "no answer within %d ms", redlock_connect_timeout);
+	sentinel_failed(conn, text);
+	return true;
 }
 
 /*
@@ -861,24 +935,23 @@ sentinel_reply(RedisConn *conn, redisReply *reply)
 		return;
 	}
 
-	if (srv->host[0] != '\0' && (strcmp(srv->host, host) != 0 || srv->port != port))
-	{
-		srv->failovers++;
-		RedlockCount(REDLOCK_FAILOVERS, 1);
-	}
+	/* a failover counts once ROLE has confirmed the new node */
+	conn->node_changed = srv->host[0] != '\0' &&
+		(strcmp(srv->host, host) != 0 || srv->port != port);
 	strlcpy(srv->host, host, sizeof(srv->host));
 	srv->port = (int) port;
-	conn->sentinel_errors[0] = '\0';
 
 	/* to the master: its handshake, then ROLE */
 	transport_drop(conn);
 	conn->resolving = false;
+	if (!new_socket_allowed(conn))
+		return;
 	if (!transport_open(conn, srv->host, srv->port, text, sizeof(text)))
 	{
-		conn->state = REDIS_CONN_CONNECTING;	/* so that its calls fail */
-		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, false);
+		fail_opening(conn, REDIS_FAIL_CONNECT, text, false);
 		return;
 	}
+	set_connect_deadline(conn);
 	if (!queue_handshake(conn) || !queue_role(conn))
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 }
@@ -897,9 +970,12 @@ queue_role(RedisConn *conn)
 
 /*
  * role_reply: the answer to ROLE.  Returns false, after failing the
- * connection (with backoff: the sentinels may not have caught up yet),
- * when the node is not a primary.  A user whose ACL does not allow ROLE
- * passes: a replica still answers its writes with READONLY.
+ * connection, when the node is not a primary (with backoff, and the next
+ * connect starts with the next sentinel: this one may not have caught up)
+ * or refused ROLE for another reason than its ACL.  A user whose ACL does
+ * not allow ROLE passes: a replica still answers its writes with READONLY.
+ * A primary confirmed after the sentinels named another node is a
+ * failover, counted.
  */
 static bool
 role_reply(RedisConn *conn, redisReply *reply)
@@ -908,17 +984,32 @@ role_reply(RedisConn *conn, redisReply *reply)
 	char		text[REDLOCK_ERROR_LEN];
 
 	conn->role_check = false;
-	if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOPERM", 6) == 0)
-		return true;
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
-		reply->element[0]->type == REDIS_REPLY_STRING &&
-		strcmp(reply->element[0]->str, "master") == 0)
-		return true;
-	snprintf(text, sizeof(text),
-			 "%s:%d, named primary of \"%s\" by a sentinel, is not a primary (a failover in progress?)",
-			 srv->host, srv->port, srv->master_name);
-	RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
-	return false;
+	if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOPERM", 6) != 0)
+	{
+		snprintf(text, sizeof(text), "ROLE failed: %s", reply->str);
+		RedisConnFail(conn, classify_error(reply->str), text, false);
+		return false;
+	}
+	if (reply->type != REDIS_REPLY_ERROR &&
+		!(reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+		  reply->element[0]->type == REDIS_REPLY_STRING &&
+		  strcmp(reply->element[0]->str, "master") == 0))
+	{
+		snprintf(text, sizeof(text),
+				 "%s:%d, named primary of \"%s\" by a sentinel, is not a primary (a failover in progress?)",
+				 srv->host, srv->port, srv->master_name);
+		srv->sentinel_next = (conn->sentinel_at + 1) % srv->nsentinels;
+		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
+		return false;
+	}
+	srv->sentinel_next = conn->sentinel_at;
+	if (conn->node_changed)
+	{
+		conn->node_changed = false;
+		srv->failovers++;
+		RedlockCount(REDLOCK_FAILOVERS, 1);
+	}
+	return true;
 }
 
 /*
@@ -1009,32 +1100,42 @@ format_call(const RedisCall *call, bool use_sha, char **cmd)
 }
 
 /*
- * append_wait: queue "WAIT replicas timeout" behind a call's script (see
- * RedisCall.wait_replicas).  Returns false when out of memory.
+ * RedisConnQueueWait: queue one "WAIT replicas timeout" behind the calls
+ * queued since the last one that ask for replicas (RedisCall.wait_replicas):
+ * its answer covers every write before it on the connection, so a batch
+ * costs one WAIT per connection, not one per call.  The callers of
+ * RedisConnSendCall call this once they have queued their calls.  Out of
+ * memory fails the connection.
  */
-static bool
-append_wait(RedisConn *conn, const RedisCall *call)
+void
+RedisConnQueueWait(RedisConn *conn)
 {
 	char		nrep[12];
 	char		ms[12];
 	const char *argv[3] = {"WAIT", nrep, ms};
 	size_t		argvlen[3];
 
-	snprintf(nrep, sizeof(nrep), "%d", call->wait_replicas);
-	snprintf(ms, sizeof(ms), "%d", Max(call->wait_ms, 1));	/* 0: for ever */
+	if (conn->wait_due == 0 || conn->state == REDIS_CONN_CLOSED)
+		return;
+	snprintf(nrep, sizeof(nrep), "%d", conn->wait_due);
+	snprintf(ms, sizeof(ms), "%d", Max(conn->wait_due_ms, 1));	/* 0: for ever */
+	conn->wait_due = conn->wait_due_ms = 0;
 	argvlen[0] = 4;
 	argvlen[1] = strlen(nrep);
 	argvlen[2] = strlen(ms);
-	return append_command(conn, 3, argv, argvlen, conn->handshake > 0);
+	if (!append_command(conn, 3, argv, argvlen, conn->handshake > 0) ||
+		!pending_push(conn, NULL, NULL, 0, true))
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 }
 
 /*
  * RedisConnSendCall: queue a script call on a command connection.
  *
  * Sends EVALSHA when this connection already ran the script, EVAL
- * otherwise, and WAIT behind it when the call asks for replicas.  The call
- * joins the replies the connection is owed; it is held until the
- * handshake is done.  Out of memory fails the connection (and the call).
+ * otherwise; a call that asks for replicas needs RedisConnQueueWait after
+ * it.  The call joins the replies the connection is owed; it is held until
+ * the handshake is done.  Out of memory fails the connection (and the
+ * call).
  */
 void
 RedisConnSendCall(RedisConn *conn, RedisCall *call)
@@ -1057,8 +1158,11 @@ RedisConnSendCall(RedisConn *conn, RedisCall *call)
 	if (cmd)
 		redisFreeCommand(cmd);
 	ok = ok && pending_push(conn, call, NULL, 0, false);
-	if (ok && call->wait_replicas > 0)
-		ok = append_wait(conn, call) && pending_push(conn, call, NULL, 0, true);
+	if (call->wait_replicas > 0)
+	{
+		conn->wait_due = Max(conn->wait_due, call->wait_replicas);
+		conn->wait_due_ms = Max(conn->wait_due_ms, call->wait_ms);
+	}
 	if (!ok)
 	{
 		call_fail(call, REDIS_FAIL_IO, "out of memory");
@@ -1092,7 +1196,7 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 			continue;
 		if (failure != REDIS_FAIL_NONE)
 			call_fail(call, failure, text);
-		if (!call->used_eval && !p->is_wait)
+		if (!call->used_eval)
 		{
 			p->resend_len = format_call(call, false, &p->resend);
 			if (p->resend_len < 0)
@@ -1101,6 +1205,7 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 		p->call = NULL;
 		conn->nwaiting--;
 	}
+	acks_fail(conn, failure, text);
 }
 
 static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
@@ -1190,52 +1295,106 @@ RedisConnFlush(RedisConn *conn)
  */
 
 /*
- * script_done: a call's script answered; the call is done unless it waits
- * for replicas too.
+ * demoted: whether an error says the node is a replica now (READONLY, also
+ * as Redis before 7.0 wraps it in a script's error, or WAIT refused on a
+ * replica): a sentinel entry then asks its sentinels again.
  */
-static void
-script_done(RedisCall *call)
+static bool
+demoted(const char *text)
 {
-	if (call->wait_replicas > 0)
-		call->script_answered = true;
-	else
-		call->state = REDIS_CALL_DONE;
+	return strstr(text, "READONLY") != NULL ||
+		strstr(text, "cannot be used with replica") != NULL;
 }
 
 /*
- * wait_reply: the answer to the WAIT behind a call's script: the call is
- * done when enough replicas acknowledged, failed otherwise.  A WAIT
- * answered before its script (a script sent again after NOSCRIPT has a
- * WAIT of its own behind it) or after the call failed is ignored.  Frees
- * the reply.
+ * script_done: a call's script answered.  The call is done, unless it asks
+ * for replicas and the script wrote (a positive answer: a grant, or "acted
+ * on our lock"): then it waits for the next WAIT's answer.  A refusal or
+ * "not ours" wrote nothing a replica must have.
  */
 static void
-wait_reply(RedisCall *call, redisReply *reply)
+script_done(RedisConn *conn, RedisCall *call)
 {
-	char		text[REDLOCK_ERROR_LEN];
-
-	if (call->state != REDIS_CALL_WAITING || !call->script_answered)
+	if (call->wait_replicas == 0 || call->nints != 1 || call->ints[0] <= 0)
 	{
-		freeReplyObject(reply);
+		call->state = REDIS_CALL_DONE;
 		return;
 	}
-	if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= call->wait_replicas)
-		call->state = REDIS_CALL_DONE;
-	else if (reply->type == REDIS_REPLY_INTEGER)
+	if (conn->nacks == conn->acks_cap)
 	{
-		snprintf(text, sizeof(text),
-				 "%lld of the %d replicas redlock.replica_ack asks for acknowledged the write within %d ms",
-				 reply->integer, call->wait_replicas, call->wait_ms);
-		call_fail(call, REDIS_FAIL_REPLICAS, text);
+		int			cap = Max(conn->acks_cap * 2, 16);
+		RedisCall **acks = realloc(conn->acks, sizeof(RedisCall *) * cap);
+
+		if (acks == NULL)
+		{
+			call_fail(call, REDIS_FAIL_IO, "out of memory");
+			return;
+		}
+		conn->acks = acks;
+		conn->acks_cap = cap;
 	}
-	else
+	call->script_answered = true;
+	conn->acks[conn->nacks++] = call;
+}
+
+/*
+ * acks_fail: the calls that wait for a WAIT's answer fail with "failure"
+ * (unless it is REDIS_FAIL_NONE: then they stay as they are), and are
+ * forgotten.
+ */
+static void
+acks_fail(RedisConn *conn, RedisFailure failure, const char *text)
+{
+	int			i;
+
+	for (i = 0; i < conn->nacks; i++)
+		if (failure != REDIS_FAIL_NONE &&
+			conn->acks[i]->state == REDIS_CALL_WAITING)
+			call_fail(conn->acks[i], failure, text);
+	conn->nacks = 0;
+}
+
+/*
+ * wait_reply: the answer to a WAIT: it covers every call whose script
+ * answered before it (those in conn->acks, since replies come in order),
+ * each done when enough of the replicas it asked for acknowledged, failed
+ * otherwise.  Frees the reply.
+ */
+static void
+wait_reply(RedisConn *conn, redisReply *reply)
+{
+	char		text[REDLOCK_ERROR_LEN];
+	int			i;
+
+	if (reply->type != REDIS_REPLY_INTEGER)
 	{
 		snprintf(text, sizeof(text), "WAIT failed: %s",
 				 reply->type == REDIS_REPLY_ERROR ? reply->str :
 				 "an answer that is not an integer");
-		call_fail(call, reply->type == REDIS_REPLY_ERROR ?
+		acks_fail(conn, reply->type == REDIS_REPLY_ERROR ?
 				  classify_error(reply->str) : REDIS_FAIL_PROTOCOL, text);
+		freeReplyObject(reply);
+		if (conn->server->kind == REDIS_KIND_SENTINEL && demoted(text))
+			RedisConnFail(conn, REDIS_FAIL_REPLY, text, false);
+		return;
 	}
+	for (i = 0; i < conn->nacks; i++)
+	{
+		RedisCall  *call = conn->acks[i];
+
+		if (call->state != REDIS_CALL_WAITING)
+			continue;
+		if (reply->integer >= call->wait_replicas)
+			call->state = REDIS_CALL_DONE;
+		else
+		{
+			snprintf(text, sizeof(text),
+					 "%lld of the %d replicas redlock.replica_ack asks for acknowledged the write within %d ms",
+					 reply->integer, call->wait_replicas, call->wait_ms);
+			call_fail(call, REDIS_FAIL_REPLICAS, text);
+		}
+	}
+	conn->nacks = 0;
 	freeReplyObject(reply);
 }
 
@@ -1260,7 +1419,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 		case REDIS_REPLY_INTEGER:
 			call->ints[0] = reply->integer;
 			call->nints = 1;
-			script_done(call);
+			script_done(conn, call);
 			freeReplyObject(reply);
 			return;
 
@@ -1276,7 +1435,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 				if (i == reply->elements)
 				{
 					call->nints = (int) i;
-					script_done(call);
+					script_done(conn, call);
 					freeReplyObject(reply);
 					return;
 				}
@@ -1294,6 +1453,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 				freeReplyObject(reply);
 				conn->scripts_loaded &= ~((uint32) 1 << call->script->id);
 				RedisConnSendCall(conn, call);
+				RedisConnQueueWait(conn);
 				return;
 			}
 			/* Redis 7 answers a long command without AUTH with this riddle */
@@ -1313,8 +1473,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			if (failure == REDIS_FAIL_AUTH)
 				RedisConnFail(conn, REDIS_FAIL_AUTH, text, false);
 			/* a demoted primary: ask the sentinels again at the next use */
-			else if (srv->kind == REDIS_KIND_SENTINEL &&
-					 strncmp(text, "READONLY", 8) == 0)
+			else if (srv->kind == REDIS_KIND_SENTINEL && demoted(text))
 				RedisConnFail(conn, REDIS_FAIL_REPLY, text, false);
 			return;
 
@@ -1408,6 +1567,11 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 	}
 	pending = pending_pop(conn);
 	call = pending.call;
+	if (pending.is_wait)
+	{
+		wait_reply(conn, reply);
+		return;
+	}
 	if (call == NULL)
 	{
 		/* a late reply; a late request refused for want of its script goes again */
@@ -1432,11 +1596,6 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 	}
 	/* the connection answered this batch: a later failure is real */
 	conn->batch.may_retry = false;
-	if (pending.is_wait)
-	{
-		wait_reply(call, reply);
-		return;
-	}
 	conn->server->last_rtt_us = RedlockNowUs() - conn->batch.start;
 	reply_store(conn, call, reply);
 }
@@ -1564,7 +1723,7 @@ conn_broken(RedisConn *conn, RedisFailure failure, const char *text)
 		return;
 	}
 	for (i = 0; i < conn->npending; i++)
-		if (pending_at(conn, i)->call && !pending_at(conn, i)->is_wait)
+		if (pending_at(conn, i)->call)
 			calls[ncalls++] = pending_at(conn, i)->call;
 	conn->batch.may_retry = false;
 	RedisConnClose(conn);		/* its calls are not failed: sent again */
@@ -1585,6 +1744,7 @@ conn_broken(RedisConn *conn, RedisFailure failure, const char *text)
 		else
 			RedisConnSendCall(conn, calls[i]);
 	}
+	RedisConnQueueWait(conn);
 	free(calls);
 }
 
@@ -1613,7 +1773,8 @@ connect_step(RedisConn *conn)
 		return false;
 	}
 	conn->state = conn->handshake > 0 ? REDIS_CONN_HANDSHAKE : REDIS_CONN_READY;
-	if (!conn->is_sub)
+	/* a sentinel has its connect deadline to answer in (see sentinel_ask) */
+	if (!conn->is_sub && !conn->resolving)
 	{
 		/* its calls get a command timeout from now */
 		if (conn->batch.joined)

@@ -58,12 +58,18 @@ RedisSettingsVersion(void)
 
 /*
  * RedisCredentialsVersion: the version of the credentials srv gets now; a
- * connection opened under another one is stale.
+ * connection opened under another one is stale.  A sentinel:// entry's
+ * include its sentinels' (redlock.sentinel_username and _password), which
+ * no other server's do.
  */
 uint64
 RedisCredentialsVersion(const RedisServer *srv)
 {
-	return (settings_version << 32) ^ srv->entry_version;
+	uint64		v = (settings_version << 32) ^ srv->entry_version;
+
+	if (srv->kind == REDIS_KIND_SENTINEL)
+		v ^= redlock_sentinel_version << 48;
+	return v;
 }
 
 /*

@@ -257,6 +257,9 @@ parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 	const char *name;
 	const char *dbslash;
 	size_t		namelen;
+	/* room for every sentinel, the scheme, the name and a database */
+	char		identity[REDLOCK_MAX_SENTINELS * (REDLOCK_ADDR_LEN + 8) +
+						 REDLOCK_MASTER_NAME_LEN + 64];
 	int			len;
 	int			i;
 
@@ -304,7 +307,8 @@ parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 			return false;
 		}
 		snprintf(hostport, sizeof(hostport), "%.*s", (int) (end - rest), rest);
-		if (hostport[0] == '/' || strchr(hostport, ':') == NULL)
+		if (hostport[0] == '/' || strchr(hostport, ':') == NULL ||
+			(hostport[0] == '[' && hostport[strlen(hostport) - 1] == ']'))
 		{
 			/* a sentinel's default port is 26379, not 6379 */
 			if (hostport[0] == '/')
@@ -368,25 +372,30 @@ parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 		spec->db = (int) v;
 	}
 
-	/* the identity: the scheme, the sentinels, the name, the database */
+	/*
+	 * The identity: the scheme, the sentinels, the name, the database,
+	 * written where it always fits (8 sentinels of REDLOCK_ADDR_LEN and a
+	 * name), then checked against the room an identity has.
+	 */
 	spec->kind = REDIS_KIND_SENTINEL;
-	len = snprintf(spec->addr, sizeof(spec->addr), "%.*s", (int) scheme_len, item);
+	len = snprintf(identity, sizeof(identity), "%.*s", (int) scheme_len, item);
 	for (i = 0; i < spec->nsentinels; i++)
-		len += snprintf(spec->addr + len, sizeof(spec->addr) - len,
+		len += snprintf(identity + len, sizeof(identity) - len,
 						strchr(spec->sentinels[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
 						i > 0 ? ";" : "", spec->sentinels[i].host,
 						spec->sentinels[i].port);
-	len += snprintf(spec->addr + len, sizeof(spec->addr) - len, "/%s",
+	len += snprintf(identity + len, sizeof(identity) - len, "/%s",
 					spec->master_name);
 	if (spec->db >= 0)
-		len += snprintf(spec->addr + len, sizeof(spec->addr) - len, "/%d",
+		len += snprintf(identity + len, sizeof(identity) - len, "/%d",
 						spec->db);
 	if (len >= (int) sizeof(spec->addr))
 	{
-		GUC_check_errdetail("A sentinel:// entry is longer than %d bytes.",
+		GUC_check_errdetail("A sentinel:// entry is longer than %d bytes once written out.",
 							(int) sizeof(spec->addr) - 1);
 		return false;
 	}
+	memcpy(spec->addr, identity, len + 1);
 	return true;
 }
 
@@ -525,6 +534,27 @@ parse_server(const char *item, RedlockServerSpec *spec)
 }
 
 /*
+ * same_group: whether two sentinel entries name the same master (its name,
+ * through a sentinel they share): it would count twice toward a quorum.
+ */
+static bool
+same_group(const RedlockServerSpec *a, const RedlockServerSpec *b)
+{
+	int			i;
+	int			j;
+
+	if (a->kind != REDIS_KIND_SENTINEL || b->kind != REDIS_KIND_SENTINEL ||
+		strcmp(a->master_name, b->master_name) != 0)
+		return false;
+	for (i = 0; i < a->nsentinels; i++)
+		for (j = 0; j < b->nsentinels; j++)
+			if (strcmp(a->sentinels[i].host, b->sentinels[j].host) == 0 &&
+				a->sentinels[i].port == b->sentinels[j].port)
+				return true;
+	return false;
+}
+
+/*
  * check_servers: GUC check hook of redlock.servers.
  *
  * Parses the comma-separated list into a malloc'd RedlockServerList handed
@@ -584,7 +614,8 @@ check_servers(char **newval, void **extra, GucSource source)
 			goto fail;
 		for (i = 0; i < n; i++)
 		{
-			if (strcmp(list->servers[i].addr, list->servers[n].addr) == 0)
+			if (strcmp(list->servers[i].addr, list->servers[n].addr) == 0 ||
+				same_group(&list->servers[i], &list->servers[n]))
 			{
 				GUC_check_errdetail("Server \"%s\" is listed more than once.",
 									list->servers[n].addr);
@@ -654,18 +685,25 @@ assign_password(const char *newval, void *extra)
 		RedisCredentialsChanged();
 }
 
+/*
+ * The sentinels' credentials are used when a connection is opened, so a
+ * change replaces nothing; it is counted for the lease keeper's copy of
+ * the settings (shared.c).
+ */
+uint64		redlock_sentinel_version = 1;
+
 static void
 assign_sentinel_username(const char *newval, void *extra)
 {
 	if (!same_string(newval, redlock_sentinel_username))
-		RedisCredentialsChanged();
+		redlock_sentinel_version++;
 }
 
 static void
 assign_sentinel_password(const char *newval, void *extra)
 {
 	if (!same_string(newval, redlock_sentinel_password))
-		RedisCredentialsChanged();
+		redlock_sentinel_version++;
 }
 
 static void
@@ -865,8 +903,9 @@ RedlockDefineGucs(void)
 	DefineCustomStringVariable("redlock.servers",
 							   "Redis masters that hold the locks.",
 							   "A comma-separated list of host, host:port, [ipv6]:port, unix socket paths, "
-							   "redis://user:password@host:port/db, or rediss://... for TLS. A lock is held when a "
-							   "majority of them granted it.",
+							   "redis://user:password@host:port/db, rediss://... for TLS, or "
+							   "sentinel://host:port;host:port/master-name for a Sentinel-managed primary. A lock "
+							   "is held when a majority of them granted it.",
 							   &redlock_servers,
 							   "localhost:6379",
 							   PGC_SUSET,

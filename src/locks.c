@@ -1013,7 +1013,9 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used; WAIT with redlock.replica_ack, and ROLE for sentinel:// entries. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
+		case REDIS_FAIL_REPLICAS:
+			return "redlock.replica_ack asks for more replicas than answered in time: check the masters' replicas (INFO replication), or lower the setting.";
 		default:
 			return "Check that Redis is running and that redlock.servers names it.";
 	}

@@ -323,8 +323,12 @@ sub_ask(RedisServer *srv, const char *channel, int64 now)
 {
 	RedisConn  *sub = &srv->sub;
 
-	/* a connect that never finished (a host that drops packets) is dropped */
-	if (sub->state == REDIS_CONN_CONNECTING && now >= sub->connect_deadline)
+	/*
+	 * A connect that never finished (a host that drops packets) is dropped;
+	 * a silent sentinel is given up for the next one.
+	 */
+	if (!RedisConnResolveTimedOut(sub, now) &&
+		sub->state == REDIS_CONN_CONNECTING && now >= sub->connect_deadline)
 		RedisConnClose(sub);
 	if (channel_index(srv, channel) >= 0 && sub->state != REDIS_CONN_CLOSED &&
 		!RedisConnStale(sub) && srv->sub_stale < REDIS_SUB_MAX_CHANNELS)

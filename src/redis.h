@@ -256,7 +256,7 @@ typedef struct RedisCall
 typedef struct RedisPending
 {
 	RedisCall  *call;
-	bool		is_wait;		/* the WAIT behind the call's script */
+	bool		is_wait;		/* a WAIT (call NULL): see RedisConnQueueWait */
 	char	   *resend;			/* hiredis-formatted EVAL, or NULL */
 	int			resend_len;
 } RedisPending;
@@ -314,6 +314,8 @@ typedef struct RedisConn
 	bool		resolving;		/* connected or connecting to a sentinel */
 	int			resolve_left;	/* its replies still to come */
 	int			sentinels_tried;	/* in this open */
+	int			sentinel_at;	/* the sentinel it asks (or asked last) */
+	bool		node_changed;	/* the sentinel named another node */
 	bool		role_check;		/* ROLE is the handshake's last command */
 	char		sentinel_errors[REDLOCK_ERROR_LEN]; /* why those tried failed */
 	int64		looked_at;		/* us; RedisConnStillOpen's last look */
@@ -326,6 +328,13 @@ typedef struct RedisConn
 	int			npending;
 	int			nwaiting;		/* of them, calls someone waits for */
 	RedisConnBatch batch;
+
+	/* replica_ack: calls whose scripts wrote, waiting for a WAIT's answer */
+	struct RedisCall **acks;	/* malloc'd */
+	int			nacks;
+	int			acks_cap;
+	int			wait_due;		/* replicas the next WAIT asks for, or 0 */
+	int			wait_due_ms;	/* its timeout */
 
 	/* the wait set's view of it (waitset.c) */
 	uint32		serial;			/* bumped when its socket opens or closes */
@@ -406,12 +415,14 @@ extern void RedisConnDrain(RedisConn *conn);
 extern bool RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
 								 const size_t *argvlen);
 extern void RedisConnSendCall(RedisConn *conn, RedisCall *call);
+extern void RedisConnQueueWait(RedisConn *conn);
 extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 								 const char *text);
 extern bool RedisConnStale(const RedisConn *conn);
 extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern bool RedisConnStillOpen(RedisConn *conn, int64 now);
+extern bool RedisConnResolveTimedOut(RedisConn *conn, int64 now);
 extern uint32 RedisConnEvents(const RedisConn *conn);
 extern void RedisDisconnectAll(void);
 

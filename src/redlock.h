@@ -171,6 +171,7 @@ extern int	redlock_commit_margin;
 extern char *redlock_username;
 extern char *redlock_sentinel_username;
 extern char *redlock_sentinel_password;
+extern uint64 redlock_sentinel_version;
 extern char *redlock_password;
 extern char *redlock_passfile;
 extern int	redlock_database;

@@ -154,6 +154,7 @@ endpoint_describe(char *buf)
 	static char cached[REDLOCK_ENDPOINT_LEN];
 	static int	cached_len = -1;
 	static int	cached_replica_ack = -1;
+	static uint64 cached_sentinel_version = 0;
 	const char *servers = redlock_servers ? redlock_servers : "";
 	int			len = 0;
 	int			i;
@@ -161,6 +162,7 @@ endpoint_describe(char *buf)
 	/* the same settings as last time: the same description */
 	if (cached_servers != NULL && cached_version == RedisSettingsVersion() &&
 		cached_replica_ack == redlock_replica_ack &&
+		cached_sentinel_version == redlock_sentinel_version &&
 		strcmp(cached_servers, servers) == 0)
 	{
 		if (cached_len > 0)
@@ -192,6 +194,7 @@ endpoint_describe(char *buf)
 	cached_servers = MemoryContextStrdup(RedlockContext, servers);
 	cached_version = RedisSettingsVersion();
 	cached_replica_ack = redlock_replica_ack;
+	cached_sentinel_version = redlock_sentinel_version;
 	cached_len = len;
 	if (len > 0)
 		memcpy(cached, buf, len);

@@ -153,7 +153,7 @@ server_state(const RedisServer *srv, int64 now)
  */
 static void
 server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
-		   bool tls, bool configured, int64 now_us)
+		   RedisKind kind, bool tls, bool configured, int64 now_us)
 {
 	Datum		values[SERVER_COLUMNS];
 	bool		nulls[SERVER_COLUMNS] = {0};
@@ -165,8 +165,7 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	values[10] = BoolGetDatum(tls);
 	nulls[11] = nulls[12] = true;
 	/* a sentinel entry: which node its sentinels named last */
-	values[13] = CStringGetTextDatum(strncmp(addr, "sentinel", 8) == 0 ?
-									 "sentinel" : "master");
+	values[13] = CStringGetTextDatum(kind == REDIS_KIND_SENTINEL ? "sentinel" : "master");
 	nulls[14] = true;
 	values[15] = Int64GetDatum(srv ? srv->failovers : 0);
 	if (srv != NULL && srv->kind == REDIS_KIND_SENTINEL && srv->host[0] != '\0')
@@ -261,12 +260,13 @@ redlock_servers_srf(PG_FUNCTION_ARGS)
 		for (j = 0; j < list->nservers; j++)
 			if (strcmp(list->servers[j].addr, srvs[i]->addr) == 0)
 				configured = true;
-		server_row(rsinfo, srvs[i], srvs[i]->addr, srvs[i]->tls, configured, now_us);
+		server_row(rsinfo, srvs[i], srvs[i]->addr, srvs[i]->kind, srvs[i]->tls,
+				   configured, now_us);
 	}
 	for (j = 0; j < list->nservers; j++)
 		if (RedisServerLookup(list->servers[j].addr) == NULL)
-			server_row(rsinfo, NULL, list->servers[j].addr, list->servers[j].tls,
-					   true, now_us);
+			server_row(rsinfo, NULL, list->servers[j].addr, list->servers[j].kind,
+					   list->servers[j].tls, true, now_us);
 	return (Datum) 0;
 }
 

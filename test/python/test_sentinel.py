@@ -11,6 +11,7 @@ replica got the write, and a second holder following."""
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -322,3 +323,99 @@ def test_the_entry_identity_holds_no_credentials(session):
     s = session(servers="sentinel://u:secret@127.0.0.1;[::1]:26380/m/2, 127.0.0.1:1")
     assert s.value("SELECT array_agg(address || ' ' || kind ORDER BY address) FROM redlock_servers") == [
         "127.0.0.1:1 master", "sentinel://127.0.0.1:26379;[::1]:26380/m/2 sentinel"]
+
+
+def test_a_frozen_first_sentinel_is_given_up(session, group):
+    """A sentinel that accepts connections and never answers (frozen) is
+    given up after redlock.connect_timeout for the next one, and the next
+    connect starts with the sentinel that answered."""
+    group.sentinels[0].proc.send_signal(signal.SIGSTOP)
+    try:
+        s = session(servers=group.entry())
+        s.execute("SET redlock.connect_timeout = 300")
+        started = time.monotonic()
+        assert s.value("SELECT redlock_try_acquire_session('sen:frozen')") > 0
+        assert time.monotonic() - started < 3
+        # a new connection (another backend) asks the sentinel that answered
+        t = session(servers=group.entry())
+        t.execute("SET redlock.connect_timeout = 300")
+        assert t.value("SELECT redlock_try_acquire_session('sen:frozen2')") > 0
+    finally:
+        group.sentinels[0].proc.send_signal(signal.SIGCONT)
+
+
+def test_a_frozen_sentinel_does_not_stall_a_commit(session, group):
+    """The connection for the commit's release is resolved before the
+    commit (a frozen sentinel given up on the way); the release at commit
+    then reaches the primary."""
+    s = session(servers=group.entry())
+    s.execute("SET redlock.connect_timeout = 300")
+    s.execute("BEGIN")
+    assert s.value("SELECT redlock_acquire('sen:commit')") > 0
+    group.primary.client().execute_command("CLIENT", "KILL", "TYPE", "normal")
+    group.sentinels[0].proc.send_signal(signal.SIGSTOP)
+    try:
+        s.execute("SET LOCAL redlock.commit_margin = 0")
+        s.execute("COMMIT")
+        assert not group.primary.client().exists("sen:commit")
+    finally:
+        group.sentinels[0].proc.send_signal(signal.SIGCONT)
+
+
+def test_replica_ack_refusals_stay_refusals(session, group):
+    """A busy key is a refusal (NULL), not a replicas failure, even while
+    the replica is cut off: a refusal wrote nothing it must have."""
+    a = session(servers=group.entry())
+    b = session(servers=group.entry())
+    b.execute("SET redlock.command_timeout = 400")
+    b.execute("SET redlock.replica_ack = 1")
+    assert a.value("SELECT redlock_acquire_session('ack:busy')") > 0
+    assert b.value("SELECT redlock_try_acquire_session('ack:warm')") > 0
+    group.replica.freeze()
+    try:
+        group.primary.client().execute_command("CLIENT", "KILL", "TYPE", "replica")
+        assert b.value("SELECT redlock_try_acquire_session('ack:busy')") is None
+    finally:
+        group.replica.resume()
+
+
+def test_replica_ack_waits_once_per_batch(session, group):
+    """50 locks re-armed together at commit cost one WAIT, not 50."""
+    s = session(servers=group.entry())
+    s.execute("SET redlock.replica_ack = 1")
+    s.execute("BEGIN")
+    for i in range(50):
+        s.value(f"SELECT redlock_acquire('ack:many:{i}', 3000)")
+    s.execute("SET LOCAL redlock.commit_margin = 5000")    # all under it
+    primary = group.primary.client()
+
+    def calls(stats, cmd):
+        return stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)
+    before = primary.info("commandstats")
+    s.execute("COMMIT")
+    after = primary.info("commandstats")
+    scripts = sum(calls(after, c) - calls(before, c) for c in ("eval", "evalsha"))
+    assert scripts == 100, "50 re-arms and 50 releases"
+    assert calls(after, "wait") - calls(before, "wait") == 1
+
+
+def test_the_same_group_twice_is_refused(session, group):
+    s = session()
+    first = group.entry()
+    second = f"sentinel://127.0.0.1:{group.sentinels[1].port}/{MASTER}"
+    err = s.error("SET redlock.servers = %s", (f"{first}, {second}",))
+    assert err.pgcode == "22023" and "listed more than once" in err.diag.message_detail
+
+
+def test_long_entries_are_refused_not_overrun(session):
+    host = "h" * 253
+    entry = "sentinel://" + ";".join(f"{host}:{26379 + i}" for i in range(8)) + "/m"
+    s = session()
+    err = s.error("SET redlock.servers = %s", (entry,))
+    assert err.pgcode == "22023" and "once written out" in err.diag.message_detail
+    assert s.value("SELECT 1") == 1
+
+
+def test_kind_comes_from_the_entry_not_its_spelling(session):
+    s = session(servers="sentinel-1:6379")
+    assert s.value("SELECT kind FROM redlock_servers") == "master"
