@@ -3,14 +3,17 @@
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION redlock UPDATE TO '1.3'" to load this file. \quit
 
--- 1.3: highly available entries in redlock.servers (sentinel://).
+-- 1.3: highly available entries in redlock.servers (sentinel://,
+-- cluster://).
 --
--- redlock_servers gains kind (master or sentinel), node (the node a
--- sentinel entry uses now) and failovers (how often its sentinels named
--- another primary); redlock_stats and redlock_stats_cluster gain
--- failovers.  As before, the views are replaced in place (columns are
--- added at their end, after "since" for the statistics), so that views
--- built on them and privileges set on them survive.  Their functions get
+-- redlock_servers gains kind (master, sentinel, cluster, cluster node),
+-- node (the node a sentinel entry uses now; what a cluster entry knows)
+-- and failovers (how often a sentinel entry's sentinels named another
+-- primary; a cluster entry's redirections); redlock_stats and
+-- redlock_stats_cluster gain failovers and redirects.  As before, the
+-- views are replaced in place (columns are added at their end, after
+-- "since" for the statistics), so that views built on them and privileges
+-- set on them survive.  Their functions get
 -- new names (a function's result columns cannot change in place); the 1.2
 -- functions stay, with their columns, for code that calls them directly.
 
@@ -35,7 +38,8 @@ CREATE FUNCTION redlock_stats_v3(
     OUT timeouts bigint, OUT unreachable bigint, OUT releases bigint,
     OUT failed_releases bigint, OUT lost_releases bigint, OUT extends bigint,
     OUT commit_extends bigint, OUT lost_at_commit bigint,
-    OUT reconnects bigint, OUT since timestamptz, OUT failovers bigint)
+    OUT reconnects bigint, OUT since timestamptz, OUT failovers bigint,
+    OUT redirects bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'redlock_stats'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -48,7 +52,8 @@ CREATE FUNCTION redlock_stats_cluster_v3(
     OUT timeouts bigint, OUT unreachable bigint, OUT releases bigint,
     OUT failed_releases bigint, OUT lost_releases bigint, OUT extends bigint,
     OUT commit_extends bigint, OUT lost_at_commit bigint,
-    OUT reconnects bigint, OUT since timestamptz, OUT failovers bigint)
+    OUT reconnects bigint, OUT since timestamptz, OUT failovers bigint,
+    OUT redirects bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'redlock_stats_cluster'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;

@@ -304,8 +304,9 @@
 	"if tk == '-' then\n" \
 	"  tk = ''\n" \
 	"end\n" \
-	"KEYS[4] = KEYS[1] .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
-	"KEYS[5] = KEYS[1] .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
+	"local base = string.sub(KEYS[3], 1, -9)\n" \
+	"KEYS[4] = base .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
+	"KEYS[5] = base .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
 	"local q = 3\n" \
 	F##_LOCK \
 	LUA_NOW \
@@ -393,8 +394,9 @@ FORMAT_SCRIPTS(acquire, ACQUIRE_BODY, 3, 0, 4);
 	"if tk == '-' then\n" \
 	"  tk = ''\n" \
 	"end\n" \
-	"KEYS[3] = KEYS[1] .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
-	"KEYS[4] = KEYS[1] .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
+	"local base = string.sub(KEYS[2], 1, -9)\n" \
+	"KEYS[3] = base .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
+	"KEYS[4] = base .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
 	"local q = 2\n" \
 	F##_LOCK \
 	LUA_NOW \
@@ -574,7 +576,7 @@ RedlockPrepareScripts(void)
 static Answer
 classify(const RedisCall *call)
 {
-	if (call->state == REDIS_CALL_WAITING)
+	if (RedisCallPending(call))
 		return ANSWER_WAITING;
 	if (call->state == REDIS_CALL_FAILED)
 		return ANSWER_FAILED;
@@ -660,31 +662,42 @@ all_but_frozen_settled(RedisCall *calls, int ncalls, void *arg)
 	int			i;
 
 	for (i = 0; i < ncalls; i++)
-		if (calls[i].state == REDIS_CALL_WAITING && calls[i].tag == 0)
+		if (RedisCallPending(&calls[i]) && calls[i].tag == 0)
 			return false;
 	return true;
 }
 
 /*
  * companion_key: the lock key followed by a suffix that starts with a NUL
- * (the fencing counter, the queue), palloc'd; its length goes to *len.
+ * (the fencing counter, the queue), palloc'd; its length goes to *len.  On
+ * a cluster entry ("cluster") the name starts with a hash tag of the lock
+ * key's slot, so that a script's keys share a slot (see cluster.c); the
+ * scripts build the other companions from the queue's name, tag included.
  */
 static char *
 companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
-			  size_t *len)
+			  bool cluster, size_t *len)
 {
-	char	   *key = palloc(lock->rkeylen + suffixlen);
+	StringInfoData key;
 
-	memcpy(key, lock->rkey, lock->rkeylen);
-	memcpy(key + lock->rkeylen, suffix, suffixlen);
-	*len = lock->rkeylen + suffixlen;
-	return key;
+	/* the scripts cut the queue's suffix off with string.sub(k, 1, -9) */
+	StaticAssertStmt(REDLOCK_WAITERS_SUFFIX_LEN == 8, "the Lua says -9");
+	initStringInfo(&key);
+	if (cluster)
+		appendStringInfoString(&key, RedisSlotTag(RedisKeySlot(lock->rkey, lock->rkeylen)));
+	appendBinaryStringInfo(&key, lock->rkey, lock->rkeylen);
+	appendBinaryStringInfo(&key, suffix, suffixlen);
+	*len = key.len;
+	return key.data;
 }
 
-#define fence_key(lock, len) \
-	companion_key(lock, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN, len)
-#define waiters_key(lock, len) \
-	companion_key(lock, REDLOCK_WAITERS_SUFFIX, REDLOCK_WAITERS_SUFFIX_LEN, len)
+#define fence_key(lock, cluster, len) \
+	companion_key(lock, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN, cluster, len)
+#define waiters_key(lock, cluster, len) \
+	companion_key(lock, REDLOCK_WAITERS_SUFFIX, REDLOCK_WAITERS_SUFFIX_LEN, cluster, len)
+
+/* is_cluster: whether a lock's master number i is a cluster entry. */
+#define is_cluster(lock, i) ((lock)->servers[i]->kind == REDIS_KIND_CLUSTER)
 
 /*
  * release_call: describe the owner-checked release of "lock" on its
@@ -701,7 +714,7 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 
 	RedisCallInit(call, lock->servers[i], FORMAT_SCRIPT(lock, release), tag);
 	RedisCallArg(call, lock->rkey, lock->rkeylen);
-	key = waiters_key(lock, &len);
+	key = waiters_key(lock, is_cluster(lock, i), &len);
 	RedisCallArg(call, key, len);
 	RedisCallArg(call, lock->owner, lock->ownerlen);
 	key = psprintf("%s %s", ticket[0] ? ticket : "-", lock->channel);
@@ -806,13 +819,13 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	if (agree >= RedlockQuorum(lock->nservers))
 		return true;
 
-	fkey = fence_key(lock, &fkeylen);
 	snprintf(tokenbuf, sizeof(tokenbuf), INT64_FORMAT, token);
 	snprintf(horizonbuf, sizeof(horizonbuf), "%d", redlock_key_horizon);
 	for (i = 0; i < lock->nservers; i++)
 	{
 		if (classify(&acq[i]) == ANSWER_GRANTED && acq[i].ints[0] == token)
 			continue;
+		fkey = fence_key(lock, is_cluster(lock, i), &fkeylen);
 		RedisCallInit(&calls[n], lock->servers[i], &fence_script, 0);
 		RedisCallArg(&calls[n], fkey, fkeylen);
 		RedisCallArg(&calls[n], tokenbuf, strlen(tokenbuf));
@@ -870,8 +883,8 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	char		ttlbuf[16];
 	char		ticketbuf[32];
 	char	   *rest;			/* the acquire's ARGV[3] */
-	char	   *keys[2];
-	size_t		keylens[2];
+	char	   *keys[2][2];		/* [cluster][fence, waiters] */
+	size_t		keylens[2][2];
 	int			quorum = RedlockQuorum(lock->nservers);
 	TimestampTz start_wall;
 	int64		start;
@@ -884,8 +897,19 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	tally->nservers = lock->nservers;
 	tally->holder_pttl_ms = -1;
 
-	keys[0] = fence_key(lock, &keylens[0]);
-	keys[1] = waiters_key(lock, &keylens[1]);
+	memset(keys, 0, sizeof(keys));
+	memset(keylens, 0, sizeof(keylens));
+	for (i = 0; i < lock->nservers; i++)
+	{
+		int			c = is_cluster(lock, i) ? 1 : 0;
+
+		if (keys[c][0] != NULL)
+			continue;
+		if (c)
+			RedisSlotTagsPrepare();
+		keys[c][0] = fence_key(lock, c, &keylens[c][0]);
+		keys[c][1] = waiters_key(lock, c, &keylens[c][1]);
+	}
 	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
 	if (ticket > 0)
 		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
@@ -904,7 +928,8 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 		RedisCallInit(&calls[i], lock->servers[i], FORMAT_SCRIPT(lock, acquire), i);
 		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
 		for (k = 0; k < 2; k++)
-			RedisCallArg(&calls[i], keys[k], keylens[k]);
+			RedisCallArg(&calls[i], keys[is_cluster(lock, i)][k],
+						 keylens[is_cluster(lock, i)][k]);
 		RedisCallArg(&calls[i], lock->owner, lock->ownerlen);
 		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
 		RedisCallArg(&calls[i], rest, strlen(rest));
@@ -1022,7 +1047,7 @@ count_answers(RedisCall *calls, int ncalls, int idx)
 	{
 		if (calls[i].tag != idx)
 			continue;
-		if (calls[i].state == REDIS_CALL_WAITING)
+		if (RedisCallPending(&calls[i]))
 			c.waiting++;
 		else if (acted(&calls[i]))
 			c.acted++;
@@ -1096,7 +1121,7 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
 
 	for (i = 0; i < ncalls; i++)
 	{
-		if (calls[i].state == REDIS_CALL_WAITING && !calls[i].behind &&
+		if (RedisCallPending(&calls[i]) && !calls[i].behind &&
 			batch->locks[calls[i].tag]->pending_subid == InvalidSubTransactionId &&
 			owner_outcome(count_answers(calls, ncalls, calls[i].tag),
 						  batch->locks[calls[i].tag]->nservers) < 0)
@@ -1230,7 +1255,8 @@ RedlockLockInDoubt(RedlockLock *lock, int64 now)
 
 	for (i = 0; i < lock->nservers; i++)
 	{
-		RedisServer *srv = lock->servers[i];
+		RedisServer *srv = RedisServerForKey(lock->servers[i], lock->rkey,
+											 lock->rkeylen);
 
 		if ((lock->granted & ((uint32) 1 << i)) &&
 			RedisConnStillOpen(&srv->cmd, now) &&

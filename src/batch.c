@@ -116,6 +116,8 @@ batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
 	}
 	if (!b->in_callback && RedisConnStale(conn))
 		RedisConnClose(conn);	/* what it still owes is lost with it */
+	/* a sentinel entry: a switch-master notice first (conn.c) */
+	(void) RedisSentinelWatch(srv, !b->no_connect);
 	RedisConnDrain(conn);
 	existed = conn->state != REDIS_CONN_CLOSED;
 	if (!existed && !b->no_connect && RedisServerMayConnect(srv, now))
@@ -173,21 +175,70 @@ conn_timeout(RedisConn *conn, int timeout_ms)
 	RedisConnDetachCalls(conn, REDIS_FAIL_TIMEOUT, text);
 }
 
-/* batch_waiting: whether any call of the batch still waits for an answer. */
+/*
+ * batch_waiting: whether any call of the batch still waits for an answer
+ * (or is to be sent again: a cluster's redirection).
+ */
 static bool
 batch_waiting(const RedisBatch *b)
 {
 	int			i;
 
 	for (i = 0; i < b->ncalls; i++)
-		if (b->calls[i].state == REDIS_CALL_WAITING)
+		if (b->calls[i].state == REDIS_CALL_WAITING ||
+			b->calls[i].state == REDIS_CALL_REDIRECT)
 			return true;
 	return false;
 }
 
 /*
- * send_calls: join each call's server and queue the call on its
- * connection, or fail it at once when the server cannot be asked.
+ * send_one: join the call's server and queue the call on its connection
+ * (behind ASKING for an ASK redirection; a cluster node then learns the
+ * slot map if it is wanted), or fail it at once when the server cannot be
+ * asked.  The caller queues the WAIT and flushes.
+ */
+static void
+send_one(RedisBatch *b, RedisCall *call, RedisServer *srv, int64 now, int64 cap)
+{
+	RedisConn  *conn = &srv->cmd;
+
+	call->server = srv;
+	call->state = REDIS_CALL_WAITING;
+	call->failure = REDIS_FAIL_NONE;
+	call->error[0] = '\0';
+	call->nints = 0;
+
+	if (!conn->batch.joined)
+		batch_join(conn, b, now, cap);
+	if (conn->state != REDIS_CONN_CLOSED)
+	{
+		if (call->asking)
+			RedisConnSendAsking(conn);
+		RedisConnSendCall(conn, call);
+		if (RedisClusterWantsMap(srv))
+			RedisConnAskSlots(conn);
+		return;
+	}
+	if (!RedisServerMayConnect(srv, now))
+	{
+		char		text[REDLOCK_ERROR_LEN];
+
+		snprintf(text, sizeof(text), "not retried for %d ms after: %s",
+				 (int) ((srv->retry_after - now + 999) / 1000),
+				 srv->last_error);
+		call_fail(call, REDIS_FAIL_BACKOFF, text);
+	}
+	else if (b->no_connect)
+		call_fail(call, REDIS_FAIL_IO,
+				  "not connected, and no connection is opened at commit or abort");
+	else
+		call_fail(call, srv->last_failure ? srv->last_failure : REDIS_FAIL_IO,
+				  srv->last_error[0] ? srv->last_error : "not connected");
+}
+
+/*
+ * send_calls: send each call to its server: for a cluster entry, to the
+ * node that owns its first key's slot.
  */
 static void
 send_calls(RedisBatch *b, int64 now, int64 cap)
@@ -197,37 +248,71 @@ send_calls(RedisBatch *b, int64 now, int64 cap)
 	for (i = 0; i < b->ncalls; i++)
 	{
 		RedisCall  *call = &b->calls[i];
-		RedisServer *srv = call->server;
-		RedisConn  *conn = &srv->cmd;
 
-		call->state = REDIS_CALL_WAITING;
-		call->failure = REDIS_FAIL_NONE;
-		call->error[0] = '\0';
-		call->nints = 0;
+		call->sent_at = now;
+		send_one(b, call, RedisServerForKey(call->server, call->args[0],
+											call->arglens[0]), now, cap);
+	}
+}
 
-		if (!conn->batch.joined)
-			batch_join(conn, b, now, cap);
-		if (conn->state != REDIS_CONN_CLOSED)
-		{
-			RedisConnSendCall(conn, call);
+/*
+ * resend_redirected: send again the calls a cluster redirected (MOVED,
+ * ASK: to the node named; TRYAGAIN: to the same, once its pause is over),
+ * at most CLUSTER_MAX_REDIRECTS times each.  Returns when the next
+ * paused one is due (PG_INT64_MAX: none).
+ */
+static int64
+resend_redirected(RedisBatch *b, int64 now, int64 cap)
+{
+	int64		next = PG_INT64_MAX;
+	RedisServer **srvs;
+	int			nsrvs;
+	int			i;
+
+	for (i = 0; i < b->ncalls; i++)
+	{
+		RedisCall  *call = &b->calls[i];
+
+		if (call->state != REDIS_CALL_REDIRECT)
 			continue;
-		}
-		if (!RedisServerMayConnect(srv, now))
+		if (call->redirects >= CLUSTER_MAX_REDIRECTS)
 		{
 			char		text[REDLOCK_ERROR_LEN];
 
-			snprintf(text, sizeof(text), "not retried for %d ms after: %s",
-					 (int) ((srv->retry_after - now + 999) / 1000),
-					 srv->last_error);
-			call_fail(call, REDIS_FAIL_BACKOFF, text);
+			snprintf(text, sizeof(text), "redirected %d times, last: %s",
+					 call->redirects, call->error);
+			call_fail(call, REDIS_FAIL_REPLY, text);
+			continue;
 		}
-		else if (b->no_connect)
-			call_fail(call, REDIS_FAIL_IO,
-					  "not connected, and no connection is opened at commit or abort");
-		else
-			call_fail(call, srv->last_failure ? srv->last_failure : REDIS_FAIL_IO,
-					  srv->last_error[0] ? srv->last_error : "not connected");
+		if (call->resend_at != 0 &&
+			now - call->sent_at >= (int64) b->timeout_ms * 1000)
+		{
+			char		text[REDLOCK_ERROR_LEN];
+
+			snprintf(text, sizeof(text),
+					 "its slot was still being migrated after %d ms (%s)",
+					 b->timeout_ms, call->error);
+			call_fail(call, REDIS_FAIL_TIMEOUT, text);
+			continue;
+		}
+		if (call->resend_at > now)
+		{
+			next = Min(next, call->resend_at);
+			continue;
+		}
+		if (call->resend_at == 0)
+			call->redirects++;	/* TRYAGAIN is bounded by time instead */
+		send_one(b, call, call->redirect_to, now, cap);
 	}
+	srvs = RedisServers(&nsrvs);
+	for (i = 0; i < nsrvs; i++)
+	{
+		if (!srvs[i]->cmd.batch.joined)
+			continue;
+		RedisConnQueueWait(&srvs[i]->cmd);
+		RedisConnFlush(&srvs[i]->cmd);
+	}
+	return next;
 }
 
 /*
@@ -241,20 +326,21 @@ wait_for_answers(RedisBatch *b, int64 cap)
 	int			nsrvs;
 	int			i;
 
-	srvs = RedisServers(&nsrvs);
 	for (;;)
 	{
 		int64		now;
-		int64		next_deadline = PG_INT64_MAX;
+		int64		next_deadline;
 
 		if (!batch_waiting(b))
 			break;
+		now = RedlockNowUs();
+		next_deadline = resend_redirected(b, now, cap == 0 ? PG_INT64_MAX : cap);
 		if (b->settled && b->settled(b->calls, b->ncalls, b->arg))
 			break;
 
-		now = RedlockNowUs();
 		if (cap != 0 && now >= cap)
 			break;				/* the batch's own end: calls stay WAITING */
+		srvs = RedisServers(&nsrvs);	/* redirections may have added nodes */
 		for (i = 0; i < nsrvs; i++)
 		{
 			RedisConn  *conn = &srvs[i]->cmd;
@@ -283,6 +369,7 @@ wait_for_answers(RedisBatch *b, int64 cap)
 			break;
 
 		/* a NOSCRIPT re-send, or a handshake just done, may have queued output */
+		srvs = RedisServers(&nsrvs);
 		for (i = 0; i < nsrvs; i++)
 			if (srvs[i]->cmd.batch.joined)
 				RedisConnFlush(&srvs[i]->cmd);
@@ -316,6 +403,62 @@ leave_all(void)
 	for (i = 0; i < nsrvs; i++)
 		if (srvs[i]->cmd.batch.joined)
 			batch_leave(&srvs[i]->cmd);
+}
+
+/*
+ * prepare_watches: the sentinel entries of the batch's calls get their
+ * watch subscribed before anything is sent (see conn.c), each sentinel
+ * within redlock.connect_timeout; one that cannot be had (every sentinel
+ * tried) lets the batch go on without it.
+ */
+static void
+prepare_watches(RedisBatch *b)
+{
+	int64		giveup = 0;
+	int			opened = 0;		/* watches opened (every sentinel, at most) */
+	int			budget = 0;
+
+	for (;;)
+	{
+		int64		now = RedlockNowUs();
+		int64		next = PG_INT64_MAX;
+		bool		ready = true;
+		int			i;
+
+		for (i = 0; i < b->ncalls; i++)
+		{
+			RedisServer *srv = b->calls[i].server;
+
+			if (srv->kind != REDIS_KIND_SENTINEL)
+				continue;
+			if (srv->watch.state == REDIS_CONN_CLOSED)
+			{
+				/* sentinels that refuse or fail are not waited for again */
+				if (budget > 0 && opened >= budget)
+					continue;
+				opened++;
+			}
+			if (RedisSentinelWatch(srv, true))
+				continue;
+			if (budget == 0)
+				budget = 2 * srv->nsentinels * b->ncalls;
+			/* every sentinel gets its connect timeout, once */
+			if (giveup == 0)
+				giveup = now + (int64) redlock_connect_timeout * 1000 * srv->nsentinels;
+			ready = false;
+			if (srv->watch.state != REDIS_CONN_CLOSED)
+			{
+				next = Min(next, srv->watch.connect_deadline);
+				RedisConnFlush(&srv->watch);
+			}
+		}
+		if (ready || now >= giveup || (opened >= budget && next == PG_INT64_MAX))
+			return;				/* subscribed, or go on without */
+		next = Min(next, giveup);
+		/* a refused connect closed it: open the next one at once */
+		if (next > now)
+			(void) RedisWaitRound((long) Min((next - now + 999) / 1000, 10), false);
+	}
 }
 
 /* batch_run: the body of RedisRun (apart, so that PG_TRY's frame stays small). */
@@ -354,6 +497,8 @@ batch_run(RedisBatch *b)
 	}
 
 	RedisWaitSetReset();
+	if (!b->in_callback)
+		prepare_watches(b);
 	send_calls(b, start, cap);
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < nsrvs; i++)
@@ -380,6 +525,8 @@ batch_run(RedisBatch *b)
 void
 RedisRun(RedisBatch *b)
 {
+	int			i;
+
 	PG_TRY();
 	{
 		batch_run(b);
@@ -391,6 +538,10 @@ RedisRun(RedisBatch *b)
 	}
 	PG_END_TRY();
 	leave_all();
+	/* a redirection the batch had no time to follow: unanswered */
+	for (i = 0; i < b->ncalls; i++)
+		if (b->calls[i].state == REDIS_CALL_REDIRECT)
+			b->calls[i].state = REDIS_CALL_WAITING;
 }
 
 /*

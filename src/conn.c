@@ -147,6 +147,7 @@ RedisServer *
 RedisServerForSpec(const RedlockServerSpec *spec)
 {
 	RedisServer *srv = RedisServerLookup(spec->addr);
+	int			i;
 
 	if (srv != NULL)
 	{
@@ -159,23 +160,61 @@ RedisServerForSpec(const RedlockServerSpec *spec)
 			srv->db = spec->db;
 			srv->tls = spec->tls;
 			srv->entry_version++;
+			/* a cluster's nodes have the entry's credentials */
+			for (i = 0; i < srv->ncnodes; i++)
+			{
+				RedisServer *node = srv->cnodes[i];
+
+				strlcpy(node->user, spec->user, sizeof(node->user));
+				strlcpy(node->password, spec->password, sizeof(node->password));
+				node->tls = spec->tls;
+				node->entry_version++;
+			}
 		}
 		return srv;
 	}
+	srv = RedisServerCreate(spec);
+	if (srv == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	return srv;
+}
+
+/*
+ * RedisServerCreate: a new server entry for "spec" (whose address no other
+ * has), or NULL when out of memory: cluster.c makes the nodes of a cluster
+ * as replies name them, in callbacks too.
+ */
+RedisServer *
+RedisServerCreate(const RedlockServerSpec *spec)
+{
+	RedisServer *srv;
 
 	if (nservers == maxservers)
 	{
 		int			newmax = maxservers ? maxservers * 2 : 8;
+		RedisServer **grown = MemoryContextAllocExtended(RedlockContext,
+														 newmax * sizeof(RedisServer *),
+														 MCXT_ALLOC_NO_OOM);
 
-		if (servers == NULL)
-			servers = MemoryContextAlloc(RedlockContext,
-										 newmax * sizeof(RedisServer *));
-		else
-			servers = repalloc(servers, newmax * sizeof(RedisServer *));
+		if (grown == NULL)
+			return NULL;
+		/*
+		 * The old array is not freed: a caller may be going through it
+		 * (RedisServers) while a reply makes a cluster's node; it stays a
+		 * valid list of the servers it had.
+		 */
+		if (servers != NULL)
+			memcpy(grown, servers, nservers * sizeof(RedisServer *));
+		servers = grown;
 		maxservers = newmax;
 	}
 
-	srv = MemoryContextAllocZero(RedlockContext, sizeof(RedisServer));
+	srv = MemoryContextAllocExtended(RedlockContext, sizeof(RedisServer),
+									 MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+	if (srv == NULL)
+		return NULL;
 	strlcpy(srv->addr, spec->addr, sizeof(srv->addr));
 	strlcpy(srv->host, spec->host, sizeof(srv->host));
 	srv->port = spec->port;
@@ -192,8 +231,17 @@ RedisServerForSpec(const RedlockServerSpec *spec)
 		srv->host[0] = '\0';	/* not known before a sentinel names it */
 		srv->port = 0;
 	}
+	else if (srv->kind == REDIS_KIND_CLUSTER)
+	{
+		/* its own connections (the wake-up subscription) go to a seed */
+		strlcpy(srv->host, spec->sentinels[0].host, sizeof(srv->host));
+		srv->port = spec->sentinels[0].port;
+		srv->db = 0;
+	}
 	conn_init(&srv->cmd, srv, false);
 	conn_init(&srv->sub, srv, true);
+	conn_init(&srv->watch, srv, true);
+	srv->watch.is_watch = true;
 	servers[nservers++] = srv;
 	return srv;
 }
@@ -323,6 +371,7 @@ pending_push(RedisConn *conn, RedisCall *call, char *resend, int resend_len,
 	p->resend = resend;
 	p->resend_len = resend_len;
 	p->is_wait = is_wait;
+	p->is_slots = false;
 	conn->npending++;
 	if (call)
 		conn->nwaiting++;
@@ -377,14 +426,16 @@ pending_clear(RedisConn *conn)
  * uninterruptibly.  Our replies are arrays of at most three elements, so
  * every reader gets hiredis's own functions but for arrays, which refuse
  * more than MAX_ARRAY_ELEMENTS (the reader then reports an error and the
- * connection is dropped), and nested arrays; but for ROLE's answer (a
- * sentinel entry's handshake), whose list of replicas nests two deep and
- * may hold up to MAX_ROLE_ELEMENTS of them.
+ * connection is dropped), and nested arrays; but for the answers to ROLE (a
+ * sentinel entry's handshake) and CLUSTER SLOTS (cluster.c), which nest
+ * and may hold up to MAX_BIG_ELEMENTS (the 1 MB cap on unread replies
+ * still holds).
  */
 #define MAX_ARRAY_ELEMENTS 8
-#define MAX_ROLE_ELEMENTS 64
+#define MAX_BIG_ELEMENTS 16384	/* ROLE's replicas, CLUSTER SLOTS's ranges */
 
-static bool reading_role = false;	/* the reader may meet ROLE's answer */
+static bool reading_big = false;	/* the reader may meet ROLE's or CLUSTER
+									 * SLOTS's answer */
 
 static redisReplyObjectFunctions reply_functions;
 static void *(*default_create_array) (const redisReadTask *, int);
@@ -393,7 +444,7 @@ static bool reply_functions_ready = false;
 static void *
 create_array(const redisReadTask *task, int elements)
 {
-	if (reading_role ? elements > MAX_ROLE_ELEMENTS :
+	if (reading_big ? elements > MAX_BIG_ELEMENTS :
 		(elements > MAX_ARRAY_ELEMENTS || task->parent != NULL))
 		return NULL;
 	return default_create_array(task, elements);
@@ -473,11 +524,16 @@ RedisConnClose(RedisConn *conn)
 	conn->role_check = false;
 	conn->nacks = 0;
 	conn->wait_due = conn->wait_due_ms = 0;
+	conn->slots_owed = 0;
 	pending_clear(conn);
 	conn->scripts_loaded = 0;
 	conn->wes_pos = -1;
 	conn->serial++;
-	if (conn->is_sub)
+	/* a watch that never got subscribed: the next sentinel next time */
+	if (conn->is_watch && !conn->watch_confirmed)
+		conn->server->watch_at = (conn->server->watch_at + 1) % conn->server->nsentinels;
+	conn->watch_confirmed = false;
+	if (conn->is_sub && !conn->is_watch)
 	{
 		conn->server->sub_nchannels = 0;
 		conn->server->sub_keychan[0] = '\0';
@@ -512,6 +568,7 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 	srv->last_failure = failure;
 	strlcpy(srv->last_error, text, sizeof(srv->last_error));
 	srv->last_error_at = GetCurrentTimestamp();
+	RedisClusterNodeFailed(srv);	/* a node of a cluster: its map may be old */
 	if (backoff)
 	{
 		srv->backoff_ms = srv->backoff_ms == 0 ? BACKOFF_MIN_MS :
@@ -597,6 +654,8 @@ queue_handshake(RedisConn *conn)
 
 static bool transport_open(RedisConn *conn, const char *host, int port,
 						   char *err, size_t errlen);
+static void conn_receive(RedisConn *conn);
+static void watch_reply(RedisConn *conn, redisReply *reply);
 static bool sentinel_ask(RedisConn *conn, int64 now);
 static void sentinel_note(RedisConn *conn, const char *why);
 static bool queue_role(RedisConn *conn);
@@ -1013,6 +1072,178 @@ role_reply(RedisConn *conn, redisReply *reply)
 }
 
 /*
+ * The watch.  Sentinel publishes +switch-master on every sentinel when a
+ * failover has chosen the new primary; the old one may go on accepting
+ * writes from the clients it still has until Sentinel reconfigures it
+ * (seconds later, if it is reachable at all), and a lock taken or
+ * released there is not where the other clients look.  So each sentinel
+ * entry keeps one more connection, to one of its sentinels, that asks
+ * once more for the primary and then subscribes to +promoted-slave (sent
+ * as soon as the sentinels name the new primary) and +switch-master (at
+ * the end of the failover): from then on no switch goes unseen.  A batch reads what the watch has
+ * received before it sends anything (RedisSentinelWatch; batch.c first
+ * waits, within redlock.connect_timeout per sentinel, for a watch that is
+ * not subscribed yet), and an answer or notice that names another
+ * primary than the one in use closes the command and subscription
+ * connections, which then ask the sentinels again.  A watch that fails is
+ * opened again, to the next sentinel, at the next batch.
+ */
+
+/*
+ * watch_open: connect the watch to a sentinel and queue AUTH (sentinel
+ * credentials) and SUBSCRIBE +switch-master.
+ */
+static void
+watch_open(RedisServer *srv)
+{
+	RedisConn  *conn = &srv->watch;
+	const RedisNode *node = &srv->sentinels[srv->watch_at];
+	char		text[REDLOCK_ERROR_LEN];
+	const char *argv[3];
+	size_t		argvlen[3];
+	int			argc = 0;
+	bool		ok = true;
+
+	conn->cred_version = RedisCredentialsVersion(srv);
+	conn->connect_deadline = RedlockNowUs() + (int64) redlock_connect_timeout * 1000;
+	conn->last_io = RedlockNowUs();
+	conn->watch_confirmed = false;
+	if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
+	{
+		srv->watch_at = (srv->watch_at + 1) % srv->nsentinels;
+		return;
+	}
+	if (redlock_sentinel_password && redlock_sentinel_password[0])
+	{
+		argv[argc] = "AUTH";
+		argvlen[argc++] = 4;
+		if (redlock_sentinel_username && redlock_sentinel_username[0])
+		{
+			argv[argc] = redlock_sentinel_username;
+			argvlen[argc++] = strlen(redlock_sentinel_username);
+		}
+		argv[argc] = redlock_sentinel_password;
+		argvlen[argc++] = strlen(redlock_sentinel_password);
+		ok = append_command(conn, argc, argv, argvlen, false);
+		conn->handshake++;
+	}
+	argv[0] = "SENTINEL";
+	argv[1] = "GET-MASTER-ADDR-BY-NAME";
+	argv[2] = srv->master_name;
+	for (argc = 0; argc < 3; argc++)
+		argvlen[argc] = strlen(argv[argc]);
+	ok = ok && append_command(conn, 3, argv, argvlen, conn->handshake > 0);
+	argv[0] = "SUBSCRIBE";
+	argv[1] = "+switch-master";
+	argv[2] = "+promoted-slave";
+	for (argc = 0; argc < 3; argc++)
+		argvlen[argc] = strlen(argv[argc]);
+	if (!ok || !append_command(conn, 3, argv, argvlen, conn->handshake > 0))
+		RedisConnClose(conn);
+	conn->watch_confirmed = false;
+}
+
+/*
+ * watch_switch: the sentinels name host:port as the primary; if the entry
+ * uses another node, its connections close (they ask again when next
+ * used).
+ */
+static void
+watch_switch(RedisServer *srv, const char *host, int port)
+{
+	char		text[REDLOCK_ERROR_LEN];
+
+	if (srv->host[0] == '\0' || (strcmp(host, srv->host) == 0 && port == srv->port))
+		return;
+	snprintf(text, sizeof(text), "the sentinels moved the primary of \"%s\" to %s:%d",
+			 srv->master_name, host, port);
+	if (srv->cmd.state != REDIS_CONN_CLOSED)
+		RedisConnFail(&srv->cmd, REDIS_FAIL_IO, text, false);
+	RedisConnClose(&srv->sub);
+}
+
+/*
+ * watch_reply: a message on the watch.  "+switch-master" with "name
+ * old-ip old-port new-ip new-port" for our master, naming another node
+ * than the one in use, closes the command and subscription connections.
+ * Frees the reply.
+ */
+static void
+watch_reply(RedisConn *conn, redisReply *reply)
+{
+	RedisServer *srv = conn->server;
+	char		name[REDLOCK_MASTER_NAME_LEN];
+	char		host[REDLOCK_ADDR_LEN];
+	int			port;
+
+	if (reply->type == REDIS_REPLY_ERROR)
+	{
+		/* refused: the next sentinel at the next batch */
+		freeReplyObject(reply);
+		conn->watch_confirmed = false;
+		RedisConnClose(conn);
+		return;
+	}
+	/* the primary now, asked before subscribing */
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+		reply->element[0]->type == REDIS_REPLY_STRING &&
+		reply->element[1]->type == REDIS_REPLY_STRING &&
+		reply->element[0]->len < sizeof(host))
+	{
+		strlcpy(host, reply->element[0]->str, sizeof(host));
+		watch_switch(srv, host, atoi(reply->element[1]->str));
+	}
+	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+			 reply->element[0]->type == REDIS_REPLY_STRING &&
+			 strcmp(reply->element[0]->str, "subscribe") == 0)
+		conn->watch_confirmed = true;
+	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+			 reply->element[0]->type == REDIS_REPLY_STRING &&
+			 strcmp(reply->element[0]->str, "message") == 0 &&
+			 reply->element[1]->type == REDIS_REPLY_STRING &&
+			 reply->element[2]->type == REDIS_REPLY_STRING)
+	{
+		const char *channel = reply->element[1]->str;
+		const char *text = reply->element[2]->str;
+
+		/* "name old-ip old-port new-ip new-port" */
+		if (strcmp(channel, "+switch-master") == 0 &&
+			sscanf(text, "%127s %*s %*d %271s %d", name, host, &port) == 3 &&
+			strcmp(name, srv->master_name) == 0)
+			watch_switch(srv, host, port);
+		/* "slave ip:port ip port @ name master-ip master-port" */
+		if (strcmp(channel, "+promoted-slave") == 0 &&
+			sscanf(text, "%*s %*s %271s %d @ %127s", host, &port, name) == 3 &&
+			strcmp(name, srv->master_name) == 0)
+			watch_switch(srv, host, port);
+	}
+	freeReplyObject(reply);
+}
+
+/*
+ * RedisSentinelWatch: before a batch uses a sentinel entry: read what its
+ * watch has received (a switch-master notice acts now), and open the watch
+ * if it is closed and "may_connect" (not in COMMIT or ABORT).  Returns
+ * whether the watch is subscribed (true for other entries).
+ */
+bool
+RedisSentinelWatch(RedisServer *srv, bool may_connect)
+{
+	RedisConn  *conn = &srv->watch;
+
+	if (srv->kind != REDIS_KIND_SENTINEL)
+		return true;
+	if (conn->state == REDIS_CONN_READY || conn->state == REDIS_CONN_HANDSHAKE)
+		conn_receive(conn);
+	if (conn->state != REDIS_CONN_CLOSED && !conn->watch_confirmed &&
+		RedlockNowUs() >= conn->connect_deadline)
+		RedisConnClose(conn);	/* a silent sentinel: the next one */
+	if (conn->state == REDIS_CONN_CLOSED && may_connect)
+		watch_open(srv);
+	return conn->state == REDIS_CONN_READY && conn->watch_confirmed;
+}
+
+/*
  * RedisConnStale: whether the connection was opened under credentials
  * that have changed since.
  */
@@ -1129,6 +1360,41 @@ RedisConnQueueWait(RedisConn *conn)
 }
 
 /*
+ * RedisConnSendAsking: queue ASKING (its answer is skipped), before a call
+ * that an ASK redirection sends to a node importing the slot.
+ */
+void
+RedisConnSendAsking(RedisConn *conn)
+{
+	const char *argv[1] = {"ASKING"};
+	size_t		argvlen[1] = {6};
+
+	if (!append_command(conn, 1, argv, argvlen, conn->handshake > 0) ||
+		!pending_push(conn, NULL, NULL, 0, false))
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+}
+
+/*
+ * RedisConnAskSlots: queue CLUSTER SLOTS on a cluster node's connection;
+ * its answer fills the cluster's slot map (cluster.c).
+ */
+void
+RedisConnAskSlots(RedisConn *conn)
+{
+	const char *argv[2] = {"CLUSTER", "SLOTS"};
+	size_t		argvlen[2] = {7, 5};
+
+	if (!append_command(conn, 2, argv, argvlen, conn->handshake > 0) ||
+		!pending_push(conn, NULL, NULL, 0, false))
+	{
+		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
+		return;
+	}
+	conn->pending[(conn->pending_head + conn->npending - 1) % conn->pending_cap].is_slots = true;
+	conn->slots_owed++;
+}
+
+/*
  * RedisConnSendCall: queue a script call on a command connection.
  *
  * Sends EVALSHA when this connection already ran the script, EVAL
@@ -1211,6 +1477,7 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
 static void sentinel_failed(RedisConn *conn, const char *why);
 static void sentinel_reply(RedisConn *conn, redisReply *reply);
+static void watch_reply(RedisConn *conn, redisReply *reply);
 static bool role_reply(RedisConn *conn, redisReply *reply);
 
 /*
@@ -1399,6 +1666,40 @@ wait_reply(RedisConn *conn, redisReply *reply)
 }
 
 /*
+ * cluster_redirect: a node of a cluster answered MOVED, ASK or TRYAGAIN:
+ * the call is to be sent again, to the node named (batch.c does it).
+ * Returns false for any other answer, or one that does not parse.
+ */
+static bool
+cluster_redirect(RedisConn *conn, RedisCall *call, const char *text)
+{
+	RedisServer *to;
+	bool		ask = false;
+
+	if (strncmp(text, "TRYAGAIN", 8) == 0)
+	{
+		/* a migration splits the script's keys for now: again shortly */
+		to = conn->server;
+		call->resend_at = RedlockNowUs() + 20000;
+	}
+	else
+	{
+		to = RedisClusterRedirect(conn->server, text, &ask);
+		if (to == NULL)
+			return false;
+		call->resend_at = 0;
+		conn->server->cluster->redirects++;
+		RedlockCount(REDLOCK_REDIRECTS, 1);
+	}
+	call->state = REDIS_CALL_REDIRECT;
+	call->redirect_to = to;
+	if (call->resend_at == 0)
+		call->asking = ask;		/* TRYAGAIN: sent as before, ASKING too */
+	strlcpy(call->error, text, sizeof(call->error));
+	return true;
+}
+
+/*
  * reply_store: hand a reply to the call that waits for it.
  *
  * Integer replies and arrays of up to two integers are what our scripts
@@ -1448,10 +1749,17 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			return;
 
 		case REDIS_REPLY_ERROR:
+			if (srv->cluster != NULL && cluster_redirect(conn, call, reply->str))
+			{
+				freeReplyObject(reply);
+				return;
+			}
 			if (!call->used_eval && strncmp(reply->str, "NOSCRIPT", 8) == 0)
 			{
 				freeReplyObject(reply);
 				conn->scripts_loaded &= ~((uint32) 1 << call->script->id);
+				if (call->asking)
+					RedisConnSendAsking(conn);	/* still redirected by ASK */
 				RedisConnSendCall(conn, call);
 				RedisConnQueueWait(conn);
 				return;
@@ -1553,6 +1861,11 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 		handshake_reply(conn, reply);
 		return;
 	}
+	if (conn->is_watch)
+	{
+		watch_reply(conn, reply);
+		return;
+	}
 	if (conn->is_sub)
 	{
 		RedisSubOnReply(conn, reply);
@@ -1570,6 +1883,13 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 	if (pending.is_wait)
 	{
 		wait_reply(conn, reply);
+		return;
+	}
+	if (pending.is_slots)
+	{
+		conn->slots_owed--;
+		RedisClusterSlotsReply(conn->server, reply);
+		freeReplyObject(reply);
 		return;
 	}
 	if (call == NULL)
@@ -1663,9 +1983,9 @@ conn_receive(RedisConn *conn)
 			void	   *reply = NULL;
 			int			rc;
 
-			reading_role = conn->role_check;
+			reading_big = conn->role_check || conn->slots_owed > 0;
 			rc = redisReaderGetReply(conn->reader, &reply);
-			reading_role = false;
+			reading_big = false;
 			if (rc != REDIS_OK)
 			{
 				snprintf(text, sizeof(text), "protocol error: %s",
@@ -1877,5 +2197,6 @@ RedisDisconnectAll(void)
 	{
 		RedisConnClose(&servers[i]->cmd);
 		RedisConnClose(&servers[i]->sub);
+		RedisConnClose(&servers[i]->watch);
 	}
 }

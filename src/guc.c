@@ -240,6 +240,146 @@ parse_url(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 }
 
 /*
+ * parse_nodes: the credentials and hosts of a sentinel:// or cluster://
+ * entry (what: "sentinel" or "cluster"), from rest up to end: an optional
+ * "user[:password]@", then host[:port] separated by semicolons (ports
+ * default to default_port), into spec's user, password and nodes
+ * (spec->sentinels).  Returns false, with the check hook's detail set
+ * (never showing the password), when they are malformed.
+ */
+static bool
+parse_nodes(const char *rest, const char *end, RedlockServerSpec *spec,
+			const char *what, int default_port)
+{
+	const char *noun = strcmp(what, "sentinel") == 0 ? "sentinel" : "node";
+	const char *at = NULL;
+	const char *p;
+
+	for (p = rest; p < end; p++)
+		if (*p == '@')
+			at = p;
+	if (at)
+	{
+		const char *colon = memchr(rest, ':', at - rest);
+		size_t		userlen = colon ? (size_t) (colon - rest) : (size_t) (at - rest);
+
+		if (!url_decode(rest, userlen, spec->user, sizeof(spec->user)) ||
+			(colon && !url_decode(colon + 1, at - colon - 1, spec->password,
+								  sizeof(spec->password))))
+		{
+			GUC_check_errdetail("A %s:// entry has a malformed or too long user name or password (write special characters as %%XX).",
+								what);
+			return false;
+		}
+		rest = at + 1;
+	}
+
+	/* the hosts, separated by semicolons */
+	while (rest < end)
+	{
+		const char *stop = memchr(rest, ';', end - rest);
+		char		hostport[REDLOCK_ADDR_LEN];
+		RedlockServerSpec one;
+
+		if (stop == NULL)
+			stop = end;
+		if (spec->nsentinels == REDLOCK_MAX_SENTINELS)
+		{
+			GUC_check_errdetail("A %s:// entry names at most %d %ss.",
+								what, REDLOCK_MAX_SENTINELS, noun);
+			return false;
+		}
+		if (stop - rest >= (ptrdiff_t) sizeof(hostport) || stop == rest)
+		{
+			GUC_check_errdetail("A %s:// entry has an empty or too long %s address.",
+								what, noun);
+			return false;
+		}
+		snprintf(hostport, sizeof(hostport), "%.*s", (int) (stop - rest), rest);
+		if (hostport[0] == '/')
+		{
+			GUC_check_errdetail("The %ss of a %s:// entry are reached over TCP: \"%s\" is not host:port.",
+								noun, what, hostport);
+			return false;
+		}
+		/* the default port is the kind's (a sentinel's is 26379) */
+		if (strchr(hostport, ':') == NULL ||
+			(hostport[0] == '[' && hostport[strlen(hostport) - 1] == ']'))
+			snprintf(hostport + strlen(hostport),
+					 sizeof(hostport) - strlen(hostport), ":%d", default_port);
+		if (!parse_server(hostport, &one))
+			return false;
+		strlcpy(spec->sentinels[spec->nsentinels].host, one.host,
+				sizeof(spec->sentinels[0].host));
+		spec->sentinels[spec->nsentinels].port = one.port;
+		spec->nsentinels++;
+		rest = stop < end ? stop + 1 : end;
+	}
+	if (spec->nsentinels == 0)
+	{
+		GUC_check_errdetail("A %s:// entry names no %s.", what, noun);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * write_identity: an entry's canonical form, the scheme (scheme_len bytes
+ * of item) and its nodes, then "tail", into spec->addr.  Written where it
+ * always fits (REDLOCK_MAX_SENTINELS nodes of REDLOCK_ADDR_LEN and a
+ * tail), then checked against the room an identity has.
+ */
+static bool
+write_identity(const char *item, size_t scheme_len, RedlockServerSpec *spec,
+			   const char *tail)
+{
+	char		identity[REDLOCK_MAX_SENTINELS * (REDLOCK_ADDR_LEN + 8) +
+						 REDLOCK_MASTER_NAME_LEN + 64];
+	int			len;
+	int			i;
+
+	len = snprintf(identity, sizeof(identity), "%.*s", (int) scheme_len, item);
+	for (i = 0; i < spec->nsentinels; i++)
+		len += snprintf(identity + len, sizeof(identity) - len,
+						strchr(spec->sentinels[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
+						i > 0 ? ";" : "", spec->sentinels[i].host,
+						spec->sentinels[i].port);
+	len += snprintf(identity + len, sizeof(identity) - len, "%s", tail);
+	if (len >= (int) sizeof(spec->addr))
+	{
+		GUC_check_errdetail("A %.*s entry is longer than %d bytes once written out.",
+							(int) scheme_len, item, (int) sizeof(spec->addr) - 1);
+		return false;
+	}
+	memcpy(spec->addr, identity, len + 1);
+	return true;
+}
+
+/*
+ * parse_cluster: parse "cluster://[user[:password]@]host[:port][;...]"
+ * (or clusters:// for TLS), the seed nodes of a Redis Cluster.
+ */
+static bool
+parse_cluster(const char *item, size_t scheme_len, RedlockServerSpec *spec)
+{
+	const char *rest = item + scheme_len;
+	const char *end = rest + strlen(rest);
+
+	if (end > rest && end[-1] == '/')
+		end--;					/* a trailing slash */
+	if (memchr(rest, '/', end - rest) != NULL)
+	{
+		GUC_check_errdetail("A cluster:// entry names its seed nodes only: a cluster has no database but 0, and no name.");
+		return false;
+	}
+	if (!parse_nodes(rest, end, spec, "cluster", DEFAULT_REDIS_PORT))
+		return false;
+	spec->kind = REDIS_KIND_CLUSTER;
+	spec->db = -1;
+	return write_identity(item, scheme_len, spec, "");
+}
+
+/*
  * parse_sentinel: parse
  * "sentinel://[user[:password]@]host[:port][;host[:port]...]/name[/db]"
  * (or sentinels:// for TLS, whose scheme is scheme_len long) into spec:
@@ -252,87 +392,19 @@ parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 {
 	const char *rest = item + scheme_len;
 	const char *slash = strchr(rest, '/');
-	const char *at = NULL;
 	const char *p;
 	const char *name;
 	const char *dbslash;
 	size_t		namelen;
-	/* room for every sentinel, the scheme, the name and a database */
-	char		identity[REDLOCK_MAX_SENTINELS * (REDLOCK_ADDR_LEN + 8) +
-						 REDLOCK_MASTER_NAME_LEN + 64];
-	int			len;
-	int			i;
+	char		tail[REDLOCK_MASTER_NAME_LEN + 16];
 
 	if (slash == NULL || slash[1] == '\0' || slash[1] == '/')
 	{
 		GUC_check_errdetail("A sentinel:// entry ends with /master-name (the name the sentinels monitor the master under).");
 		return false;
 	}
-	for (p = rest; p < slash; p++)
-		if (*p == '@')
-			at = p;
-	if (at)
-	{
-		const char *colon = memchr(rest, ':', at - rest);
-		size_t		userlen = colon ? (size_t) (colon - rest) : (size_t) (at - rest);
-
-		if (!url_decode(rest, userlen, spec->user, sizeof(spec->user)) ||
-			(colon && !url_decode(colon + 1, at - colon - 1, spec->password,
-								  sizeof(spec->password))))
-		{
-			GUC_check_errdetail("A sentinel:// entry has a malformed or too long user name or password (write special characters as %%XX).");
-			return false;
-		}
-		rest = at + 1;
-	}
-
-	/* the sentinels, separated by semicolons */
-	while (rest < slash)
-	{
-		const char *end = memchr(rest, ';', slash - rest);
-		char		hostport[REDLOCK_ADDR_LEN];
-		RedlockServerSpec one;
-
-		if (end == NULL)
-			end = slash;
-		if (spec->nsentinels == REDLOCK_MAX_SENTINELS)
-		{
-			GUC_check_errdetail("A sentinel:// entry names at most %d sentinels.",
-								REDLOCK_MAX_SENTINELS);
-			return false;
-		}
-		if (end - rest >= (ptrdiff_t) sizeof(hostport) || end == rest)
-		{
-			GUC_check_errdetail("A sentinel:// entry has an empty or too long sentinel address.");
-			return false;
-		}
-		snprintf(hostport, sizeof(hostport), "%.*s", (int) (end - rest), rest);
-		if (hostport[0] == '/' || strchr(hostport, ':') == NULL ||
-			(hostport[0] == '[' && hostport[strlen(hostport) - 1] == ']'))
-		{
-			/* a sentinel's default port is 26379, not 6379 */
-			if (hostport[0] == '/')
-			{
-				GUC_check_errdetail("Sentinels are reached over TCP: \"%s\" is not host:port.",
-									hostport);
-				return false;
-			}
-			snprintf(hostport + strlen(hostport),
-					 sizeof(hostport) - strlen(hostport), ":%d", DEFAULT_SENTINEL_PORT);
-		}
-		if (!parse_server(hostport, &one))
-			return false;
-		strlcpy(spec->sentinels[spec->nsentinels].host, one.host,
-				sizeof(spec->sentinels[0].host));
-		spec->sentinels[spec->nsentinels].port = one.port;
-		spec->nsentinels++;
-		rest = end < slash ? end + 1 : slash;
-	}
-	if (spec->nsentinels == 0)
-	{
-		GUC_check_errdetail("A sentinel:// entry names no sentinel.");
+	if (!parse_nodes(rest, slash, spec, "sentinel", DEFAULT_SENTINEL_PORT))
 		return false;
-	}
 
 	/* the master's name, then an optional database */
 	name = slash + 1;
@@ -372,31 +444,13 @@ parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 		spec->db = (int) v;
 	}
 
-	/*
-	 * The identity: the scheme, the sentinels, the name, the database,
-	 * written where it always fits (8 sentinels of REDLOCK_ADDR_LEN and a
-	 * name), then checked against the room an identity has.
-	 */
+	/* the identity: the scheme, the sentinels, the name, the database */
 	spec->kind = REDIS_KIND_SENTINEL;
-	len = snprintf(identity, sizeof(identity), "%.*s", (int) scheme_len, item);
-	for (i = 0; i < spec->nsentinels; i++)
-		len += snprintf(identity + len, sizeof(identity) - len,
-						strchr(spec->sentinels[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
-						i > 0 ? ";" : "", spec->sentinels[i].host,
-						spec->sentinels[i].port);
-	len += snprintf(identity + len, sizeof(identity) - len, "/%s",
-					spec->master_name);
 	if (spec->db >= 0)
-		len += snprintf(identity + len, sizeof(identity) - len, "/%d",
-						spec->db);
-	if (len >= (int) sizeof(spec->addr))
-	{
-		GUC_check_errdetail("A sentinel:// entry is longer than %d bytes once written out.",
-							(int) sizeof(spec->addr) - 1);
-		return false;
-	}
-	memcpy(spec->addr, identity, len + 1);
-	return true;
+		snprintf(tail, sizeof(tail), "/%s/%d", spec->master_name, spec->db);
+	else
+		snprintf(tail, sizeof(tail), "/%s", spec->master_name);
+	return write_identity(item, scheme_len, spec, tail);
 }
 
 /*
@@ -436,6 +490,15 @@ parse_server(const char *item, RedlockServerSpec *spec)
 	}
 	if (strncmp(item, "sentinel://", 11) == 0)
 		return parse_sentinel(item, 11, spec);
+	if (strncmp(item, "clusters://", 11) == 0)
+	{
+		if (!parse_cluster(item, 11, spec))
+			return false;
+		spec->tls = true;
+		return true;
+	}
+	if (strncmp(item, "cluster://", 10) == 0)
+		return parse_cluster(item, 10, spec);
 
 	if (item[0] == '/')
 	{
@@ -535,7 +598,8 @@ parse_server(const char *item, RedlockServerSpec *spec)
 
 /*
  * same_group: whether two sentinel entries name the same master (its name,
- * through a sentinel they share): it would count twice toward a quorum.
+ * through a sentinel they share), or two cluster entries the same cluster
+ * (a seed they share): it would count twice toward a quorum.
  */
 static bool
 same_group(const RedlockServerSpec *a, const RedlockServerSpec *b)
@@ -543,7 +607,7 @@ same_group(const RedlockServerSpec *a, const RedlockServerSpec *b)
 	int			i;
 	int			j;
 
-	if (a->kind != REDIS_KIND_SENTINEL || b->kind != REDIS_KIND_SENTINEL ||
+	if (a->kind == REDIS_KIND_PLAIN || a->kind != b->kind ||
 		strcmp(a->master_name, b->master_name) != 0)
 		return false;
 	for (i = 0; i < a->nsentinels; i++)

@@ -771,10 +771,15 @@ prepare_release_servers(RedlockLock **locks, int nlocks)
 			continue;			/* stays held */
 		for (j = 0; j < locks[i]->nservers; j++)
 		{
-			for (k = 0; k < n && srvs[k] != locks[i]->servers[j]; k++)
+			/* a cluster's: the node of the lock's slot */
+			RedisServer *srv = RedisServerForKey(locks[i]->servers[j],
+												 locks[i]->rkey,
+												 locks[i]->rkeylen);
+
+			for (k = 0; k < n && srvs[k] != srv; k++)
 				;
 			if (k == n)
-				srvs[n++] = locks[i]->servers[j];
+				srvs[n++] = srv;
 		}
 	}
 	RedisPrepareServers(srvs, n);

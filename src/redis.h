@@ -77,7 +77,8 @@ struct redisReply;
 typedef enum RedisKind
 {
 	REDIS_KIND_PLAIN = 0,		/* host:port, a socket, redis[s]:// */
-	REDIS_KIND_SENTINEL			/* sentinel[s]://: the master of a group */
+	REDIS_KIND_SENTINEL,		/* sentinel[s]://: the master of a group */
+	REDIS_KIND_CLUSTER			/* cluster[s]://: a Redis Cluster */
 } RedisKind;
 
 #define REDLOCK_MAX_SENTINELS	8	/* hosts of one sentinel:// entry */
@@ -94,7 +95,8 @@ typedef struct RedisNode
 typedef struct RedlockServerSpec
 {
 	RedisKind	kind;
-	/* sentinel: the sentinels to ask, and the name of the master */
+	/* sentinel: the sentinels to ask, and the name of the master; cluster:
+	 * its seed nodes */
 	int			nsentinels;
 	RedisNode	sentinels[REDLOCK_MAX_SENTINELS];
 	char		master_name[REDLOCK_MASTER_NAME_LEN];
@@ -209,12 +211,18 @@ typedef enum RedisCallState
 {
 	REDIS_CALL_WAITING = 0,		/* sent (or queued), no answer yet */
 	REDIS_CALL_DONE,			/* integer answer in ints[] */
-	REDIS_CALL_FAILED			/* failure and error say why */
+	REDIS_CALL_FAILED,			/* failure and error say why */
+	REDIS_CALL_REDIRECT			/* to be sent to redirect_to (a cluster's
+								 * MOVED, ASK, TRYAGAIN): batch.c */
 } RedisCallState;
 
 #define REDIS_CALL_MAX_ARGS	12
 
 struct RedisServer;
+
+/* A call still without an answer (waiting, or to be sent again). */
+#define RedisCallPending(call) \
+	((call)->state == REDIS_CALL_WAITING || (call)->state == REDIS_CALL_REDIRECT)
 
 /* One script call to one server within a batch. */
 typedef struct RedisCall
@@ -244,6 +252,12 @@ typedef struct RedisCall
 								 * its reply came on */
 	bool		script_answered;	/* with wait_replicas: the script's
 									 * answer is in, WAIT's is not */
+	/* a cluster's redirection (REDIS_CALL_REDIRECT) */
+	struct RedisServer *redirect_to;
+	bool		asking;			/* ASK: send ASKING before it */
+	int64		resend_at;		/* us; TRYAGAIN: not before */
+	int			redirects;		/* MOVED and ASK followed so far */
+	int64		sent_at;		/* us; when the batch first sent it */
 } RedisCall;
 
 /*
@@ -257,6 +271,7 @@ typedef struct RedisPending
 {
 	RedisCall  *call;
 	bool		is_wait;		/* a WAIT (call NULL): see RedisConnQueueWait */
+	bool		is_slots;		/* CLUSTER SLOTS (call NULL): cluster.c */
 	char	   *resend;			/* hiredis-formatted EVAL, or NULL */
 	int			resend_len;
 } RedisPending;
@@ -300,6 +315,9 @@ typedef struct RedisConn
 {
 	struct RedisServer *server;
 	bool		is_sub;			/* a subscription connection */
+	bool		is_watch;		/* (also is_sub) a sentinel entry's watch:
+								 * SUBSCRIBE +switch-master on a sentinel */
+	bool		watch_confirmed;	/* the watch is subscribed */
 	RedisConnState state;
 	RedisTransport transport;
 	struct redisReader *reader;
@@ -335,6 +353,7 @@ typedef struct RedisConn
 	int			acks_cap;
 	int			wait_due;		/* replicas the next WAIT asks for, or 0 */
 	int			wait_due_ms;	/* its timeout */
+	int			slots_owed;		/* CLUSTER SLOTS answers still to come */
 
 	/* the wait set's view of it (waitset.c) */
 	uint32		serial;			/* bumped when its socket opens or closes */
@@ -358,6 +377,17 @@ typedef struct RedisServer
 	char		master_name[REDLOCK_MASTER_NAME_LEN];
 	int			sentinel_next;	/* the sentinel to ask first */
 	int64		failovers;		/* times the sentinels named another node */
+
+	/* a cluster entry: its nodes and slot map (cluster.c) */
+	struct RedisServer **cnodes;	/* nodes learnt, CLUSTER_MAX_NODES room */
+	int			ncnodes;
+	int16	   *slot_map;		/* per slot an index into cnodes, -1 unknown */
+	bool		map_stale;		/* ask CLUSTER SLOTS again */
+	int64		map_asked_at;	/* us; when it was last asked */
+	int			seed_next;		/* the seed to try first */
+	int64		redirects;		/* MOVED and ASK answers followed */
+	/* a node of a cluster entry: that entry */
+	struct RedisServer *cluster;
 	bool		tls;			/* from a rediss:// entry */
 	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
 	char		password[REDLOCK_CRED_LEN];
@@ -368,6 +398,8 @@ typedef struct RedisServer
 
 	RedisConn	cmd;			/* scripts */
 	RedisConn	sub;			/* wake-ups (pubsub.c) */
+	RedisConn	watch;			/* a sentinel entry's switch-master notices */
+	int			watch_at;		/* the sentinel it watches (or watched) */
 	/* channels the subscription connection asked for, and which it has */
 	int			sub_nchannels;
 	char		sub_channels[REDIS_SUB_MAX_CHANNELS][REDIS_CHANNEL_LEN];
@@ -400,6 +432,7 @@ typedef struct RedisServer
 } RedisServer;
 
 extern RedisServer *RedisServerForSpec(const RedlockServerSpec *spec);
+extern RedisServer *RedisServerCreate(const RedlockServerSpec *spec);
 extern RedisServer *RedisServerLookup(const char *addr);
 extern RedisServer **RedisServers(int *n);
 extern const char *RedisFailureText(RedisFailure failure);
@@ -416,6 +449,8 @@ extern bool RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
 								 const size_t *argvlen);
 extern void RedisConnSendCall(RedisConn *conn, RedisCall *call);
 extern void RedisConnQueueWait(RedisConn *conn);
+extern void RedisConnSendAsking(RedisConn *conn);
+extern void RedisConnAskSlots(RedisConn *conn);
 extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 								 const char *text);
 extern bool RedisConnStale(const RedisConn *conn);
@@ -423,8 +458,27 @@ extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern bool RedisConnStillOpen(RedisConn *conn, int64 now);
 extern bool RedisConnResolveTimedOut(RedisConn *conn, int64 now);
+extern bool RedisSentinelWatch(RedisServer *srv, bool may_connect);
 extern uint32 RedisConnEvents(const RedisConn *conn);
 extern void RedisDisconnectAll(void);
+
+/* ------------------------------------------------------------------------
+ * cluster.c
+ * ------------------------------------------------------------------------
+ */
+
+#define CLUSTER_MAX_REDIRECTS	5	/* per call and batch */
+
+extern int	RedisKeySlot(const char *key, size_t len);
+extern void RedisSlotTagsPrepare(void);
+extern const char *RedisSlotTag(int slot);
+extern RedisServer *RedisClusterNode(RedisServer *cluster, const char *host, int port);
+extern RedisServer *RedisServerForKey(RedisServer *srv, const char *key, size_t len);
+extern bool RedisClusterWantsMap(RedisServer *node);
+extern void RedisClusterNodeFailed(RedisServer *node);
+extern void RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply);
+extern RedisServer *RedisClusterRedirect(RedisServer *node, const char *text, bool *ask);
+extern void RedisClusterDescribe(const RedisServer *cluster, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
  * creds.c

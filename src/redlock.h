@@ -371,6 +371,7 @@ typedef enum RedlockCounter
 	REDLOCK_RECONNECTS,			/* connections to a master re-established */
 	/* since 1.3, after "since" in the views */
 	REDLOCK_FAILOVERS,			/* sentinels named another primary */
+	REDLOCK_REDIRECTS,			/* a cluster's MOVED and ASK followed */
 	REDLOCK_NUM_COUNTERS
 } RedlockCounter;
 

@@ -165,7 +165,9 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	values[10] = BoolGetDatum(tls);
 	nulls[11] = nulls[12] = true;
 	/* a sentinel entry: which node its sentinels named last */
-	values[13] = CStringGetTextDatum(kind == REDIS_KIND_SENTINEL ? "sentinel" : "master");
+	values[13] = CStringGetTextDatum(kind == REDIS_KIND_SENTINEL ? "sentinel" :
+									 kind == REDIS_KIND_CLUSTER ? "cluster" :
+									 srv && srv->cluster ? "cluster node" : "master");
 	nulls[14] = true;
 	values[15] = Int64GetDatum(srv ? srv->failovers : 0);
 	if (srv != NULL && srv->kind == REDIS_KIND_SENTINEL && srv->host[0] != '\0')
@@ -174,6 +176,15 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 												  "[%s]:%d" : "%s:%d",
 												  srv->host, srv->port));
 		nulls[14] = false;
+	}
+	else if (srv != NULL && srv->kind == REDIS_KIND_CLUSTER)
+	{
+		char		text[64];
+
+		RedisClusterDescribe(srv, text, sizeof(text));
+		values[14] = CStringGetTextDatum(text);
+		nulls[14] = false;
+		values[15] = Int64GetDatum(srv->redirects);
 	}
 	else if (srv != NULL && srv->kind == REDIS_KIND_PLAIN)
 	{

@@ -69,13 +69,26 @@ RedisWaitSetChanged(bool was_opened)
 }
 
 /*
- * conn_at: connection number i of 2 * nsrvs: each server's command
- * connection, then its subscription connection, in server order.
+ * conn_at: connection number i of CONNS_PER_SERVER * nsrvs: each server's
+ * command connection, its subscription connection, and (sentinel entries)
+ * its watch on the sentinels, in server order.
  */
+#define CONNS_PER_SERVER	3
+
 static RedisConn *
 conn_at(RedisServer **srvs, int i)
 {
-	return i % 2 == 0 ? &srvs[i / 2]->cmd : &srvs[i / 2]->sub;
+	RedisServer *srv = srvs[i / CONNS_PER_SERVER];
+
+	switch (i % CONNS_PER_SERVER)
+	{
+		case 0:
+			return &srv->cmd;
+		case 1:
+			return &srv->sub;
+		default:
+			return &srv->watch;
+	}
 }
 
 /*
@@ -100,7 +113,7 @@ build(void)
 		wait_set_building = NULL;
 	}
 	srvs = RedisServers(&nsrvs);
-	for (i = 0; i < 2 * nsrvs; i++)
+	for (i = 0; i < CONNS_PER_SERVER * nsrvs; i++)
 		if (conn_at(srvs, i)->state != REDIS_CONN_CLOSED)
 			nsockets++;
 
@@ -112,7 +125,7 @@ build(void)
 		AddWaitEventToSet(wait_set_building, WL_POSTMASTER_DEATH,
 						  PGINVALID_SOCKET, NULL, NULL);
 	n = 0;
-	for (i = 0; i < 2 * nsrvs; i++)
+	for (i = 0; i < CONNS_PER_SERVER * nsrvs; i++)
 	{
 		conn = conn_at(srvs, i);
 		if (conn->state != REDIS_CONN_CLOSED)
@@ -127,7 +140,7 @@ build(void)
 	wait_set = wait_set_building;
 	wait_set_building = NULL;
 	n = 0;
-	for (i = 0; i < 2 * nsrvs; i++)
+	for (i = 0; i < CONNS_PER_SERVER * nsrvs; i++)
 	{
 		conn = conn_at(srvs, i);
 		if (conn->state == REDIS_CONN_CLOSED)
@@ -232,7 +245,7 @@ RedisWaitRound(long timeout_ms, bool in_callback)
 	}
 
 	srvs = RedisServers(&nsrvs);
-	for (i = 0; i < 2 * nsrvs; i++)
+	for (i = 0; i < CONNS_PER_SERVER * nsrvs; i++)
 	{
 		uint32		ev;
 

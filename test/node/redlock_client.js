@@ -15,7 +15,9 @@
 //
 // SERVERS is a comma-separated list of host:port, as in redlock.servers;
 // rediss://host:port entries connect over TLS, checking the server's
-// certificate against the CA file named by $REDLOCK_TLS_CA.
+// certificate against the CA file named by $REDLOCK_TLS_CA; a
+// cluster://host:port;host:port entry is a Redis Cluster (ioredis's
+// Cluster client, which sends each key's script to the node of its slot).
 
 'use strict';
 
@@ -26,6 +28,14 @@ const Redlock = require('redlock');
 const [serverList, mode, key, arg, pgUrl] = process.argv.slice(2);
 const clients = serverList.split(',').map((s) => {
   const entry = s.trim();
+  if (entry.startsWith('cluster://')) {
+    // a Redis Cluster, as ioredis reaches one: seeds separated by semicolons
+    const seeds = entry.slice('cluster://'.length).split(';').map((hp) => {
+      const [host, port] = hp.split(':');
+      return { host, port: Number(port) };
+    });
+    return new Redis.Cluster(seeds, { redisOptions: { maxRetriesPerRequest: 1 } });
+  }
   const tls = entry.startsWith('rediss://');
   const [host, port] = entry.replace(/^rediss:\/\//, '').split(':');
   const options = { host, port: Number(port), maxRetriesPerRequest: 1 };

@@ -1,0 +1,296 @@
+"""cluster:// entries against a real Redis Cluster on loopback: three
+masters, each with a replica (redis-server --cluster-enabled yes, joined
+with redis-cli --cluster create).
+
+A cluster entry is one logical master whose keys live on many nodes:
+redlock sends each lock's scripts to the node of its slot, learns the map
+with CLUSTER SLOTS, follows MOVED and ASK, and names the companion keys
+with a hash tag of the lock key's slot, so that no script touches two
+slots (Redis Cluster refuses such a script: the waiting tests would fail
+with a cross-slot error if one did)."""
+
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+
+import psycopg2
+import pytest
+import redis
+
+from conftest import backend_wait_event, in_thread, wait_for
+
+
+def cluster_port():
+    """A port for a cluster node: its bus listens 10000 higher, so both must
+    be free and below 65536 (free_port's may be too high)."""
+    while True:
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
+class Cluster:
+    """Six nodes, three masters with a replica each."""
+
+    def __init__(self, redis_server, replicas=1):
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0"]
+        self.nodes = [redis_server(port=cluster_port(), args=args)
+                      for _ in range(3 * (1 + replicas))]
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *[n.addr for n in self.nodes], "--cluster-replicas", str(replicas),
+                        "--cluster-yes"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        wait_for(lambda: all(self.info(n)["cluster_state"] == "ok" for n in self.nodes),
+                 timeout=20, interval=0.1, what="the cluster")
+        # every replica synchronised (a manual failover waits for that)
+        wait_for(lambda: all(r["master_link_status"] == "up" and not r["master_sync_in_progress"]
+                             for r in (n.client().info("replication") for n in self.nodes)
+                             if r["role"] == "slave") and
+                 sum(n.client().info("replication")["role"] == "slave"
+                     for n in self.nodes) == 3 * replicas and
+                 all(r.get("slave0", {}).get("state") == "online"
+                     for r in (n.client().info("replication") for n in self.nodes)
+                     if r["role"] == "master" and replicas),
+                 timeout=20, interval=0.1, what="the replicas")
+        self.by_port = {n.port: n for n in self.nodes}
+
+    @staticmethod
+    def info(node):
+        text = node.client().execute_command("CLUSTER", "INFO").decode()
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    def entry(self):
+        return "cluster://" + ";".join(n.addr for n in self.nodes[:3])
+
+    def client(self):
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def masters(self):
+        return [n for n in self.nodes
+                if n.proc.poll() is None and n.client().execute_command("ROLE")[0] == b"master"]
+
+    def node_id(self, node):
+        return node.client().execute_command("CLUSTER", "MYID").decode()
+
+    def owner(self, key):
+        """The master that serves key's slot now."""
+        slot = self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key)
+        for lo, hi, master, *_ in self.nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                return self.by_port[master[1]]
+        raise AssertionError(f"no owner for slot {slot}")
+
+    def move_slot(self, key, to):
+        """Move key's slot, with its keys, to master "to" (the steps of
+        redis-cli --cluster reshard for one slot)."""
+        src = self.owner(key)
+        slot = src.client().execute_command("CLUSTER", "KEYSLOT", key)
+        to.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(src))
+        src.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to))
+        while True:
+            keys = src.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            src.client().execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000,
+                                         "KEYS", *keys)
+        for m in self.masters():
+            m.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", self.node_id(to))
+        return src
+
+
+@pytest.fixture
+def cluster(redis_server):
+    return Cluster(redis_server)
+
+
+def test_locks_spread_over_every_master_with_their_companions(session, cluster):
+    s = session(servers=cluster.entry())
+    keys = [f"c:{i}" for i in range(300)] + ["{user:42}:cart", "a{b", "x{}y{z}", "{"]
+    for k in keys:
+        assert s.value("SELECT redlock_acquire_session(%s)", (k,)) > 0
+    c = cluster.client()
+    per_master = {m.port: m.client().dbsize() for m in cluster.masters()}
+    assert all(n > 0 for n in per_master.values()), per_master
+    # each fencing counter shares its lock's node (its slot: a hash tag)
+    for k in keys:
+        owner = cluster.owner(k)
+        counters = [f for f in owner.client().keys("*") if f.endswith(b"\x00fence")
+                    and f.split(b"}", 1)[1] == k.encode() + b"\x00fence"]
+        assert len(counters) == 1, (k, owner.port)
+    row = s.value("SELECT row(kind, node)::text FROM redlock_servers WHERE configured")
+    assert row == '(cluster,"3 nodes, 16384 slots known")'
+    assert s.value("SELECT redlock_release_all()") == len(keys)
+    assert not any(c.exists(k) for k in keys[:20])
+
+
+def test_waiters_are_woken_on_a_cluster(session, admin, cluster):
+    """The queue and its companion keys live in the lock key's slot; the
+    release wakes the waiter (classic pub/sub reaches every node)."""
+    holder = session(servers=cluster.entry())
+    waiter = session(servers=cluster.entry())
+    for key in ("cw:plain", "{tag}cw", "cw{"):
+        assert holder.value("SELECT redlock_acquire_session(%s)", (key,)) > 0
+        thread, got = in_thread(waiter.value, "SELECT redlock_acquire_session(%s, 30000, 20000)"
+                                % psycopg2.extensions.adapt(key).getquoted().decode())
+        wait_for(lambda: backend_wait_event(admin, waiter.pid) == "Extension", what="the waiter")
+        time.sleep(0.3)                 # it is queued
+        started = time.monotonic()
+        assert holder.value("SELECT redlock_release(%s)", (key,)) is True
+        thread.join(20)
+        assert got and isinstance(got[0], int) and got[0] > 0, got
+        assert time.monotonic() - started < 0.5, "woken, not found by its timer"
+        assert waiter.value("SELECT redlock_release(%s)", (key,)) is True
+
+
+def test_a_moved_slot_is_followed_for_held_and_new_locks(session, admin, cluster):
+    """The slot of a held, waited-for key moves to another master: the
+    release follows MOVED to the new owner, the waiter then gets the key
+    there, and a new acquire goes straight to it."""
+    holder = session(servers=cluster.entry())
+    waiter = session(servers=cluster.entry())
+    key = "moving:1"
+    assert holder.value("SELECT redlock_acquire_session(%s, 60000)", (key,)) > 0
+    thread, got = in_thread(waiter.value,
+                            "SELECT redlock_acquire_session('moving:1', 30000, 20000)")
+    wait_for(lambda: backend_wait_event(admin, waiter.pid) == "Extension", what="the waiter")
+    target = next(m for m in cluster.masters() if m is not cluster.owner(key))
+    src = cluster.move_slot(key, target)
+    slot = src.client().execute_command("CLUSTER", "KEYSLOT", key)
+    assert target.client().exists(key)
+    assert src.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    assert holder.value("SELECT redlock_release(%s)", (key,)) is True
+    thread.join(20)
+    assert got and isinstance(got[0], int) and got[0] > 0, got
+    assert target.client().exists(key)
+    assert waiter.value("SELECT redirects FROM redlock_stats") + \
+        holder.value("SELECT redirects FROM redlock_stats") >= 1
+    assert waiter.value("SELECT redlock_release(%s)", (key,)) is True
+
+
+def test_a_slot_in_migration_is_served(session, cluster):
+    """While a slot migrates (MIGRATING on its owner, IMPORTING on the
+    target, the key's fencing counter moved already), an acquire meets ASK
+    on the owner, then TRYAGAIN on the target (a script whose keys are not
+    all there): it tries again until the migration ends, then succeeds on
+    the new owner."""
+    s = session(servers=cluster.entry())
+    s.execute("SET redlock.command_timeout = 5000")
+    key = "mig:1"
+    src = cluster.owner(key)
+    dst = next(m for m in cluster.masters() if m is not src)
+    assert s.value("SELECT redlock_acquire_session(%s)", (key,)) > 0     # counter on src
+    assert s.value("SELECT redlock_release(%s)", (key,)) is True
+    slot = src.client().execute_command("CLUSTER", "KEYSLOT", key)
+    dst.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+    src.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst))
+    keys = src.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+    src.client().execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys)
+    thread, got = in_thread(s.value, f"SELECT redlock_try_acquire_session('{key}')")
+    time.sleep(0.5)
+    assert thread.is_alive(), "it waits for the migration: TRYAGAIN"
+    for m in cluster.masters():
+        m.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(dst))
+    thread.join(10)
+    assert got and isinstance(got[0], int) and got[0] > 0, got
+    assert dst.client().exists(key)
+    assert s.value("SELECT redlock_release(%s)", (key,)) is True
+    assert not dst.client().exists(key)
+
+
+def test_a_cluster_failover_keeps_the_lock(session, cluster):
+    """CLUSTER FAILOVER on the replica of the master that holds a lock
+    (taken with replica_ack = 1): the lock is released on the new master,
+    and nobody else could take it meanwhile."""
+    s = session(servers=cluster.entry())
+    other = session(servers=cluster.entry())
+    s.execute("SET redlock.replica_ack = 1")
+    key = "fo:c"
+
+    def acquired():
+        try:
+            return s.value("SELECT redlock_acquire_session(%s, 60000)", (key,))
+        except psycopg2.Error:          # the replica's first acknowledgements
+            return None
+    assert wait_for(acquired, timeout=10, interval=0.1, what="the first acquire") > 0
+    old = cluster.owner(key)
+    old_id = cluster.node_id(old)
+    replica = next(n for n in cluster.nodes
+                   if n.client().execute_command("ROLE")[0] == b"slave" and
+                   n.client().info("replication")["master_port"] == old.port)
+    replica.client().execute_command("CLUSTER", "FAILOVER")
+    wait_for(lambda: cluster.owner(key) is replica, timeout=20, interval=0.1,
+             what="the replica to take over")
+    assert replica.client().exists(key)
+    assert other.value("SELECT redlock_try_acquire_session(%s)", (key,)) is None
+    assert s.value("SELECT redlock_release(%s)", (key,)) is True
+    assert not replica.client().exists(key)
+    assert other.value("SELECT redlock_try_acquire_session(%s)", (key,)) > 0
+    assert old_id
+
+
+def node(entry, *args):
+    here = os.path.join(os.path.dirname(__file__), "..", "node")
+    return subprocess.Popen(["node", "redlock_client.js", entry, *args], cwd=here,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_node_redlock_on_the_cluster_and_sql_exclude_each_other(session, cluster):
+    """node-redlock with ioredis's Cluster client and SQL, on the same keys
+    of the same cluster."""
+    s = session(servers=cluster.entry())
+    for key in ("nc:1", "nc:2", "{nc}3"):
+        holder = node(cluster.entry(), "try", key, "30000")
+        assert holder.stdout.readline().startswith("acquired")
+        assert s.value("SELECT redlock_try_acquire_session(%s)", (key,)) is None
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        assert s.value("SELECT redlock_try_acquire_session(%s)", (key,)) > 0
+        other = node(cluster.entry(), "try", key, "30000")
+        assert other.stdout.readline().strip() == "busy"
+        other.wait(10)
+        assert s.value("SELECT redlock_release(%s)", (key,)) is True
+
+
+@pytest.mark.parametrize("entry, detail", [
+    ("cluster://", "names no node"),
+    ("cluster://127.0.0.1:7000/1", "has no database but 0"),
+    ("cluster://127.0.0.1:7000;;127.0.0.1:7001", "empty or too long node address"),
+])
+def test_malformed_cluster_entries_are_refused(session, entry, detail):
+    err = session().error("SET redlock.servers = %s", (entry,))
+    assert err.pgcode == "22023" and detail in err.diag.message_detail
+
+
+def test_reshard_while_locked_and_waited(session, admin, cluster):
+    """redis-cli --cluster reshard moves 3000 slots while 60 locks are held
+    and a backend waits for one: every release finds its lock where it
+    went (MOVED followed), and the waiter then gets its key."""
+    holder = session(servers=cluster.entry())
+    waiter = session(servers=cluster.entry())
+    keys = [f"rs:{i}" for i in range(60)]
+    for k in keys:
+        assert holder.value("SELECT redlock_acquire_session(%s, 120000)", (k,)) > 0
+    thread, got = in_thread(waiter.value, "SELECT redlock_acquire_session('rs:7', 30000, 60000)")
+    wait_for(lambda: backend_wait_event(admin, waiter.pid) == "Extension", what="the waiter")
+    src, dst = cluster.masters()[:2]
+    subprocess.run(["redis-cli", "--cluster", "reshard", src.addr,
+                    "--cluster-from", cluster.node_id(src), "--cluster-to", cluster.node_id(dst),
+                    "--cluster-slots", "3000", "--cluster-yes"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moved = sum(cluster.owner(k) is dst for k in keys)
+    assert moved > 0
+    for k in keys:
+        assert holder.value("SELECT redlock_release(%s)", (k,)) is True, k
+    thread.join(30)
+    assert got and isinstance(got[0], int) and got[0] > 0, got
+    assert holder.value("SELECT redirects FROM redlock_stats") >= 1
