@@ -117,7 +117,7 @@ batch_join(RedisConn *conn, const RedisBatch *b, int64 now, int64 cap)
 	if (!b->in_callback && RedisConnStale(conn))
 		RedisConnClose(conn);	/* what it still owes is lost with it */
 	/* a sentinel entry: a switch-master notice first (conn.c) */
-	(void) RedisSentinelWatch(srv, !b->no_connect);
+	(void) RedisSentinelWatch(srv, !b->in_callback);
 	RedisConnDrain(conn);
 	existed = conn->state != REDIS_CONN_CLOSED;
 	if (!existed && !b->no_connect && RedisServerMayConnect(srv, now))
@@ -169,6 +169,7 @@ conn_timeout(RedisConn *conn, int timeout_ms)
 		return;
 	}
 	snprintf(text, sizeof(text), "no reply within %d ms", timeout_ms);
+	RedisClusterNodeFailed(srv);	/* a silent node: its slots may have moved */
 	srv->last_failure = REDIS_FAIL_TIMEOUT;
 	strlcpy(srv->last_error, text, sizeof(srv->last_error));
 	srv->last_error_at = GetCurrentTimestamp();
@@ -406,58 +407,52 @@ leave_all(void)
 }
 
 /*
- * prepare_watches: the sentinel entries of the batch's calls get their
- * watch subscribed before anything is sent (see conn.c), each sentinel
- * within redlock.connect_timeout; one that cannot be had (every sentinel
- * tried) lets the batch go on without it.
+ * prepare_watches: a sentinel entry whose command connection is about to
+ * ask the sentinels (it is closed) gets its watch subscribed first (see
+ * conn.c), so that no switch between the two goes unseen: once per
+ * resolution, each sentinel within redlock.connect_timeout, the batch's
+ * end at the latest.  A watch that cannot be had is retried in the
+ * background later (RedisSentinelWatch's pause); the batch goes on.
  */
 static void
-prepare_watches(RedisBatch *b)
+prepare_watches(RedisBatch *b, int64 cap)
 {
-	int64		giveup = 0;
-	int			opened = 0;		/* watches opened (every sentinel, at most) */
-	int			budget = 0;
+	RedisServer *want[REDLOCK_MAX_SERVERS];
+	int			nwant = 0;
+	int			i;
+	int			k;
 
+	for (i = 0; i < b->ncalls && nwant < REDLOCK_MAX_SERVERS; i++)
+	{
+		RedisServer *srv = b->calls[i].server;
+
+		if (srv->kind != REDIS_KIND_SENTINEL || srv->cmd.state != REDIS_CONN_CLOSED)
+			continue;
+		for (k = 0; k < nwant && want[k] != srv; k++)
+			;
+		if (k == nwant)
+			want[nwant++] = srv;
+	}
 	for (;;)
 	{
 		int64		now = RedlockNowUs();
-		int64		next = PG_INT64_MAX;
-		bool		ready = true;
-		int			i;
+		int64		next = cap;
+		bool		waiting = false;
 
-		for (i = 0; i < b->ncalls; i++)
+		for (k = 0; k < nwant; k++)
 		{
-			RedisServer *srv = b->calls[i].server;
+			RedisServer *srv = want[k];
 
-			if (srv->kind != REDIS_KIND_SENTINEL)
-				continue;
-			if (srv->watch.state == REDIS_CONN_CLOSED)
-			{
-				/* sentinels that refuse or fail are not waited for again */
-				if (budget > 0 && opened >= budget)
-					continue;
-				opened++;
-			}
-			if (RedisSentinelWatch(srv, true))
-				continue;
-			if (budget == 0)
-				budget = 2 * srv->nsentinels * b->ncalls;
-			/* every sentinel gets its connect timeout, once */
-			if (giveup == 0)
-				giveup = now + (int64) redlock_connect_timeout * 1000 * srv->nsentinels;
-			ready = false;
-			if (srv->watch.state != REDIS_CONN_CLOSED)
-			{
-				next = Min(next, srv->watch.connect_deadline);
-				RedisConnFlush(&srv->watch);
-			}
+			if (RedisSentinelWatch(srv, true) || srv->watch.state == REDIS_CONN_CLOSED)
+				continue;		/* subscribed, or given up for now */
+			waiting = true;
+			next = Min(next, srv->watch.connect_deadline);
+			RedisConnFlush(&srv->watch);
 		}
-		if (ready || now >= giveup || (opened >= budget && next == PG_INT64_MAX))
-			return;				/* subscribed, or go on without */
-		next = Min(next, giveup);
-		/* a refused connect closed it: open the next one at once */
+		if (!waiting || now >= cap)
+			return;
 		if (next > now)
-			(void) RedisWaitRound((long) Min((next - now + 999) / 1000, 10), false);
+			(void) RedisWaitRound((long) ((next - now + 999) / 1000), false);
 	}
 }
 
@@ -498,7 +493,10 @@ batch_run(RedisBatch *b)
 
 	RedisWaitSetReset();
 	if (!b->in_callback)
-		prepare_watches(b);
+	{
+		prepare_watches(b, cap);
+		start = RedlockNowUs();	/* the calls' time starts now */
+	}
 	send_calls(b, start, cap);
 	srvs = RedisServers(&nsrvs);
 	for (i = 0; i < nsrvs; i++)
@@ -565,6 +563,8 @@ RedisPrepareServers(RedisServer **srvs, int n)
 		RedisConn  *conn = &srvs[i]->cmd;
 
 		RedisConnCheckIdle(conn, now);
+		/* a switch-master notice is acted on now, not at COMMIT */
+		(void) RedisSentinelWatch(srvs[i], true);
 		if (conn->state == REDIS_CONN_CLOSED && RedisServerMayConnect(srvs[i], now))
 			(void) RedisConnOpen(conn, now);
 		resolving |= conn->resolving;

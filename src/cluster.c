@@ -318,10 +318,14 @@ RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply)
 		end = r->element[1]->integer;
 		if (start < 0 || end >= CLUSTER_NSLOTS || start > end)
 			continue;
+		if (m->element[1]->integer < 1 || m->element[1]->integer > 65535)
+			continue;			/* port 0 would be a unix socket: never */
 		if (m->element[0]->len == 0 || strcmp(m->element[0]->str, "?") == 0)
 			strlcpy(host, node->host, sizeof(host));
 		else
 			strlcpy(host, m->element[0]->str, sizeof(host));
+		if (host[0] == '/')
+			continue;
 		owner = RedisClusterNode(cluster, host, (int) m->element[1]->integer);
 		if (owner == NULL)
 			continue;
@@ -378,6 +382,8 @@ RedisClusterRedirect(RedisServer *node, const char *text, bool *ask)
 		else
 			snprintf(host, sizeof(host), "%.*s", (int) (colon - p), p);
 	}
+	if (host[0] == '/')
+		return NULL;			/* a unix socket: never from a reply */
 	target = RedisClusterNode(cluster, host, (int) port);
 	if (target == NULL || *ask || cluster->slot_map == NULL)
 		return target;

@@ -65,10 +65,25 @@
 #include "redlock.h"
 
 #define BACKOFF_MIN_MS		100
+#define WATCH_PAUSE_US		1000000 /* a watch that failed: retried after */
+#define PINNED_US			30000000	/* a watch's notice outranks sentinels */
 #define BACKOFF_MAX_MS		5000
 #define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
 #define MAX_PENDING_BYTES	((size_t) 1 << 20)	/* unparsed reply bytes we hold */
 #define READ_CHUNK			16384
+
+/*
+ * Connection serials are unique in the backend (not per connection), so
+ * that a lock's note of the connection a master's answer came on cannot
+ * match another node's connection (a cluster's slot that moved).
+ */
+static uint32 serial_counter = 0;
+
+static uint32
+next_serial(void)
+{
+	return ++serial_counter;
+}
 
 /* Every server this backend has used, in creation order. */
 static RedisServer **servers = NULL;
@@ -432,7 +447,9 @@ pending_clear(RedisConn *conn)
  * still holds).
  */
 #define MAX_ARRAY_ELEMENTS 8
-#define MAX_BIG_ELEMENTS 16384	/* ROLE's replicas, CLUSTER SLOTS's ranges */
+#define MAX_BIG_ELEMENTS 16384	/* CLUSTER SLOTS's ranges, at the top */
+#define MAX_NESTED_ELEMENTS 64	/* below it (ROLE's list of replicas) */
+#define MAX_BIG_TOTAL 65536		/* elements of one big reply in all */
 
 static bool reading_big = false;	/* the reader may meet ROLE's or CLUSTER
 									 * SLOTS's answer */
@@ -441,11 +458,22 @@ static redisReplyObjectFunctions reply_functions;
 static void *(*default_create_array) (const redisReadTask *, int);
 static bool reply_functions_ready = false;
 
+static long big_budget;			/* elements one big reply may still have */
+
 static void *
 create_array(const redisReadTask *task, int elements)
 {
-	if (reading_big ? elements > MAX_BIG_ELEMENTS :
-		(elements > MAX_ARRAY_ELEMENTS || task->parent != NULL))
+	if (!reading_big)
+	{
+		if (elements > MAX_ARRAY_ELEMENTS || task->parent != NULL)
+			return NULL;
+		return default_create_array(task, elements);
+	}
+	/* a big reply: wide at the top only, and a budget for all of it */
+	if (task->parent == NULL)
+		big_budget = MAX_BIG_TOTAL;
+	if (elements > (task->parent == NULL ? MAX_BIG_ELEMENTS : MAX_NESTED_ELEMENTS) ||
+		(big_budget -= elements) < 0)
 		return NULL;
 	return default_create_array(task, elements);
 }
@@ -528,10 +556,13 @@ RedisConnClose(RedisConn *conn)
 	pending_clear(conn);
 	conn->scripts_loaded = 0;
 	conn->wes_pos = -1;
-	conn->serial++;
-	/* a watch that never got subscribed: the next sentinel next time */
+	conn->serial = next_serial();
+	/* a watch that never got subscribed: the next sentinel, after a pause */
 	if (conn->is_watch && !conn->watch_confirmed)
+	{
 		conn->server->watch_at = (conn->server->watch_at + 1) % conn->server->nsentinels;
+		conn->server->watch_retry_after = RedlockNowUs() + WATCH_PAUSE_US;
+	}
 	conn->watch_confirmed = false;
 	if (conn->is_sub && !conn->is_watch)
 	{
@@ -745,7 +776,7 @@ transport_open(RedisConn *conn, const char *host, int port, char *err,
 	conn->handshake = 0;
 	conn->heard = false;
 	conn->wes_pos = -1;
-	conn->serial++;
+	conn->serial = next_serial();
 	RedisWaitSetChanged(true);
 	return true;
 }
@@ -764,7 +795,7 @@ transport_drop(RedisConn *conn)
 	conn->reader = NULL;
 	buf_free(&conn->out);
 	conn->wes_pos = -1;
-	conn->serial++;
+	conn->serial = next_serial();
 	RedisWaitSetChanged(false);
 }
 
@@ -988,10 +1019,17 @@ sentinel_reply(RedisConn *conn, redisReply *reply)
 	if (*end != '\0')
 		port = 0;
 	freeReplyObject(reply);
-	if (port < 1 || port > 65535 || host[0] == '\0')
+	if (port < 1 || port > 65535 || host[0] == '\0' || host[0] == '/')
 	{
 		sentinel_failed(conn, "it named an invalid address");
 		return;
+	}
+	/* a sentinel that has not caught up with the watch's notice */
+	if (RedlockNowUs() < srv->pinned_until &&
+		(strcmp(host, srv->pinned_host) != 0 || port != srv->pinned_port))
+	{
+		strlcpy(host, srv->pinned_host, sizeof(host));
+		port = srv->pinned_port;
 	}
 
 	/* a failover counts once ROLE has confirmed the new node */
@@ -1160,6 +1198,15 @@ watch_switch(RedisServer *srv, const char *host, int port)
 	if (srv->cmd.state != REDIS_CONN_CLOSED)
 		RedisConnFail(&srv->cmd, REDIS_FAIL_IO, text, false);
 	RedisConnClose(&srv->sub);
+
+	/*
+	 * The other sentinels may name the old primary for a while yet (only
+	 * the leader announces +promoted-slave): the node the watch named wins
+	 * over them for PINNED_US (see sentinel_reply).
+	 */
+	strlcpy(srv->pinned_host, host, sizeof(srv->pinned_host));
+	srv->pinned_port = port;
+	srv->pinned_until = RedlockNowUs() + PINNED_US;
 }
 
 /*
@@ -1238,7 +1285,8 @@ RedisSentinelWatch(RedisServer *srv, bool may_connect)
 	if (conn->state != REDIS_CONN_CLOSED && !conn->watch_confirmed &&
 		RedlockNowUs() >= conn->connect_deadline)
 		RedisConnClose(conn);	/* a silent sentinel: the next one */
-	if (conn->state == REDIS_CONN_CLOSED && may_connect)
+	if (conn->state == REDIS_CONN_CLOSED && may_connect &&
+		RedlockNowUs() >= srv->watch_retry_after)
 		watch_open(srv);
 	return conn->state == REDIS_CONN_READY && conn->watch_confirmed;
 }
@@ -1983,7 +2031,10 @@ conn_receive(RedisConn *conn)
 			void	   *reply = NULL;
 			int			rc;
 
-			reading_big = conn->role_check || conn->slots_owed > 0;
+			/* only the answer at the head of the queue may be big */
+			reading_big = (conn->role_check && conn->handshake == 1) ||
+				(conn->handshake == 0 && conn->npending > 0 &&
+				 pending_at(conn, 0)->is_slots);
 			rc = redisReaderGetReply(conn->reader, &reply);
 			reading_big = false;
 			if (rc != REDIS_OK)

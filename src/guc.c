@@ -375,7 +375,7 @@ parse_cluster(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 	if (!parse_nodes(rest, end, spec, "cluster", DEFAULT_REDIS_PORT))
 		return false;
 	spec->kind = REDIS_KIND_CLUSTER;
-	spec->db = -1;
+	spec->db = 0;				/* a cluster has database 0 only */
 	return write_identity(item, scheme_len, spec, "");
 }
 

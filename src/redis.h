@@ -400,6 +400,12 @@ typedef struct RedisServer
 	RedisConn	sub;			/* wake-ups (pubsub.c) */
 	RedisConn	watch;			/* a sentinel entry's switch-master notices */
 	int			watch_at;		/* the sentinel it watches (or watched) */
+	int64		watch_retry_after;	/* us; a failed watch is not retried
+									 * before */
+	char		pinned_host[REDLOCK_ADDR_LEN];	/* the primary a watch notice
+												 * named, over the sentinels' */
+	int			pinned_port;
+	int64		pinned_until;	/* us */
 	/* channels the subscription connection asked for, and which it has */
 	int			sub_nchannels;
 	char		sub_channels[REDIS_SUB_MAX_CHANNELS][REDIS_CHANNEL_LEN];

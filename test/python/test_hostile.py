@@ -29,6 +29,15 @@ HOSTILE = {
     "close": None,              # closes at once
 }
 
+# A node of a cluster:// entry that answers everything (scripts and CLUSTER
+# SLOTS) with a slot map naming a unix socket (port 0), or with a flood of
+# wide nested arrays.
+CLUSTER_HOSTILE = {
+    # twice: the script and the CLUSTER SLOTS behind it come in one read
+    "slots-unix": b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$17\r\n/tmp/redlock.sock\r\n:0\r\n" * 2,
+    "slots-flood": b"*16384\r\n" + b"*16384\r\n" * 4096,
+}
+
 
 class FakeRedis:
     """A TCP server on loopback that answers every request the same bad way."""
@@ -71,7 +80,7 @@ class FakeRedis:
                     while not self.stop.is_set():
                         conn.sendall(chunk)
                     return
-                conn.sendall(HOSTILE[self.behaviour])
+                conn.sendall({**HOSTILE, **CLUSTER_HOSTILE}[self.behaviour])
                 if self.behaviour == "partial-then-close":
                     return
         except OSError:
@@ -239,3 +248,21 @@ def test_fuzz_every_function(session):
     assert s.value("SELECT count(*) FROM redlock_locks") == 0
     if SLOW == 1:           # under valgrind, resident size is valgrind's
         assert rss_kb(s.pid) - before < 10 * 1024
+
+
+@pytest.mark.parametrize("behaviour", sorted(CLUSTER_HOSTILE))
+def test_hostile_cluster_node(session, behaviour):
+    """A cluster node's slot map cannot send us to a unix socket, nor make
+    the backend allocate without bound: a clear error, the backend alive."""
+    fake = FakeRedis(behaviour)
+    try:
+        s = session(servers=f"cluster://{fake.addr}")
+        s.execute("SET redlock.command_timeout = 500")
+        before = rss_kb(s.value("SELECT pg_backend_pid()"))
+        for _ in range(3):
+            err = s.error("SELECT redlock_try_acquire_session('hostile:c')")
+            assert err.pgcode.startswith("08"), err
+        assert rss_kb(s.value("SELECT pg_backend_pid()")) - before < 100000
+        assert not s.value("SELECT count(*) FROM redlock_servers WHERE address LIKE '/%'")
+    finally:
+        fake.close()

@@ -454,3 +454,24 @@ def test_long_entries_are_refused_not_overrun(session):
 def test_kind_comes_from_the_entry_not_its_spelling(session):
     s = session(servers="sentinel-1:6379")
     assert s.value("SELECT kind FROM redlock_servers") == "master"
+
+
+def test_frozen_sentinels_do_not_stall_a_working_primary(session, group):
+    """Once the primary is known, sentinels that stop answering (all three
+    frozen) cost the locks nothing: acquires and releases go on at once."""
+    s = session(servers=group.entry())
+    assert s.value("SELECT redlock_acquire_session('sen:calm')") > 0
+    # the session's watch is dropped, and no sentinel answers any more
+    for sen in group.sentinels:
+        sen.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        sen.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        for i in range(5):
+            assert s.value("SELECT redlock_acquire_session(%s)", (f"sen:calm{i}",)) > 0
+            assert s.value("SELECT redlock_release(%s)", (f"sen:calm{i}",)) is True
+        assert time.monotonic() - started < 1.0
+        assert s.value("SELECT redlock_release('sen:calm')") is True
+    finally:
+        for sen in group.sentinels:
+            sen.proc.send_signal(signal.SIGCONT)

@@ -494,3 +494,58 @@ def test_node_redlock_over_tls_and_sql_exclude_each_other(session, certs, tls_re
     finally:
         node.kill()
         node.wait(10)
+
+
+# -- sentinels:// and clusters:// --
+
+def tls_sentinel(certs, primary_port):
+    """A redis-sentinel that speaks only TLS, to us and to the TLS primary
+    it watches."""
+    from conftest import free_port
+    c = certs
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="redlock-tls-sentinel-")
+    conf = os.path.join(work, "sentinel.conf")
+    with open(conf, "w") as f:
+        f.write(f"port 0\ntls-port {port}\nbind 127.0.0.1\ndir {work}\n"
+                f"tls-cert-file {c.path('server.crt')}\ntls-key-file {c.path('server.key')}\n"
+                f"tls-ca-cert-file {c.path('ca.crt')}\ntls-auth-clients no\n"
+                f"tls-replication yes\n"
+                f"sentinel monitor tlsmaster 127.0.0.1 {primary_port} 1\n")
+    proc = subprocess.Popen(["redis-server", conf, "--sentinel",
+                             "--logfile", os.path.join(work, "sentinel.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none",
+                         ssl_check_hostname=False, socket_timeout=1)
+
+    def knows():
+        try:
+            return client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "tlsmaster")
+        except (redis.RedisError, OSError):
+            return None
+    wait_for(knows, what="the TLS sentinel")
+    return port, proc, work
+
+
+def test_a_sentinel_entry_over_tls(session, certs, tls_redis):
+    """sentinels://: the sentinel and the primary it names are both reached
+    over TLS, certificates checked."""
+    primary = tls_redis()
+    port, proc, work = tls_sentinel(certs, primary.port)
+    try:
+        s = tls_session(session, certs, f"sentinels://127.0.0.1:{port}/tlsmaster")
+        assert s.value("SELECT redlock_acquire_session('tls:sen')") > 0
+        assert primary.client().exists("tls:sen")
+        row = server_row(s, f"sentinels://127.0.0.1:{port}/tlsmaster")
+        assert row["kind"] == "sentinel" and row["tls"] is True
+        assert row["tls_version"].startswith("TLSv1.")
+        assert row["node"] == f"127.0.0.1:{primary.port}"
+        # the same over plain TCP is refused: the sentinel speaks only TLS
+        plain = session(servers=f"sentinel://127.0.0.1:{port}/tlsmaster")
+        plain.execute("SET redlock.connect_timeout = 500")
+        err = plain.error("SELECT redlock_try_acquire_session('tls:plain')")
+        assert err.pgcode.startswith("08")
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
