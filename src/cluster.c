@@ -210,6 +210,7 @@ RedisClusterNode(RedisServer *cluster, const char *host, int port)
 RedisServer *
 RedisServerForKey(RedisServer *srv, const char *key, size_t len)
 {
+	RedisServer *mapped;
 	RedisServer *node;
 	int			slot;
 	int			i;
@@ -226,18 +227,35 @@ RedisServerForKey(RedisServer *srv, const char *key, size_t len)
 		srv->map_stale = true;
 	}
 	slot = RedisKeySlot(key, len);
-	if (srv->slot_map && srv->slot_map[slot] >= 0)
-		return srv->cnodes[srv->slot_map[slot]];
+	mapped = srv->slot_map && srv->slot_map[slot] >= 0 ?
+		srv->cnodes[srv->slot_map[slot]] : NULL;
+
+	/*
+	 * The node of the slot, unless the map is in doubt (a node failed) and
+	 * that node is not connected: it may be gone for good, its slots taken
+	 * over by a replica.  Then another node, connected if one is, which
+	 * redirects, and is asked for the new map.
+	 */
+	if (mapped != NULL &&
+		(!srv->map_stale || mapped->cmd.state != REDIS_CONN_CLOSED))
+		return mapped;
 	srv->map_stale = true;
+	for (i = 0; i < srv->ncnodes; i++)
+		if (srv->cnodes[i] != mapped && srv->cnodes[i]->cmd.state == REDIS_CONN_READY)
+			return srv->cnodes[i];
 	/* a seed: the first that is not in backoff, starting after the last */
 	for (i = 0; i < srv->nsentinels; i++)
 	{
 		int			k = (srv->seed_next + i) % srv->nsentinels;
+
 		node = RedisClusterNode(srv, srv->sentinels[k].host,
 								srv->sentinels[k].port);
-		if (node != NULL && RedisServerMayConnect(node, RedlockNowUs()))
+		if (node != NULL && node != mapped &&
+			RedisServerMayConnect(node, RedlockNowUs()))
 			return node;
 	}
+	if (mapped != NULL)
+		return mapped;
 	node = RedisClusterNode(srv, srv->sentinels[srv->seed_next].host,
 							srv->sentinels[srv->seed_next].port);
 	return node ? node : srv;	/* out of memory: the call fails there */
