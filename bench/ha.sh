@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# What a Sentinel entry and replica acknowledgement cost.  As root on
-# Debian 12:
+# What highly available entries cost: a Sentinel group, replica
+# acknowledgement, a Redis Cluster.  As root on Debian 12:
 #
-#     bench/sentinel.sh [seconds per run, default 10] [rounds, default 3]
+#     bench/ha.sh [seconds per run, default 10] [rounds, default 3]
 #
-# Sets up like the tests (scripts/lib.sh), plus a primary with one replica
-# and three sentinels on loopback.  8 pgbench clients, each transaction
-# locks a random key of 100000 and updates that row (as bench/pgbench.sh),
-# in interleaved rounds: pg_advisory_xact_lock, redlock on the primary
-# named directly, the same primary through its sentinel:// entry, and that
-# with redlock.replica_ack = 1.  Prints tps per run, the medians, and each
-# median over pg_advisory_xact_lock's from the same rounds.
+# Sets up like the tests (scripts/lib.sh), plus, on loopback, a primary with
+# one replica and three sentinels, and a Redis Cluster of three masters.
+# 8 pgbench clients, each transaction locks a random key of 100000 and
+# updates that row (as bench/pgbench.sh), in interleaved rounds:
+# pg_advisory_xact_lock, redlock on the primary named directly, the same
+# primary through its sentinel:// entry, that with redlock.replica_ack = 1,
+# and the cluster:// entry.  Prints tps per run, the medians, each median
+# over pg_advisory_xact_lock's from the same rounds, and how the cluster's
+# script calls spread over its masters.
 source "$(dirname "$0")/../scripts/lib.sh"
 SECS=${1:-10}
 ROUNDS=${2:-3}
@@ -36,6 +38,23 @@ CONF
 done
 for i in $(seq 100); do
 	[ "$(redis-cli -p "$REPLICA" info replication | tr -d '\r' | sed -n 's/^master_link_status://p')" = up ] && break
+	sleep 0.1
+done
+# the cluster: three masters, their bus ports 10000 higher
+CLUSTER=""
+for i in 0 1 2; do
+	port=$((REDIS_PORT + 20 + i))
+	mkdir -p "$RUN_DIR/cluster-$port"
+	redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+		--cluster-enabled yes --cluster-config-file "$RUN_DIR/cluster-$port/nodes.conf" \
+		--daemonize yes --pidfile "$RUN_DIR/redis-$port.pid" \
+		--logfile "$RUN_DIR/redis-$port.log" --dir "$RUN_DIR/cluster-$port"
+	for j in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+	CLUSTER+="${CLUSTER:+;}127.0.0.1:$port"
+done
+redis-cli --cluster create $(echo "$CLUSTER" | tr ';' ' ') --cluster-replicas 0 --cluster-yes >/dev/null
+for i in $(seq 100); do
+	[ "$(redis-cli -p $((REDIS_PORT + 20)) cluster info | tr -d '\r' | sed -n 's/^cluster_state://p')" = ok ] && break
 	sleep 0.1
 done
 
@@ -70,7 +89,7 @@ tps() {
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 say_machine
-KINDS="advisory direct sentinel sentinel+ack"
+KINDS="advisory direct sentinel sentinel+ack cluster"
 say "8 clients, $SECS s per run, $ROUNDS interleaved rounds"
 declare -A T=()
 for run in $(seq "$ROUNDS"); do
@@ -80,6 +99,7 @@ for run in $(seq "$ROUNDS"); do
 		direct) setting redlock.servers "127.0.0.1:$PRIMARY"; setting redlock.replica_ack 0; script=redlock ;;
 		sentinel) setting redlock.servers "sentinel://$SENTINELS/bench"; setting redlock.replica_ack 0; script=redlock ;;
 		sentinel+ack) setting redlock.servers "sentinel://$SENTINELS/bench"; setting redlock.replica_ack 1; script=redlock ;;
+		cluster) setting redlock.servers "cluster://$CLUSTER"; setting redlock.replica_ack 0; script=redlock ;;
 		esac
 		t=$(tps $script)
 		T[$kind]+="$t "
@@ -91,4 +111,12 @@ adv=$(median ${T[advisory]})
 for kind in $KINDS; do
 	m=$(median ${T[$kind]})
 	printf '  %-13s %8.0f tps  %.2f x pg_advisory_xact_lock\n' "$kind" "$m" "$(echo "$m / $adv" | bc -l)"
+done
+say "script calls per cluster master (all rounds)"
+for i in 0 1 2; do
+	port=$((REDIS_PORT + 20 + i))
+	calls=$(redis-cli -p "$port" info commandstats | tr -d '\r' |
+		sed -n 's/^cmdstat_eval\(sha\)\{0,1\}:calls=\([0-9]*\),.*/\2/p' | paste -sd+ | bc)
+	keys=$(redis-cli -p "$port" dbsize)
+	printf '  127.0.0.1:%d  %8d script calls, %6d keys\n' "$port" "$calls" "$keys"
 done
