@@ -14,8 +14,8 @@
 -- views are replaced in place (columns are added at their end, after
 -- "since" for the statistics), so that views built on them and privileges
 -- set on them survive.  Their functions get
--- new names (a function's result columns cannot change in place); the 1.2
--- functions stay, with their columns, for code that calls them directly.
+-- new names (a function's result columns cannot change in place), and the
+-- 1.2 ones go, as redlock_servers() went in 1.1: query the views.
 
 CREATE FUNCTION redlock_server_list_v3(
     OUT address text, OUT configured boolean, OUT state text,
@@ -29,6 +29,8 @@ AS 'MODULE_PATHNAME', 'redlock_servers_srf'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE OR REPLACE VIEW redlock_servers AS SELECT * FROM redlock_server_list_v3();
+
+DROP FUNCTION redlock_server_list();
 
 -- the columns follow enum RedlockCounter in src/redlock.h, "since" after
 -- the counters of 1.0
@@ -46,6 +48,8 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE OR REPLACE VIEW redlock_stats AS SELECT * FROM redlock_stats_v3();
 
+DROP FUNCTION redlock_stats();
+
 CREATE FUNCTION redlock_stats_cluster_v3(
     OUT acquires bigint, OUT reentries bigint, OUT try_busy bigint,
     OUT waits bigint, OUT wait_time_us bigint, OUT wakeups bigint,
@@ -59,3 +63,5 @@ AS 'MODULE_PATHNAME', 'redlock_stats_cluster'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE OR REPLACE VIEW redlock_stats_cluster AS SELECT * FROM redlock_stats_cluster_v3();
+
+DROP FUNCTION redlock_stats_cluster();

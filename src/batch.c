@@ -418,6 +418,7 @@ static void
 prepare_watches(RedisBatch *b, int64 cap)
 {
 	RedisServer *want[REDLOCK_MAX_SERVERS];
+	bool		opened[REDLOCK_MAX_SERVERS];
 	int			nwant = 0;
 	int			i;
 	int			k;
@@ -426,12 +427,17 @@ prepare_watches(RedisBatch *b, int64 cap)
 	{
 		RedisServer *srv = b->calls[i].server;
 
-		if (srv->kind != REDIS_KIND_SENTINEL || srv->cmd.state != REDIS_CONN_CLOSED)
+		/* one about to ask its sentinels (not one in backoff: it will not) */
+		if (srv->kind != REDIS_KIND_SENTINEL || srv->cmd.state != REDIS_CONN_CLOSED ||
+			!RedisServerMayConnect(srv, RedlockNowUs()))
 			continue;
 		for (k = 0; k < nwant && want[k] != srv; k++)
 			;
 		if (k == nwant)
+		{
+			opened[nwant] = false;
 			want[nwant++] = srv;
+		}
 	}
 	for (;;)
 	{
@@ -443,8 +449,13 @@ prepare_watches(RedisBatch *b, int64 cap)
 		{
 			RedisServer *srv = want[k];
 
-			if (RedisSentinelWatch(srv, true) || srv->watch.state == REDIS_CONN_CLOSED)
-				continue;		/* subscribed, or given up for now */
+			/* each watch is opened once here, at most: one that fails is
+			 * retried in the background */
+			if (RedisSentinelWatch(srv, !opened[k] || srv->watch.state != REDIS_CONN_CLOSED))
+				continue;
+			opened[k] = true;
+			if (srv->watch.state == REDIS_CONN_CLOSED)
+				continue;		/* given up for now */
 			waiting = true;
 			next = Min(next, srv->watch.connect_deadline);
 			RedisConnFlush(&srv->watch);

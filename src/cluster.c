@@ -45,6 +45,7 @@
 #define CLUSTER_MAX_NODES		256 /* nodes one cluster entry may learn */
 #define CLUSTER_SLOT_TAG_LEN	8	/* "{" up to 5 characters "}" NUL */
 #define CLUSTER_REASK_US		1000000 /* CLUSTER SLOTS at most this often */
+#define NODE_PAUSE_US			1000000 /* a failed node is avoided this long */
 
 /* The tag of each slot (see RedisSlotTag), built on first use. */
 static char (*slot_tags)[CLUSTER_SLOT_TAG_LEN] = NULL;
@@ -237,7 +238,8 @@ RedisServerForKey(RedisServer *srv, const char *key, size_t len)
 	 * redirects, and is asked for the new map.
 	 */
 	if (mapped != NULL &&
-		(!srv->map_stale || mapped->cmd.state != REDIS_CONN_CLOSED))
+		(!srv->map_stale || mapped->cmd.state != REDIS_CONN_CLOSED ||
+		 RedisServerMayConnect(mapped, RedlockNowUs())))
 		return mapped;
 	srv->map_stale = true;
 	for (i = 0; i < srv->ncnodes; i++)
@@ -254,6 +256,11 @@ RedisServerForKey(RedisServer *srv, const char *key, size_t len)
 			RedisServerMayConnect(node, RedlockNowUs()))
 			return node;
 	}
+	/* a node learnt from the map (the seeds may all be gone) */
+	for (i = 0; i < srv->ncnodes; i++)
+		if (srv->cnodes[i] != mapped &&
+			RedisServerMayConnect(srv->cnodes[i], RedlockNowUs()))
+			return srv->cnodes[i];
 	if (mapped != NULL)
 		return mapped;
 	node = RedisClusterNode(srv, srv->sentinels[srv->seed_next].host,
@@ -293,6 +300,11 @@ RedisClusterNodeFailed(RedisServer *node)
 	cluster->map_stale = true;
 	cluster->map_asked_at = 0;
 	cluster->seed_next = (cluster->seed_next + 1) % cluster->nsentinels;
+	/*
+	 * A short pause (a refused connect has no backoff of its own): calls
+	 * for its slots go to another node meanwhile (RedisServerForKey).
+	 */
+	node->retry_after = Max(node->retry_after, RedlockNowUs() + NODE_PAUSE_US);
 }
 
 /*

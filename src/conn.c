@@ -66,6 +66,7 @@
 
 #define BACKOFF_MIN_MS		100
 #define WATCH_PAUSE_US		1000000 /* a watch that failed: retried after */
+#define WATCH_PAUSE_MAX_US	30000000
 #define PINNED_US			30000000	/* a watch's notice outranks sentinels */
 #define BACKOFF_MAX_MS		5000
 #define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
@@ -449,7 +450,9 @@ pending_clear(RedisConn *conn)
 #define MAX_ARRAY_ELEMENTS 8
 #define MAX_BIG_ELEMENTS 16384	/* CLUSTER SLOTS's ranges, at the top */
 #define MAX_NESTED_ELEMENTS 64	/* below it (ROLE's list of replicas) */
-#define MAX_BIG_TOTAL 65536		/* elements of one big reply in all */
+#define MAX_BIG_TOTAL 400000	/* elements of one big reply in all: 16384
+								 * ranges with a few replicas each */
+#define MAX_BIG_STRING 1024		/* bytes of a string in one */
 
 static bool reading_big = false;	/* the reader may meet ROLE's or CLUSTER
 									 * SLOTS's answer */
@@ -458,7 +461,9 @@ static redisReplyObjectFunctions reply_functions;
 static void *(*default_create_array) (const redisReadTask *, int);
 static bool reply_functions_ready = false;
 
-static long big_budget;			/* elements one big reply may still have */
+static long *big_budget;		/* elements the big reply being read may
+								 * still have: its connection's */
+static void *(*default_create_string) (const redisReadTask *, char *, size_t);
 
 static void *
 create_array(const redisReadTask *task, int elements)
@@ -471,11 +476,20 @@ create_array(const redisReadTask *task, int elements)
 	}
 	/* a big reply: wide at the top only, and a budget for all of it */
 	if (task->parent == NULL)
-		big_budget = MAX_BIG_TOTAL;
+		*big_budget = MAX_BIG_TOTAL;
 	if (elements > (task->parent == NULL ? MAX_BIG_ELEMENTS : MAX_NESTED_ELEMENTS) ||
-		(big_budget -= elements) < 0)
+		(*big_budget -= elements) < 0)
 		return NULL;
 	return default_create_array(task, elements);
+}
+
+/* create_string: within a big reply, strings are short (addresses, ids). */
+static void *
+create_string(const redisReadTask *task, char *str, size_t len)
+{
+	if (reading_big && len > MAX_BIG_STRING)
+		return NULL;
+	return default_create_string(task, str, len);
 }
 
 /* reader_create: a reader with the capped functions, or NULL (no memory). */
@@ -491,6 +505,8 @@ reader_create(void)
 		reply_functions = *r->fn;
 		default_create_array = reply_functions.createArray;
 		reply_functions.createArray = create_array;
+		default_create_string = reply_functions.createString;
+		reply_functions.createString = create_string;
 		redisReaderFree(r);
 		reply_functions_ready = true;
 	}
@@ -531,6 +547,19 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 static void acks_fail(RedisConn *conn, RedisFailure failure, const char *text);
 
 /*
+ * watch_pause: a watch that failed is retried after a pause that grows,
+ * 1 s up to 30 s, while it keeps failing (sentinels that are all gone
+ * cost a batch nothing but one non-blocking attempt now and then).
+ */
+static void
+watch_pause(RedisServer *srv)
+{
+	srv->watch_pause_us = srv->watch_pause_us == 0 ? WATCH_PAUSE_US :
+		Min(srv->watch_pause_us * 2, WATCH_PAUSE_MAX_US);
+	srv->watch_retry_after = RedlockNowUs() + srv->watch_pause_us;
+}
+
+/*
  * RedisConnClose: close the socket and drop everything the connection
  * held; calls still waiting on it are forgotten, not failed (see
  * RedisConnFail).
@@ -561,8 +590,10 @@ RedisConnClose(RedisConn *conn)
 	if (conn->is_watch && !conn->watch_confirmed)
 	{
 		conn->server->watch_at = (conn->server->watch_at + 1) % conn->server->nsentinels;
-		conn->server->watch_retry_after = RedlockNowUs() + WATCH_PAUSE_US;
+		watch_pause(conn->server);
 	}
+	else if (conn->is_watch)
+		conn->server->watch_pause_us = 0;	/* it worked: a short pause next */
 	conn->watch_confirmed = false;
 	if (conn->is_sub && !conn->is_watch)
 	{
@@ -1096,6 +1127,7 @@ role_reply(RedisConn *conn, redisReply *reply)
 				 "%s:%d, named primary of \"%s\" by a sentinel, is not a primary (a failover in progress?)",
 				 srv->host, srv->port, srv->master_name);
 		srv->sentinel_next = (conn->sentinel_at + 1) % srv->nsentinels;
+		srv->pinned_until = 0;	/* the pinned node is no primary (any more) */
 		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
 		return false;
 	}
@@ -1149,6 +1181,7 @@ watch_open(RedisServer *srv)
 	if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
 	{
 		srv->watch_at = (srv->watch_at + 1) % srv->nsentinels;
+		watch_pause(srv);
 		return;
 	}
 	if (redlock_sentinel_password && redlock_sentinel_password[0])
@@ -1187,10 +1220,13 @@ watch_open(RedisServer *srv)
  * used).
  */
 static void
-watch_switch(RedisServer *srv, const char *host, int port)
+watch_switch(RedisServer *srv, const char *host, int port, bool notice)
 {
 	char		text[REDLOCK_ERROR_LEN];
 
+	/* never a unix socket, nor nonsense, from a sentinel */
+	if (host[0] == '\0' || host[0] == '/' || port < 1 || port > 65535)
+		return;
 	if (srv->host[0] == '\0' || (strcmp(host, srv->host) == 0 && port == srv->port))
 		return;
 	snprintf(text, sizeof(text), "the sentinels moved the primary of \"%s\" to %s:%d",
@@ -1204,9 +1240,12 @@ watch_switch(RedisServer *srv, const char *host, int port)
 	 * the leader announces +promoted-slave): the node the watch named wins
 	 * over them for PINNED_US (see sentinel_reply).
 	 */
-	strlcpy(srv->pinned_host, host, sizeof(srv->pinned_host));
-	srv->pinned_port = port;
-	srv->pinned_until = RedlockNowUs() + PINNED_US;
+	if (notice)
+	{
+		strlcpy(srv->pinned_host, host, sizeof(srv->pinned_host));
+		srv->pinned_port = port;
+		srv->pinned_until = RedlockNowUs() + PINNED_US;
+	}
 }
 
 /*
@@ -1237,8 +1276,11 @@ watch_reply(RedisConn *conn, redisReply *reply)
 		reply->element[1]->type == REDIS_REPLY_STRING &&
 		reply->element[0]->len < sizeof(host))
 	{
+		char	   *end;
+		long		p = strtol(reply->element[1]->str, &end, 10);
+
 		strlcpy(host, reply->element[0]->str, sizeof(host));
-		watch_switch(srv, host, atoi(reply->element[1]->str));
+		watch_switch(srv, host, *end == '\0' ? (int) p : 0, false);
 	}
 	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
 			 reply->element[0]->type == REDIS_REPLY_STRING &&
@@ -1257,12 +1299,12 @@ watch_reply(RedisConn *conn, redisReply *reply)
 		if (strcmp(channel, "+switch-master") == 0 &&
 			sscanf(text, "%127s %*s %*d %271s %d", name, host, &port) == 3 &&
 			strcmp(name, srv->master_name) == 0)
-			watch_switch(srv, host, port);
+			watch_switch(srv, host, port, true);
 		/* "slave ip:port ip port @ name master-ip master-port" */
 		if (strcmp(channel, "+promoted-slave") == 0 &&
 			sscanf(text, "%*s %*s %271s %d @ %127s", host, &port, name) == 3 &&
 			strcmp(name, srv->master_name) == 0)
-			watch_switch(srv, host, port);
+			watch_switch(srv, host, port, true);
 	}
 	freeReplyObject(reply);
 }
@@ -2035,6 +2077,7 @@ conn_receive(RedisConn *conn)
 			reading_big = (conn->role_check && conn->handshake == 1) ||
 				(conn->handshake == 0 && conn->npending > 0 &&
 				 pending_at(conn, 0)->is_slots);
+			big_budget = &conn->big_budget;
 			rc = redisReaderGetReply(conn->reader, &reply);
 			reading_big = false;
 			if (rc != REDIS_OK)

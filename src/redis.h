@@ -354,6 +354,8 @@ typedef struct RedisConn
 	int			wait_due;		/* replicas the next WAIT asks for, or 0 */
 	int			wait_due_ms;	/* its timeout */
 	int			slots_owed;		/* CLUSTER SLOTS answers still to come */
+	long		big_budget;		/* elements the big reply being read may
+								 * still have (conn.c's reader) */
 
 	/* the wait set's view of it (waitset.c) */
 	uint32		serial;			/* bumped when its socket opens or closes */
@@ -402,6 +404,7 @@ typedef struct RedisServer
 	int			watch_at;		/* the sentinel it watches (or watched) */
 	int64		watch_retry_after;	/* us; a failed watch is not retried
 									 * before */
+	int64		watch_pause_us; /* the pause after the last failure */
 	char		pinned_host[REDLOCK_ADDR_LEN];	/* the primary a watch notice
 												 * named, over the sentinels' */
 	int			pinned_port;

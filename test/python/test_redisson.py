@@ -175,7 +175,7 @@ def test_redisson_unlock_wakes_a_sql_waiter(session, main_redis, redisson, fmt, 
     lock = redisson().get_lock("rs:wake-s")
     assert lock.try_lock()
     s = slow_fallback(in_format(session, fmt))
-    before = s.value("SELECT wakeups FROM redlock_stats()")
+    before = s.value("SELECT wakeups FROM redlock_stats")
     t, outcome = in_thread(s.value, "SELECT redlock_acquire_session('rs:wake-s', 30000, 20000)")
     if fmt == "redisson":
         wait_for(lambda: subscribers(main_redis, channel_name("rs:wake-s")) == 1,
@@ -184,7 +184,7 @@ def test_redisson_unlock_wakes_a_sql_waiter(session, main_redis, redisson, fmt, 
     lock.unlock()
     t.join(30)
     assert outcome[0] is not None and not isinstance(outcome[0], psycopg2.Error)
-    assert s.value("SELECT wakeups FROM redlock_stats()") - before == woken
+    assert s.value("SELECT wakeups FROM redlock_stats") - before == woken
     s.execute("SELECT redlock_release('rs:wake-s')")
 
 
@@ -199,7 +199,7 @@ def test_a_waiter_listens_on_the_channel_of_the_key_it_waits_for(session, main_r
     for key in ("rs:swap-a", "rs:swap-b"):
         lock = client.get_lock(key)
         assert lock.try_lock()
-        before = s.value("SELECT wakeups FROM redlock_stats()")
+        before = s.value("SELECT wakeups FROM redlock_stats")
         t, outcome = in_thread(s.value, "SELECT redlock_acquire_session(%s, 30000, 20000)",
                                (key,))
         wait_for(lambda: subscribers(main_redis, channel_name(key)) == 1,
@@ -208,7 +208,7 @@ def test_a_waiter_listens_on_the_channel_of_the_key_it_waits_for(session, main_r
         lock.unlock()
         t.join(30)
         assert isinstance(outcome[0], int)
-        assert s.value("SELECT wakeups FROM redlock_stats()") - before == 1
+        assert s.value("SELECT wakeups FROM redlock_stats") - before == 1
         s.execute("SELECT redlock_release(%s)", (key,))
         assert subscribers(main_redis, channel_name(key)) == 0
 
@@ -228,9 +228,9 @@ def test_a_grant_given_back_does_not_wake_the_waiter(session, masters, fmt):
             m.client().hset("rs:minority", "8743c9c0-0795-4907-87fd-6c719a6b4586:1", 1)
             m.client().pexpire("rs:minority", 60000)
     s = slow_fallback(in_format(session, fmt, servers(ms)))
-    before = s.value("SELECT wakeups FROM redlock_stats()")
+    before = s.value("SELECT wakeups FROM redlock_stats")
     assert s.error("SELECT redlock_acquire('rs:minority', 30000, 1000)").pgcode == "55P03"
-    assert s.value("SELECT wakeups FROM redlock_stats()") == before
+    assert s.value("SELECT wakeups FROM redlock_stats") == before
     assert ms[2].client().get(b"rs:minority\x00fence"), "the third master granted it"
     assert not ms[2].client().exists("rs:minority"), "and the grant was given back"
 
@@ -254,7 +254,7 @@ def test_a_release_wakes_only_the_first_waiter(session, admin, main_redis, fmt):
                   ([w.pid for w in waiters[1:]],))
     for t, _ in threads[1:]:
         t.join(10 * SLOW)
-    assert [w.value("SELECT wakeups FROM redlock_stats()") for w in waiters[1:]] == [0, 0, 0]
+    assert [w.value("SELECT wakeups FROM redlock_stats") for w in waiters[1:]] == [0, 0, 0]
 
 
 ACL_COMMANDS = ["+eval", "+evalsha", "+subscribe", "+set", "+get", "+del", "+exists", "+incr",
@@ -282,14 +282,14 @@ def test_an_acl_user_as_the_readme_says(session, redis_server, redisson):
     b = tenant_session(session, r, ["t:redlock:wake:*", "redisson_lock__channel:{t:*"])
     java = redisson(port=r.port).get_lock("t:k")
     assert java.try_lock()
-    before = a.value("SELECT wakeups FROM redlock_stats()")
+    before = a.value("SELECT wakeups FROM redlock_stats")
     t, outcome = in_thread(a.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
     wait_for(lambda: subscribers(r.client(), channel_name("t:k")) == 1, what="a to subscribe")
     asleep_waiting(r.client(), "t:k")
     java.unlock()
     t.join(30)
     assert isinstance(outcome[0], int)
-    assert a.value("SELECT wakeups FROM redlock_stats()") - before == 1
+    assert a.value("SELECT wakeups FROM redlock_stats") - before == 1
     assert b.value("SELECT redlock_try_acquire('k')") is None
     # after the wait: off the key's channel, still on its own wake channel
     wait_for(lambda: subscribers(r.client(), channel_name("t:k")) == 0, what="the unsubscribe")
@@ -307,26 +307,26 @@ def test_a_refused_redisson_channel_keeps_the_queue_wake_ups(session, redis_serv
     a = tenant_session(session, r, ["t:redlock:wake:*"])
     b = tenant_session(session, r, ["t:redlock:wake:*"])
     a.execute("SELECT redlock_acquire_session('k')")
-    before = b.value("SELECT wakeups FROM redlock_stats()")
+    before = b.value("SELECT wakeups FROM redlock_stats")
     t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
     wait_for(lambda: r.client().exists(b"t:k\x00waiters"), what="b to queue")
     asleep_waiting(r.client(), "t:k")
     a.execute("SELECT redlock_release('k')")
     t.join(30)
     assert isinstance(outcome[0], int)
-    assert b.value("SELECT wakeups FROM redlock_stats()") - before == 1
+    assert b.value("SELECT wakeups FROM redlock_stats") - before == 1
     b.execute("SELECT redlock_release('k')")
 
     java = redisson(port=r.port).get_lock("t:k")
     assert java.try_lock()
-    before = b.value("SELECT wakeups FROM redlock_stats()")
+    before = b.value("SELECT wakeups FROM redlock_stats")
     t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
     wait_for(lambda: r.client().exists(b"t:k\x00waiters"), what="b to queue")
     asleep_waiting(r.client(), "t:k")
     java.unlock()
     t.join(30)
     assert isinstance(outcome[0], int), "the fallback timer found the key free"
-    assert b.value("SELECT wakeups FROM redlock_stats()") == before
+    assert b.value("SELECT wakeups FROM redlock_stats") == before
     assert [subscribers(r.client(), c.decode()) for c in wake_channels(r)] == [1]
 
 
@@ -345,13 +345,13 @@ def test_an_acl_without_unsubscribe_keeps_the_subscription(session, redis_server
     java = redisson(port=r.port).get_lock("t:k")
     for _ in range(3):
         assert java.try_lock()
-        before = a.value("SELECT wakeups FROM redlock_stats()")
+        before = a.value("SELECT wakeups FROM redlock_stats")
         t, outcome = in_thread(a.value, "SELECT redlock_acquire_session('k', 30000, 20000)")
         asleep_waiting(r.client(), "t:k")
         java.unlock()
         t.join(30)
         assert isinstance(outcome[0], int)
-        assert a.value("SELECT wakeups FROM redlock_stats()") - before == 1
+        assert a.value("SELECT wakeups FROM redlock_stats") - before == 1
         a.execute("SELECT redlock_release('k')")
         assert [subscribers(r.client(), c.decode()) for c in wake_channels(r)] == [1]
 
@@ -388,7 +388,7 @@ def test_a_stale_queue_entry_does_not_swallow_a_redisson_unlock(session, redis_s
     b = slow_fallback(in_format(session, servers=r.addr))
     h = in_format(session, servers=r.addr)
     h.execute("SELECT redlock_acquire_session('k1')")
-    before = b.value("SELECT wakeups FROM redlock_stats()")
+    before = b.value("SELECT wakeups FROM redlock_stats")
     t, outcome = in_thread(b.value, "SELECT redlock_acquire_session('k2', 30000, 20000)")
     wait_for(lambda: subscribers(r.client(), channel_name("k2")) == 1, what="b to subscribe")
     stale = r.client().pubsub_channels("redlock:wake:*")[0]
@@ -399,7 +399,7 @@ def test_a_stale_queue_entry_does_not_swallow_a_redisson_unlock(session, redis_s
     lock.unlock()
     t.join(30)
     assert isinstance(outcome[0], int)
-    assert b.value("SELECT wakeups FROM redlock_stats()") - before == 1
+    assert b.value("SELECT wakeups FROM redlock_stats") - before == 1
 
 
 def test_the_watchdog_keeps_a_redisson_lock_from_sql(session, redisson):

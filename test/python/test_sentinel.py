@@ -475,3 +475,23 @@ def test_frozen_sentinels_do_not_stall_a_working_primary(session, group):
     finally:
         for sen in group.sentinels:
             sen.proc.send_signal(signal.SIGCONT)
+
+
+def test_silent_sentinels_end_a_statement_in_time(session):
+    """Two entries whose sentinels accept and never answer, one of them
+    behind a refused one, with a 2 s connect timeout: the statement ends
+    with 08xxx within those timeouts instead of waiting for the watches."""
+    from conftest import free_port
+    from test_hostile import FakeRedis
+    silent = [FakeRedis("silent"), FakeRedis("silent")]
+    try:
+        s = session(servers=f"sentinel://{silent[0].addr}/a, "
+                            f"sentinel://127.0.0.1:{free_port()};{silent[1].addr}/b")
+        s.execute("SET redlock.connect_timeout = 2000")
+        started = time.monotonic()
+        err = s.error("SELECT redlock_try_acquire_session('sen:silent')")
+        assert err.pgcode.startswith("08"), err
+        assert time.monotonic() - started < 10
+    finally:
+        for f in silent:
+            f.close()
