@@ -894,6 +894,45 @@ set_connect_deadline(RedisConn *conn)
  */
 
 /*
+ * queue_master_query: on a connection to a sentinel, AUTH with the
+ * sentinels' credentials (redlock.sentinel_username and _password) when a
+ * password is set, then SENTINEL GET-MASTER-ADDR-BY-NAME for the entry's
+ * master: held behind AUTH (until the handshake is done) when
+ * "hold_behind_auth", else written at once (a resolving connection's
+ * replies all go to sentinel_reply).  *auth says whether AUTH went.
+ * Returns false when out of memory.
+ */
+static bool
+queue_master_query(RedisConn *conn, bool hold_behind_auth, bool *auth)
+{
+	const char *argv[3];
+	size_t		argvlen[3];
+	int			argc = 0;
+
+	*auth = redlock_sentinel_password && redlock_sentinel_password[0];
+	if (*auth)
+	{
+		argv[argc] = "AUTH";
+		argvlen[argc++] = 4;
+		if (redlock_sentinel_username && redlock_sentinel_username[0])
+		{
+			argv[argc] = redlock_sentinel_username;
+			argvlen[argc++] = strlen(redlock_sentinel_username);
+		}
+		argv[argc] = redlock_sentinel_password;
+		argvlen[argc++] = strlen(redlock_sentinel_password);
+		if (!append_command(conn, argc, argv, argvlen, false))
+			return false;
+	}
+	argv[0] = "SENTINEL";
+	argv[1] = "GET-MASTER-ADDR-BY-NAME";
+	argv[2] = conn->server->master_name;
+	for (argc = 0; argc < 3; argc++)
+		argvlen[argc] = strlen(argv[argc]);
+	return append_command(conn, 3, argv, argvlen, hold_behind_auth && *auth);
+}
+
+/*
  * sentinel_ask: connect to the next sentinel not tried yet in this open and
  * queue AUTH (redlock.sentinel_username and _password, when set) and
  * SENTINEL GET-MASTER-ADDR-BY-NAME.  Returns false once every sentinel has
@@ -908,10 +947,7 @@ sentinel_ask(RedisConn *conn, int64 now)
 	while (conn->sentinels_tried < srv->nsentinels)
 	{
 		const RedisNode *node = &srv->sentinels[conn->sentinel_at];
-		const char *argv[3];
-		size_t		argvlen[3];
-		int			argc = 0;
-		bool		ok = true;
+		bool		auth;
 
 		conn->sentinels_tried++;
 		if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
@@ -923,31 +959,13 @@ sentinel_ask(RedisConn *conn, int64 now)
 		set_connect_deadline(conn);
 		conn->resolving = true;
 		conn->handshake = 1;	/* hold calls until the master is known */
-		conn->resolve_left = 1;
-		if (redlock_sentinel_password && redlock_sentinel_password[0])
-		{
-			argv[argc] = "AUTH";
-			argvlen[argc++] = 4;
-			if (redlock_sentinel_username && redlock_sentinel_username[0])
-			{
-				argv[argc] = redlock_sentinel_username;
-				argvlen[argc++] = strlen(redlock_sentinel_username);
-			}
-			argv[argc] = redlock_sentinel_password;
-			argvlen[argc++] = strlen(redlock_sentinel_password);
-			ok = append_command(conn, argc, argv, argvlen, false);
-			conn->resolve_left++;
-		}
-		argv[0] = "SENTINEL";
-		argv[1] = "GET-MASTER-ADDR-BY-NAME";
-		argv[2] = srv->master_name;
-		for (argc = 0; argc < 3; argc++)
-			argvlen[argc] = strlen(argv[argc]);
-		if (!ok || !append_command(conn, 3, argv, argvlen, false))
+		/* resolving: the sentinel's replies go to sentinel_reply, unheld */
+		if (!queue_master_query(conn, false, &auth))
 		{
 			RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 			return false;
 		}
+		conn->resolve_left = auth ? 2 : 1;
 		return true;
 	}
 	snprintf(text, sizeof(text),
@@ -1171,8 +1189,9 @@ watch_open(RedisServer *srv)
 	char		text[REDLOCK_ERROR_LEN];
 	const char *argv[3];
 	size_t		argvlen[3];
-	int			argc = 0;
-	bool		ok = true;
+	int			argc;
+	bool		auth;
+	bool		ok;
 
 	conn->cred_version = RedisCredentialsVersion(srv);
 	conn->connect_deadline = RedlockNowUs() + (int64) redlock_connect_timeout * 1000;
@@ -1184,26 +1203,10 @@ watch_open(RedisServer *srv)
 		watch_pause(srv);
 		return;
 	}
-	if (redlock_sentinel_password && redlock_sentinel_password[0])
-	{
-		argv[argc] = "AUTH";
-		argvlen[argc++] = 4;
-		if (redlock_sentinel_username && redlock_sentinel_username[0])
-		{
-			argv[argc] = redlock_sentinel_username;
-			argvlen[argc++] = strlen(redlock_sentinel_username);
-		}
-		argv[argc] = redlock_sentinel_password;
-		argvlen[argc++] = strlen(redlock_sentinel_password);
-		ok = append_command(conn, argc, argv, argvlen, false);
+	/* AUTH, when it goes, is the watch's handshake: the rest waits for it */
+	ok = queue_master_query(conn, true, &auth);
+	if (auth)
 		conn->handshake++;
-	}
-	argv[0] = "SENTINEL";
-	argv[1] = "GET-MASTER-ADDR-BY-NAME";
-	argv[2] = srv->master_name;
-	for (argc = 0; argc < 3; argc++)
-		argvlen[argc] = strlen(argv[argc]);
-	ok = ok && append_command(conn, 3, argv, argvlen, conn->handshake > 0);
 	argv[0] = "SUBSCRIBE";
 	argv[1] = "+switch-master";
 	argv[2] = "+promoted-slave";

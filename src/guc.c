@@ -453,6 +453,22 @@ parse_sentinel(const char *item, size_t scheme_len, RedlockServerSpec *spec)
 	return write_identity(item, scheme_len, spec, tail);
 }
 
+/* The URL forms of an entry. */
+static const struct
+{
+	const char *scheme;
+	bool		(*parse) (const char *item, size_t scheme_len, RedlockServerSpec *spec);
+	bool		tls;
+}			schemes[] =
+{
+	{"rediss://", parse_url, true},
+	{"redis://", parse_url, false},
+	{"sentinels://", parse_sentinel, true},
+	{"sentinel://", parse_sentinel, false},
+	{"clusters://", parse_cluster, true},
+	{"cluster://", parse_cluster, false}
+};
+
 /*
  * parse_server: parse one entry of redlock.servers into "spec".
  *
@@ -468,37 +484,23 @@ parse_server(const char *item, RedlockServerSpec *spec)
 	size_t		hostlen;
 	bool		bracketed = false;
 	const char *p;
+	int			i;
 
 	memset(spec, 0, sizeof(*spec));
 	spec->db = -1;
 
-	if (strncmp(item, "rediss://", 9) == 0)
+	/* the URL forms: the parser of each scheme; the "s" ones are over TLS */
+	for (i = 0; i < (int) lengthof(schemes); i++)
 	{
-		if (!parse_url(item, 9, spec))
+		size_t		len = strlen(schemes[i].scheme);
+
+		if (strncmp(item, schemes[i].scheme, len) != 0)
+			continue;
+		if (!schemes[i].parse(item, len, spec))
 			return false;
-		spec->tls = true;
+		spec->tls = schemes[i].tls;
 		return true;
 	}
-	if (strncmp(item, "redis://", 8) == 0)
-		return parse_url(item, 8, spec);
-	if (strncmp(item, "sentinels://", 12) == 0)
-	{
-		if (!parse_sentinel(item, 12, spec))
-			return false;
-		spec->tls = true;
-		return true;
-	}
-	if (strncmp(item, "sentinel://", 11) == 0)
-		return parse_sentinel(item, 11, spec);
-	if (strncmp(item, "clusters://", 11) == 0)
-	{
-		if (!parse_cluster(item, 11, spec))
-			return false;
-		spec->tls = true;
-		return true;
-	}
-	if (strncmp(item, "cluster://", 10) == 0)
-		return parse_cluster(item, 10, spec);
 
 	if (item[0] == '/')
 	{
