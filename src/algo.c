@@ -968,6 +968,8 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 				break;
 			case ANSWER_FAILED:
 				tally->failed++;
+				if (RedisFailoverMayExplain(lock->servers[i], call->failure))
+					tally->failed_over++;
 				note_failure(tally, call, "unexpected answer to the acquire script");
 				break;
 		}

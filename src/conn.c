@@ -736,6 +736,32 @@ RedisServerMayConnect(const RedisServer *srv, int64 now)
 }
 
 /*
+ * RedisFailoverMayExplain: whether "failure" of a sentinel or cluster entry
+ * may be a failover under way (the group is electing, the old primary is
+ * being demoted, the slot map is moving): the entry has served us before,
+ * and the failure is one a failover causes (not credentials, permissions
+ * or a garbled answer).  A waiting acquire rides those out (locks.c).
+ */
+bool
+RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure)
+{
+	if (srv->kind == REDIS_KIND_PLAIN || !srv->served)
+		return false;
+	switch (failure)
+	{
+		case REDIS_FAIL_CONNECT:
+		case REDIS_FAIL_BACKOFF:
+		case REDIS_FAIL_IO:
+		case REDIS_FAIL_TIMEOUT:
+		case REDIS_FAIL_REPLY:
+		case REDIS_FAIL_REPLICAS:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
  * RedisConnOpen: start connecting, and queue the handshake.
  *
  * Returns true when the connect is under way (or done); false after
@@ -1808,6 +1834,8 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 	size_t		i;
 
 	call->conn_serial = conn->serial;
+	if (reply->type == REDIS_REPLY_INTEGER || reply->type == REDIS_REPLY_ARRAY)
+		(srv->cluster != NULL ? srv->cluster : srv)->served = true;
 	switch (reply->type)
 	{
 		case REDIS_REPLY_INTEGER:

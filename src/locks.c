@@ -1053,6 +1053,40 @@ report_unreachable(const RedlockTally *tally)
 }
 
 /*
+ * rides_failover: whether a waiting acquire that found a quorum out of
+ * reach waits on instead of failing (after a pause it has taken, ready to
+ * try again): when only the failures that a sentinel or cluster failover
+ * under way may explain (see RedisFailoverMayExplain) stand between it and
+ * a quorum's answer.  A failover takes seconds; until then the acquire
+ * would fail with 08xxx although a wait was asked for.  It rides out
+ * REDLOCK_FAILOVER_RIDE_MS at most from *since (set at the first
+ * failure), and never past its deadline: then the caller reports what the
+ * last attempt found.  Raises what CHECK_FOR_INTERRUPTS raises.
+ */
+static bool
+rides_failover(const RedlockTally *tally, int64 *since, int64 deadline)
+{
+	int			quorum = RedlockQuorum(tally->nservers);
+	int64		now = RedlockNowUs();
+	int64		until;
+
+	if (tally->failed_over == 0 ||
+		tally->failed - tally->failed_over > tally->nservers - quorum)
+		return false;
+	if (*since == 0)
+		*since = now;
+	until = *since + (int64) REDLOCK_FAILOVER_RIDE_MS * 1000;
+	if (deadline != 0)
+		until = Min(until, deadline);
+	if (now >= until)
+		return false;
+	(void) RedisWaitWake(RedisWakeCount(),
+						 Min(until, now + (int64) REDLOCK_FAILOVER_RETRY_MS * 1000));
+	CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+/*
  * count_wait: count an acquisition that had to wait (it subscribed) and
  * its time, however it ended.
  */
@@ -1163,6 +1197,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	int64		start;
 	int64		deadline = 0;
 	int64		ticket = 0;
+	int64		riding_since = 0;	/* a failover ridden out since (us) */
 	bool		subscribed = false;
 	char	   *keychan = NULL; /* Redisson's unlock channel of the key */
 
@@ -1299,7 +1334,19 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			return true;
 		}
 
+		/*
+		 * A failover under way is waited out; a wait whose limit came while
+		 * it did ends with what the group last answered (08xxx).
+		 */
 		if (verdict == REDLOCK_UNREACHABLE)
+		{
+			if (!dontwait && rides_failover(&tally, &riding_since, deadline))
+				continue;
+		}
+		else if (attempt.granted + attempt.refused > 0)
+			riding_since = 0;
+		if (verdict == REDLOCK_UNREACHABLE ||
+			(riding_since != 0 && deadline != 0 && RedlockNowUs() >= deadline))
 		{
 			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);

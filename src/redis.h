@@ -379,6 +379,8 @@ typedef struct RedisServer
 	char		master_name[REDLOCK_MASTER_NAME_LEN];
 	int			sentinel_next;	/* the sentinel to ask first */
 	int64		failovers;		/* times the sentinels named another node */
+	bool		served;			/* a script of ours ran on it (a cluster
+								 * entry: on one of its nodes) */
 
 	/* a cluster entry: its nodes and slot map (cluster.c) */
 	struct RedisServer **cnodes;	/* nodes learnt, CLUSTER_MAX_NODES room */
@@ -464,6 +466,7 @@ extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 								 const char *text);
 extern bool RedisConnStale(const RedisConn *conn);
 extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
+extern bool RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern bool RedisConnStillOpen(RedisConn *conn, int64 now);
 extern bool RedisConnResolveTimedOut(RedisConn *conn, int64 now);

@@ -55,6 +55,11 @@
  * entries alive (see algo.c). */
 #define REDLOCK_QUEUE_REFRESH_MS	1000
 
+/* A waiting acquire rides out a sentinel or cluster failover this long at
+ * most (within its wait limit), trying again this often (see locks.c). */
+#define REDLOCK_FAILOVER_RIDE_MS	60000
+#define REDLOCK_FAILOVER_RETRY_MS	100
+
 /*
  * Suffix that turns a lock key into the key of its fencing counter.  It
  * starts with a NUL byte, which a PostgreSQL text value cannot contain, so
@@ -271,6 +276,8 @@ typedef struct RedlockTally
 	int			granted;		/* acquire: granted; release/extend: done */
 	int			refused;		/* held by someone else / not ours */
 	int			failed;			/* error, timeout, unreachable */
+	int			failed_over;	/* of them, what a failover under way may
+								 * explain (RedisFailoverMayExplain) */
 	int			unanswered;		/* still in flight when we stopped */
 	int64		holder_pttl_ms; /* smallest remaining TTL seen, -1 none */
 	RedisFailure first_failure;

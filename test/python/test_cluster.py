@@ -332,15 +332,22 @@ def test_redlock_over_a_sentinel_group_a_cluster_and_a_master(session, cluster, 
 def test_a_dead_master_is_replaced(session, cluster):
     """A master killed outright: once its replica has taken over, keys of
     its slots are locked there (redlock stops asking the dead node and
-    learns the new map from another)."""
+    learns the new map from another).  An acquire that waits rides the
+    takeover out: it is granted on the new master instead of failing."""
     s = session(servers=cluster.entry())
-    s.execute("SET redlock.connect_timeout = 300")
-    s.execute("SET redlock.command_timeout = 300")
+    b = session(servers=cluster.entry())
+    for c in (s, b):
+        c.execute("SET redlock.connect_timeout = 300")
+        c.execute("SET redlock.command_timeout = 300")
     key = "dead:1"
+    rider = "{dead:1}b"         # the same slot
     assert s.value("SELECT redlock_acquire_session(%s)", (key,)) > 0
     assert s.value("SELECT redlock_release(%s)", (key,)) is True
+    assert b.value("SELECT redlock_acquire_session(%s)", (rider,)) > 0
+    assert b.value("SELECT redlock_release(%s)", (rider,)) is True
     dead = cluster.owner(key)
     dead.kill()
+    thread, rode = in_thread(b.value, "SELECT redlock_acquire_session(%s, 30000, 40000)", (rider,))
     survivor = cluster.nodes[0] if cluster.nodes[0] is not dead else cluster.nodes[1]
 
     def taken_over():
@@ -355,3 +362,5 @@ def test_a_dead_master_is_replaced(session, cluster):
         except psycopg2.Error:
             return None
     assert wait_for(acquired, timeout=15, interval=0.2, what="an acquire on the new master") > 0
+    thread.join(40)
+    assert rode and isinstance(rode[0], int) and rode[0] > 0, rode

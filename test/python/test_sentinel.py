@@ -293,12 +293,9 @@ def failover_keeps_locks_and_waiters(session, admin, group):
     # Sentinel, still accepts writes: the watch moved the holder away)
     assert not new.client().exists("fo:k") or waiter_got(waited, thread)
     thread.join(30)
-    # a waiter whose retry fell in the failover window fails with 08xxx
-    # (a waiting acquire does not ride out an unreachable master: README)
-    assert waited and (isinstance(waited[0], int) and waited[0] > 0 or
-                       waited[0].pgcode.startswith("08")), waited
-    if isinstance(waited[0], int):
-        assert waiter.value("SELECT redlock_release('fo:k')") is True
+    # the waiter rides out a retry that fell in the failover window
+    assert waited and isinstance(waited[0], int) and waited[0] > 0, waited
+    assert waiter.value("SELECT redlock_release('fo:k')") is True
     def free_again():
         try:
             return other.value("SELECT redlock_try_acquire_session('fo:k')")
@@ -495,3 +492,87 @@ def test_silent_sentinels_end_a_statement_in_time(session):
     finally:
         for f in silent:
             f.close()
+
+
+def test_a_waiting_acquire_rides_out_a_failover(session, group):
+    """The primary is killed outright; an acquire that waits (here up to
+    20 s) gets the lock on the new primary once the sentinels have promoted
+    the replica, instead of failing at once.  Control: a try at the same
+    moment fails with 08xxx (it asked for no wait)."""
+    a = session(servers=group.entry())
+    b = session(servers=group.entry())
+    for s in (a, b):
+        s.execute("SET redlock.connect_timeout = 500")
+        assert s.value("SELECT redlock_try_acquire_session('ride:warm')") is not None
+        assert s.value("SELECT redlock_release('ride:warm')") is True
+    old = group.current()
+    old.kill()
+    err = a.error("SELECT redlock_try_acquire_session('ride:k')")
+    assert err.pgcode.startswith("08"), err
+    started = time.monotonic()
+    token = b.value("SELECT redlock_acquire_session('ride:k', 30000, 20000)")
+    took = time.monotonic() - started
+    print(f"\nkilled primary to a waiting acquire's grant: {took:.2f} s")
+    assert token > 0
+    new = group.wait_new_primary(old.port)
+    assert new.client().exists("ride:k")
+    assert took < 20
+    assert b.value("SELECT redlock_release('ride:k')") is True
+
+
+def point_sentinels_at(group, node):
+    """Make node the primary without a failover the watch could hear of:
+    promote it, tell every sentinel to monitor it instead (SENTINEL REMOVE
+    and MONITOR send no switch-master notice), and demote the old primary
+    under it (REPLICAOF keeps its clients connected: their writes now get
+    READONLY)."""
+    old = group.current()
+    node.client().execute_command("REPLICAOF", "NO", "ONE")
+    for sen in group.sentinels:
+        c = sen.client()
+        c.execute_command("SENTINEL", "REMOVE", MASTER)
+        c.execute_command("SENTINEL", "MONITOR", MASTER, "127.0.0.1", node.port, 2)
+    old.client().execute_command("REPLICAOF", "127.0.0.1", node.port)
+    wait_for(lambda: old.client().execute_command("ROLE")[0] == b"slave",
+             what="the old primary demoted")
+
+
+def test_readonly_finds_the_new_primary(session, group):
+    """A primary demoted under connected sessions answers READONLY: a try
+    sees it once (08000 naming READONLY, the control), and asks the
+    sentinels again; a waiting acquire rides it out and is granted on the
+    new primary at once."""
+    a = session(servers=group.entry())
+    b = session(servers=group.entry())
+    for s in (a, b):
+        assert s.value("SELECT redlock_try_acquire_session('ro:warm')") is not None
+        assert s.value("SELECT redlock_release('ro:warm')") is True
+    old = group.current()
+    point_sentinels_at(group, group.replica)
+    assert a.value("SELECT pg_backend_pid()")      # still connected: no reset
+    err = a.error("SELECT redlock_try_acquire_session('ro:a')")
+    assert err.pgcode == "08000" and "READONLY" in err.diag.message_detail, err
+    assert a.value("SELECT redlock_try_acquire_session('ro:a')") > 0
+    assert group.replica.client().exists("ro:a")
+    started = time.monotonic()
+    assert b.value("SELECT redlock_acquire_session('ro:b', 30000, 10000)") > 0
+    assert time.monotonic() - started < 5
+    assert group.replica.client().exists("ro:b")
+    assert b.value("SELECT node FROM redlock_servers") == f"127.0.0.1:{group.replica.port}"
+    assert old.client().execute_command("ROLE")[0] == b"slave"
+
+
+def test_a_ride_ends_at_the_wait_limit(session, group):
+    """With no node left to promote, a waiting acquire rides until its wait
+    limit of 1.5 s, then fails with 08xxx naming the last failure (not
+    sooner: a failover might have come; not later: the limit holds)."""
+    s = session(servers=group.entry())
+    s.execute("SET redlock.connect_timeout = 300")
+    assert s.value("SELECT redlock_try_acquire_session('ride:warm')") is not None
+    group.replica.kill()
+    group.current().kill()
+    started = time.monotonic()
+    err = s.error("SELECT redlock_acquire_session('ride:none', 30000, 1500)")
+    took = time.monotonic() - started
+    assert err.pgcode.startswith("08"), err
+    assert 1.4 < took < 5, took
