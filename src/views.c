@@ -148,6 +148,34 @@ server_state(const RedisServer *srv, int64 now)
 }
 
 /*
+ * cluster_state: a cluster entry's state is its nodes' (its own command
+ * connection is never used): "connected" when one of them is, else
+ * "connecting" when one is, else the entry's own (backoff, disconnected).
+ * *node gets the first connected node (for its TLS details), or NULL.
+ */
+static const char *
+cluster_state(const RedisServer *srv, int64 now, const RedisServer **node)
+{
+	const char *best = server_state(srv, now);
+	int			i;
+
+	*node = NULL;
+	for (i = 0; i < srv->ncnodes; i++)
+	{
+		const char *st = server_state(srv->cnodes[i], now);
+
+		if (strcmp(st, "connected") == 0)
+		{
+			*node = srv->cnodes[i];
+			return st;
+		}
+		if (strcmp(st, "connecting") == 0)
+			best = st;
+	}
+	return best;
+}
+
+/*
  * server_row: the view's row for the server at addr: one this backend
  * knows (srv), or a configured one it has not used yet (srv NULL).
  */
@@ -159,6 +187,11 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	bool		nulls[SERVER_COLUMNS] = {0};
 	const char *version;
 	const char *cipher;
+	const RedisServer *tls_from;	/* whose connection's TLS is shown */
+	const RedisServer *rtt_from;
+	const RedisServer *err_from;
+	int			owed;
+	int64		connects;
 
 	values[0] = CStringGetTextDatum(addr);
 	values[1] = BoolGetDatum(configured);
@@ -201,25 +234,50 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		return;
 	}
-	if (srv->cmd.state != REDIS_CONN_CLOSED &&
-		RedisTransportTlsInfo(&srv->cmd.transport, &version, &cipher))
+	tls_from = srv;
+	owed = RedisConnOwed(&srv->cmd);
+	connects = srv->connects;
+	rtt_from = err_from = srv;
+	if (srv->kind == REDIS_KIND_CLUSTER)
+	{
+		int			i;
+
+		/* the nodes' connections, not the entry's unused one */
+		values[2] = CStringGetTextDatum(cluster_state(srv, now_us, &tls_from));
+		connects = 0;
+		for (i = 0; i < srv->ncnodes; i++)
+		{
+			const RedisServer *n = srv->cnodes[i];
+
+			owed += RedisConnOwed(&n->cmd);
+			connects += n->connects;
+			if (n->last_rtt_us > 0 && (rtt_from->last_rtt_us == 0 || n == tls_from))
+				rtt_from = n;
+			if (n->last_error[0] &&
+				(!err_from->last_error[0] || n->last_error_at > err_from->last_error_at))
+				err_from = n;
+		}
+	}
+	else
+		values[2] = CStringGetTextDatum(server_state(srv, now_us));
+	if (tls_from != NULL && tls_from->cmd.state != REDIS_CONN_CLOSED &&
+		RedisTransportTlsInfo(&tls_from->cmd.transport, &version, &cipher))
 	{
 		values[11] = CStringGetTextDatum(version);
 		values[12] = CStringGetTextDatum(cipher);
 		nulls[11] = nulls[12] = false;
 	}
-	values[2] = CStringGetTextDatum(server_state(srv, now_us));
 	values[3] = BoolGetDatum(RedisSubReady(srv));
-	values[4] = Int32GetDatum(RedisConnOwed(&srv->cmd));
-	values[5] = Int64GetDatum(srv->connects);
-	if (srv->last_rtt_us > 0)
-		values[6] = Float8GetDatum(srv->last_rtt_us / 1000.0);
+	values[4] = Int32GetDatum(owed);
+	values[5] = Int64GetDatum(connects);
+	if (rtt_from->last_rtt_us > 0)
+		values[6] = Float8GetDatum(rtt_from->last_rtt_us / 1000.0);
 	else
 		nulls[6] = true;
-	if (srv->last_error[0])
+	if (err_from->last_error[0])
 	{
-		values[7] = CStringGetTextDatum(srv->last_error);
-		values[8] = TimestampTzGetDatum(srv->last_error_at);
+		values[7] = CStringGetTextDatum(err_from->last_error);
+		values[8] = TimestampTzGetDatum(err_from->last_error_at);
 	}
 	else
 		nulls[7] = nulls[8] = true;

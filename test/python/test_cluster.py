@@ -128,6 +128,10 @@ def test_locks_spread_over_every_master_with_their_companions(session, cluster):
         assert len(counters) == 1, (k, owner.port)
     row = s.value("SELECT row(kind, node)::text FROM redlock_servers WHERE configured")
     assert row == '(cluster,"3 nodes, 16384 slots known")'
+    # the entry's row tells of its nodes' connections (one per master)
+    row = s.value("SELECT row(state, connects, last_rtt_ms IS NOT NULL, replies_owed)::text "
+                  "FROM redlock_servers WHERE kind = 'cluster'")
+    assert row == "(connected,3,t,0)", row
     assert s.value("SELECT redlock_release_all()") == len(keys)
     assert not any(c.exists(k) for k in keys[:20])
 
