@@ -401,3 +401,38 @@ def test_several_frozen_masters_do_not_starve_a_healthy_one(keeper, masters):
             m.resume()
     for x in others:
         x.execute("SELECT redlock_release_all()")
+
+
+def test_the_keeper_renews_sentinel_and_cluster_entries(keeper, redis_server):
+    """Locks on a sentinel group and on a cluster, with replica_ack = 1:
+    the keeper renews each of them on the node that holds it (the group's
+    primary, the key's slot owner), and each renewal is waited for by the
+    replicas (WAIT on the primary, the key on the replica).  A 1 s lock is
+    still there after 3 s, and goes at commit."""
+    from test_cluster import Cluster
+    from test_sentinel import Group
+    group = Group(redis_server)
+    try:
+        clu = Cluster(redis_server)
+        for entry, key in ((group.entry(), "k:sen"), (clu.entry(), "k:clu")):
+            s = keeper(autocommit=False)
+            s.execute("SET redlock.servers = %s", (entry,))
+            s.execute("SET redlock.replica_ack = 1")
+            node = group.current() if key == "k:sen" else clu.owner(key)
+            waits = node.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+            s.execute("SELECT redlock_acquire(%s, 1000)", (key,))
+            time.sleep(3)
+            assert node.client().exists(key), key
+            replica = [n for n in (group.replicas if key == "k:sen" else clu.nodes)
+                       if n.client().info("replication").get("master_port") == node.port][0]
+            rc = replica.client(single_connection_client=True)
+            if key == "k:clu":
+                rc.execute_command("READONLY")  # a cluster replica answers reads
+            assert rc.pttl(key) > 0, key
+            assert s.value("SELECT renewals FROM redlock_locks_cluster WHERE key = %s",
+                           (key,)) >= 3
+            assert node.client().info("commandstats")["cmdstat_wait"]["calls"] >= waits + 4
+            s.conn.commit()
+            assert not node.client().exists(key)
+    finally:
+        group.close()

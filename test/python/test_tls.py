@@ -103,11 +103,12 @@ class TlsRedis(RedisProcess):
     certificate `cert` (of Certs); clients must show one when
     auth_clients."""
 
-    def __init__(self, certs, cert="server", auth_clients=False):
+    def __init__(self, certs, cert="server", auth_clients=False, port=None, extra=()):
         self.certs = certs
         self.cert = cert
         self.auth_clients = auth_clients
-        super().__init__()
+        self.extra = list(extra)
+        super().__init__(port=port)
 
     @property
     def url(self):
@@ -119,7 +120,8 @@ class TlsRedis(RedisProcess):
                      "--tls-cert-file", c.path(f"{self.cert}.crt"),
                      "--tls-key-file", c.path(f"{self.cert}.key"),
                      "--tls-ca-cert-file", c.path("ca.crt"),
-                     "--tls-auth-clients", "yes" if self.auth_clients else "no"]
+                     "--tls-auth-clients", "yes" if self.auth_clients else "no",
+                     *self.extra]
         self.proc = subprocess.Popen(
             # "-::1": also IPv6 loopback where there is one (rediss://localhost)
             ["redis-server", "--bind", "127.0.0.1", "-::1", "--save", "", "--appendonly", "no",
@@ -549,3 +551,38 @@ def test_a_sentinel_entry_over_tls(session, certs, tls_redis):
         proc.kill()
         proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_cluster_entry_over_tls(session, certs, tls_redis):
+    """clusters://: three TLS-only masters (their bus and replication over
+    TLS too): keys go to every master over verified TLS, the entry's row
+    shows the TLS of its nodes' connections, and cluster:// (plain) is
+    refused by the same nodes."""
+    from test_cluster import cluster_port
+    c = certs
+    nodes = [tls_redis(port=cluster_port(),
+                       extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                              "--tls-cluster", "yes", "--tls-replication", "yes"])
+             for _ in range(3)]
+    subprocess.run(["redis-cli", "--tls", "--cacert", c.path("ca.crt"),
+                    "--cert", c.path("client.crt"), "--key", c.path("client.key"),
+                    "--cluster", "create", *[n.addr for n in nodes], "--cluster-yes"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: all(b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO")
+                         for n in nodes), timeout=20, what="the TLS cluster")
+    entry = "clusters://" + ";".join(n.addr for n in nodes)
+    s = tls_session(session, certs, entry)
+    keys = [f"tlsc:{i}" for i in range(30)]
+    for k in keys:
+        assert s.value("SELECT redlock_acquire_session(%s)", (k,)) > 0
+    assert all(n.client().dbsize() > 0 for n in nodes)
+    row = server_row(s, entry)
+    assert row["kind"] == "cluster" and row["tls"] is True and row["state"] == "connected"
+    assert row["tls_version"].startswith("TLSv1.")
+    assert s.value("SELECT count(*) FROM redlock_servers WHERE kind = 'cluster node' AND tls") == 3
+    assert s.value("SELECT redlock_release_all()") == len(keys)
+    assert not any(n.client().keys("tlsc:*") for n in nodes)
+    plain = session(servers=entry.replace("clusters://", "cluster://"))
+    plain.execute("SET redlock.connect_timeout = 500")
+    err = plain.error("SELECT redlock_try_acquire_session('tlsc:plain')")
+    assert err.pgcode.startswith("08"), err
