@@ -483,6 +483,7 @@ batch_run(RedisBatch *b)
 	 * releases queue behind them.
 	 */
 	leave_all();
+	RedisClusterNewBatch();
 
 	/* connects that ran out of time in the background */
 	srvs = RedisServers(&nsrvs);

@@ -47,6 +47,9 @@
 #define CLUSTER_REASK_US		1000000 /* CLUSTER SLOTS at most this often */
 #define NODE_PAUSE_US			1000000 /* a failed node is avoided this long */
 
+/* Bumped by every batch: a node named in the batch running is in use. */
+static uint64 batch_epoch = 1;
+
 /* The tag of each slot (see RedisSlotTag), built on first use. */
 static char (*slot_tags)[CLUSTER_SLOT_TAG_LEN] = NULL;
 
@@ -159,24 +162,78 @@ RedisSlotTagsPrepare(void)
 		elog(ERROR, "redlock: no hash tag found for %d cluster slots", left);
 }
 
+/* RedisClusterNewBatch: a batch starts (see unused_node). */
+void
+RedisClusterNewBatch(void)
+{
+	batch_epoch++;
+}
+
+/*
+ * unused_node: the index of a node of "cluster" that can become another:
+ * in no slot of the map, no seed, both connections closed, and not named
+ * in the batch running (a redirection may be about to go there).  The one
+ * used longest ago; -1 when none.
+ */
+static int
+unused_node(const RedisServer *cluster)
+{
+	bool		mapped[CLUSTER_MAX_NODES] = {0};
+	int			best = -1;
+	int			i;
+	int			k;
+
+	if (cluster->slot_map)
+		for (i = 0; i < CLUSTER_NSLOTS; i++)
+			if (cluster->slot_map[i] >= 0)
+				mapped[cluster->slot_map[i]] = true;
+	for (i = 0; i < cluster->ncnodes; i++)
+	{
+		const RedisServer *n = cluster->cnodes[i];
+
+		if (mapped[i] || n->named_epoch == batch_epoch ||
+			n->cmd.state != REDIS_CONN_CLOSED || n->sub.state != REDIS_CONN_CLOSED ||
+			n->cmd.batch.joined)
+			continue;
+		for (k = 0; k < cluster->nsentinels; k++)
+			if (cluster->sentinels[k].port == n->port &&
+				strcmp(cluster->sentinels[k].host, n->host) == 0)
+				break;
+		if (k < cluster->nsentinels)
+			continue;
+		if (best < 0 || n->named_epoch < cluster->cnodes[best]->named_epoch)
+			best = i;
+	}
+	return best;
+}
+
 /*
  * RedisClusterNode: the server of the node host:port of "cluster", made on
  * first use with the entry's credentials and TLS (database 0: a cluster
- * has no other).  NULL when the cluster knows CLUSTER_MAX_NODES already,
- * or out of memory: it may be called in a callback, from a reply.
+ * has no other).  A cluster keeps CLUSTER_MAX_NODES at most: beyond, a
+ * node no longer used becomes the new one (see unused_node).  NULL when
+ * none can, or out of memory: it may be called in a callback, from a
+ * reply.
  */
 RedisServer *
 RedisClusterNode(RedisServer *cluster, const char *host, int port)
 {
 	RedlockServerSpec spec;
 	RedisServer *node;
+	int			reuse = -1;
 	int			i;
 
 	for (i = 0; i < cluster->ncnodes; i++)
 		if (cluster->cnodes[i]->port == port &&
 			strcmp(cluster->cnodes[i]->host, host) == 0)
+		{
+			cluster->cnodes[i]->named_epoch = batch_epoch;
 			return cluster->cnodes[i];
-	if (cluster->ncnodes == CLUSTER_MAX_NODES || strlen(host) >= sizeof(spec.host))
+		}
+	if (strlen(host) >= sizeof(spec.host))
+		return NULL;
+	if (cluster->ncnodes == CLUSTER_MAX_NODES &&
+		(reuse = unused_node(cluster)) < 0)
 		return NULL;
 
 	memset(&spec, 0, sizeof(spec));
@@ -190,6 +247,13 @@ RedisClusterNode(RedisServer *cluster, const char *host, int port)
 	snprintf(spec.addr, sizeof(spec.addr),
 			 strchr(host, ':') ? "[%s]:%d of %s" : "%s:%d of %s",
 			 host, port, cluster->addr);
+	if (reuse >= 0)
+	{
+		node = cluster->cnodes[reuse];
+		RedisServerReuse(node, &spec);
+		node->named_epoch = batch_epoch;
+		return node;
+	}
 	if (cluster->cnodes == NULL)
 		cluster->cnodes = MemoryContextAllocExtended(RedlockContext,
 													 sizeof(RedisServer *) * CLUSTER_MAX_NODES,
@@ -198,6 +262,7 @@ RedisClusterNode(RedisServer *cluster, const char *host, int port)
 	if (node == NULL)
 		return NULL;
 	node->cluster = cluster;
+	node->named_epoch = batch_epoch;
 	cluster->cnodes[cluster->ncnodes++] = node;
 	return node;
 }
@@ -322,6 +387,9 @@ RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply)
 	if (cluster == NULL || cluster->slot_map == NULL ||
 		reply->type != REDIS_REPLY_ARRAY)
 		return;
+	/* the answer is the whole map: nodes it no longer names may be reused */
+	for (i = 0; i < CLUSTER_NSLOTS; i++)
+		cluster->slot_map[i] = -1;
 	for (i = 0; i < reply->elements; i++)
 	{
 		const redisReply *r = reply->element[i];

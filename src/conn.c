@@ -124,6 +124,8 @@ RedisFailureText(RedisFailure failure)
 	return "unknown";
 }
 
+static void server_fill(RedisServer *srv, const RedlockServerSpec *spec);
+
 /* conn_init: a closed connection of srv. */
 static void
 conn_init(RedisConn *conn, RedisServer *srv, bool is_sub)
@@ -231,6 +233,45 @@ RedisServerCreate(const RedlockServerSpec *spec)
 									 MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
 	if (srv == NULL)
 		return NULL;
+	server_fill(srv, spec);
+	conn_init(&srv->cmd, srv, false);
+	conn_init(&srv->sub, srv, true);
+	conn_init(&srv->watch, srv, true);
+	srv->watch.is_watch = true;
+	servers[nservers++] = srv;
+	return srv;
+}
+
+/*
+ * RedisServerReuse: make the server of a cluster's node that is no longer
+ * used (closed, unmapped: see cluster.c) the server of another node, as
+ * described by "spec": a long-lived backend meets many nodes as a cluster
+ * is replaced over months, and keeps a bounded number.  Its statistics
+ * start afresh; its closed connections keep their buffers.
+ */
+void
+RedisServerReuse(RedisServer *srv, const RedlockServerSpec *spec)
+{
+	RedisConn	cmd = srv->cmd;
+	RedisConn	sub = srv->sub;
+	RedisConn	watch = srv->watch;
+	RedisServer *cluster = srv->cluster;
+	uint64		entry_version = srv->entry_version;
+
+	Assert(cmd.state == REDIS_CONN_CLOSED && sub.state == REDIS_CONN_CLOSED);
+	memset(srv, 0, sizeof(*srv));
+	server_fill(srv, spec);
+	srv->cmd = cmd;
+	srv->sub = sub;
+	srv->watch = watch;
+	srv->cluster = cluster;
+	srv->entry_version = entry_version;
+}
+
+/* server_fill: a new server's identity, from its spec. */
+static void
+server_fill(RedisServer *srv, const RedlockServerSpec *spec)
+{
 	strlcpy(srv->addr, spec->addr, sizeof(srv->addr));
 	strlcpy(srv->host, spec->host, sizeof(srv->host));
 	srv->port = spec->port;
@@ -254,12 +295,6 @@ RedisServerCreate(const RedlockServerSpec *spec)
 		srv->port = spec->sentinels[0].port;
 		srv->db = 0;
 	}
-	conn_init(&srv->cmd, srv, false);
-	conn_init(&srv->sub, srv, true);
-	conn_init(&srv->watch, srv, true);
-	srv->watch.is_watch = true;
-	servers[nservers++] = srv;
-	return srv;
 }
 
 /*

@@ -390,8 +390,10 @@ typedef struct RedisServer
 	int64		map_asked_at;	/* us; when it was last asked */
 	int			seed_next;		/* the seed to try first */
 	int64		redirects;		/* MOVED and ASK answers followed */
-	/* a node of a cluster entry: that entry */
+	/* a node of a cluster entry: that entry, and the batch that last used
+	 * it (cluster.c reuses a node no longer used for another) */
 	struct RedisServer *cluster;
+	uint64		named_epoch;
 	bool		tls;			/* from a rediss:// entry */
 	char		user[REDLOCK_CRED_LEN]; /* from its redis:// entry, or "" */
 	char		password[REDLOCK_CRED_LEN];
@@ -444,6 +446,7 @@ typedef struct RedisServer
 
 extern RedisServer *RedisServerForSpec(const RedlockServerSpec *spec);
 extern RedisServer *RedisServerCreate(const RedlockServerSpec *spec);
+extern void RedisServerReuse(RedisServer *srv, const RedlockServerSpec *spec);
 extern RedisServer *RedisServerLookup(const char *addr);
 extern RedisServer **RedisServers(int *n);
 extern const char *RedisFailureText(RedisFailure failure);
@@ -485,6 +488,7 @@ extern int	RedisKeySlot(const char *key, size_t len);
 extern void RedisSlotTagsPrepare(void);
 extern const char *RedisSlotTag(int slot);
 extern RedisServer *RedisClusterNode(RedisServer *cluster, const char *host, int port);
+extern void RedisClusterNewBatch(void);
 extern RedisServer *RedisServerForKey(RedisServer *srv, const char *key, size_t len);
 extern bool RedisClusterWantsMap(RedisServer *node);
 extern void RedisClusterNodeFailed(RedisServer *node);

@@ -368,3 +368,44 @@ def test_a_dead_master_is_replaced(session, cluster):
     assert wait_for(acquired, timeout=15, interval=0.2, what="an acquire on the new master") > 0
     thread.join(40)
     assert rode and isinstance(rode[0], int) and rode[0] > 0, rode
+
+
+def test_a_long_lived_session_outlasts_many_node_changes(session, admin, redis_server):
+    """A session that lives while its cluster's nodes are replaced again and
+    again (here one master announced at a new address 270 times, each a
+    proxy in front of it, the old one closed) keeps learning the new node:
+    nodes no longer in the map are reused, so more than the 256 a cluster
+    entry keeps are met without losing the map (before, every node after
+    the 256th was unknown and its slots served by redirection only)."""
+    from proxy import RedisProxy
+    node = redis_server(port=cluster_port(),
+                        args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+    wait_for(lambda: Cluster.info(node)["cluster_state"] == "ok", what="a one-node cluster")
+    entry = f"cluster://{node.addr}"
+    s = session(servers=entry)
+    s.execute("SET redlock.connect_timeout = 300")
+    prev = None
+    try:
+        for i in range(270):
+            q = RedisProxy(node.port)
+            node.client().config_set("cluster-announce-port", q.port)
+            if prev:
+                prev.close()
+            prev = q
+            row = f"127.0.0.1:{q.port} of {entry}"
+
+            def through_new_node():
+                try:        # the first call after a node closed may fail
+                    s.value("SELECT redlock_try_acquire(%s)", (f"long:{i}",))
+                except psycopg2.Error:
+                    return False
+                state = s.value("SELECT state FROM redlock_servers WHERE address = %s", (row,))
+                return state == "connected"
+            wait_for(through_new_node, timeout=10, interval=0.01, what=f"node {i} in use")
+        assert s.value("SELECT node FROM redlock_servers WHERE kind = 'cluster'").endswith(
+            "16384 slots known")
+        assert s.value("SELECT count(*) FROM redlock_servers WHERE kind = 'cluster node'") <= 256
+    finally:
+        if prev:
+            prev.close()
