@@ -49,6 +49,10 @@
  * cost every transaction a connect timeout.  A refused connection costs
  * nothing and is retried at every call.
  *
+ * A sentinel entry's connections first ask its sentinels where the primary
+ * is; that, and the entry's watch, is sentinel.c.  A cluster entry's nodes
+ * and slot map are cluster.c.
+ *
  * Copyright (c) 2026, the redlock developers.  PostgreSQL licence.
  *
  *-------------------------------------------------------------------------
@@ -65,9 +69,6 @@
 #include "redlock.h"
 
 #define BACKOFF_MIN_MS		100
-#define WATCH_PAUSE_US		1000000 /* a watch that failed: retried after */
-#define WATCH_PAUSE_MAX_US	30000000
-#define PINNED_US			30000000	/* a watch's notice outranks sentinels */
 #define BACKOFF_MAX_MS		5000
 #define SLOW_CONNECT_US		20000	/* a failure this slow earns backoff */
 #define MAX_PENDING_BYTES	((size_t) 1 << 20)	/* unparsed reply bytes we hold */
@@ -549,10 +550,10 @@ reader_create(void)
 }
 
 /*
- * classify_error: the failure kind of an error reply from Redis.
+ * RedisClassifyError: the failure kind of an error reply from Redis.
  */
-static RedisFailure
-classify_error(const char *text)
+RedisFailure
+RedisClassifyError(const char *text)
 {
 	if (strncmp(text, "NOAUTH", 6) == 0 || strncmp(text, "WRONGPASS", 9) == 0 ||
 		strncmp(text, "ERR AUTH", 8) == 0 ||
@@ -580,19 +581,6 @@ call_fail(RedisCall *call, RedisFailure failure, const char *text)
 }
 
 static void acks_fail(RedisConn *conn, RedisFailure failure, const char *text);
-
-/*
- * watch_pause: a watch that failed is retried after a pause that grows,
- * 1 s up to 30 s, while it keeps failing (sentinels that are all gone
- * cost a batch nothing but one non-blocking attempt now and then).
- */
-static void
-watch_pause(RedisServer *srv)
-{
-	srv->watch_pause_us = srv->watch_pause_us == 0 ? WATCH_PAUSE_US :
-		Min(srv->watch_pause_us * 2, WATCH_PAUSE_MAX_US);
-	srv->watch_retry_after = RedlockNowUs() + srv->watch_pause_us;
-}
 
 /*
  * RedisConnClose: close the socket and drop everything the connection
@@ -625,7 +613,7 @@ RedisConnClose(RedisConn *conn)
 	if (conn->is_watch && !conn->watch_confirmed)
 	{
 		conn->server->watch_at = (conn->server->watch_at + 1) % conn->server->nsentinels;
-		watch_pause(conn->server);
+		RedisWatchPause(conn->server);
 	}
 	else if (conn->is_watch)
 		conn->server->watch_pause_us = 0;	/* it worked: a short pause next */
@@ -683,12 +671,12 @@ RedisConnFail(RedisConn *conn, RedisFailure failure, const char *text,
 }
 
 /*
- * append_command: format a command with hiredis and add it to the output
+ * RedisConnAppend: format a command with hiredis and add it to the output
  * (or to what is held until the handshake is done).  Returns false when
  * out of memory.
  */
-static bool
-append_command(RedisConn *conn, int argc, const char **argv,
+bool
+RedisConnAppend(RedisConn *conn, int argc, const char **argv,
 			   const size_t *argvlen, bool hold)
 {
 	char	   *cmd = NULL;
@@ -703,12 +691,12 @@ append_command(RedisConn *conn, int argc, const char **argv,
 }
 
 /*
- * queue_handshake: AUTH when a password is configured, and SELECT for a
- * database other than 0 (command connections: pub/sub knows no
+ * RedisConnQueueHandshake: AUTH when a password is configured, and SELECT
+ * for a database other than 0 (command connections: pub/sub knows no
  * databases).  Returns false when out of memory.
  */
-static bool
-queue_handshake(RedisConn *conn)
+bool
+RedisConnQueueHandshake(RedisConn *conn)
 {
 	char		user[REDLOCK_CRED_LEN];
 	char		password[REDLOCK_CRED_LEN];
@@ -730,7 +718,7 @@ queue_handshake(RedisConn *conn)
 		}
 		argv[argc] = password;
 		argvlen[argc++] = strlen(password);
-		ok = append_command(conn, argc, argv, argvlen, false);
+		ok = RedisConnAppend(conn, argc, argv, argvlen, false);
 		conn->handshake++;
 	}
 	explicit_bzero(password, sizeof(password));
@@ -743,19 +731,11 @@ queue_handshake(RedisConn *conn)
 		snprintf(dbtext, sizeof(dbtext), "%d", db);
 		argvlen[0] = 6;
 		argvlen[1] = strlen(dbtext);
-		ok = append_command(conn, 2, argv, argvlen, false);
+		ok = RedisConnAppend(conn, 2, argv, argvlen, false);
 		conn->handshake++;
 	}
 	return ok;
 }
-
-static bool transport_open(RedisConn *conn, const char *host, int port,
-						   char *err, size_t errlen);
-static void conn_receive(RedisConn *conn);
-static void watch_reply(RedisConn *conn, redisReply *reply);
-static bool sentinel_ask(RedisConn *conn, int64 now);
-static void sentinel_note(RedisConn *conn, const char *why);
-static bool queue_role(RedisConn *conn);
 
 /*
  * RedisServerMayConnect: whether a new connect to srv may be attempted
@@ -824,15 +804,15 @@ RedisConnOpen(RedisConn *conn, int64 now)
 		conn->sentinels_tried = 0;
 		conn->sentinel_at = srv->sentinel_next;
 		conn->sentinel_errors[0] = '\0';
-		return sentinel_ask(conn, now);
+		return RedisSentinelAsk(conn, now);
 	}
-	if (!transport_open(conn, srv->host, srv->port, text, sizeof(text)))
+	if (!RedisConnTransportOpen(conn, srv->host, srv->port, text, sizeof(text)))
 	{
 		RedisConnFail(conn, REDIS_FAIL_CONNECT, text,
 					  RedlockNowUs() - now > SLOW_CONNECT_US);
 		return false;
 	}
-	if (!queue_handshake(conn))
+	if (!RedisConnQueueHandshake(conn))
 	{
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 		return false;
@@ -841,12 +821,12 @@ RedisConnOpen(RedisConn *conn, int64 now)
 }
 
 /*
- * transport_open: start connecting the connection's socket to host:port
- * (TLS for rediss:// and sentinels:// entries), with a fresh reply reader.
- * Returns false with the reason in err, having changed nothing.
+ * RedisConnTransportOpen: start connecting the connection's socket to
+ * host:port (TLS for rediss:// and sentinels:// entries), with a fresh reply
+ * reader. Returns false with the reason in err, having changed nothing.
  */
-static bool
-transport_open(RedisConn *conn, const char *host, int port, char *err,
+bool
+RedisConnTransportOpen(RedisConn *conn, const char *host, int port, char *err,
 			   size_t errlen)
 {
 	redisReader *reader = reader_create();
@@ -874,12 +854,12 @@ transport_open(RedisConn *conn, const char *host, int port, char *err,
 }
 
 /*
- * transport_drop: close the socket of a connection that goes on (from a
- * sentinel to the master it named, or to the next sentinel): what it
+ * RedisConnTransportDrop: close the socket of a connection that goes on
+ * (from a sentinel to the master it named, or to the next sentinel): what it
  * holds for later (conn->held) and the replies it is owed stay.
  */
-static void
-transport_drop(RedisConn *conn)
+void
+RedisConnTransportDrop(RedisConn *conn)
 {
 	RedisTransportClose(&conn->transport);
 	if (conn->reader)
@@ -892,11 +872,11 @@ transport_drop(RedisConn *conn)
 }
 
 /*
- * fail_opening: fail a connection that is between sockets (or never got
- * one), so that the calls it holds fail with it.
+ * RedisConnFailOpening: fail a connection that is between sockets (or never
+ * got one), so that the calls it holds fail with it.
  */
-static void
-fail_opening(RedisConn *conn, RedisFailure failure, const char *text,
+void
+RedisConnFailOpening(RedisConn *conn, RedisFailure failure, const char *text,
 			 bool backoff)
 {
 	if (conn->state == REDIS_CONN_CLOSED)
@@ -905,496 +885,32 @@ fail_opening(RedisConn *conn, RedisFailure failure, const char *text,
 }
 
 /*
- * new_socket_allowed: a connection in a COMMIT or ABORT batch opens no
+ * RedisConnNewSocketAllowed: a connection in a COMMIT or ABORT batch opens no
  * socket (see batch.c); a sentinel entry whose resolution needs one there
  * fails instead, and the lock's TTL ends what it held.
  */
-static bool
-new_socket_allowed(RedisConn *conn)
+bool
+RedisConnNewSocketAllowed(RedisConn *conn)
 {
 	if (!(conn->batch.joined && conn->batch.no_connect))
 		return true;
-	fail_opening(conn, REDIS_FAIL_IO,
+	RedisConnFailOpening(conn, REDIS_FAIL_IO,
 				 "a sentinel:// entry was still being resolved, and no connection is opened at commit or abort",
 				 false);
 	return false;
 }
 
 /*
- * set_connect_deadline: a new socket of the connection gets
+ * RedisConnSetConnectDeadline: a new socket of the connection gets
  * redlock.connect_timeout of its own (each sentinel asked, then the
  * master); a batch waiting for it waits as long, within its own end.
  */
-static void
-set_connect_deadline(RedisConn *conn)
+void
+RedisConnSetConnectDeadline(RedisConn *conn)
 {
 	conn->connect_deadline = RedlockNowUs() + (int64) redlock_connect_timeout * 1000;
 	if (conn->batch.joined)
 		conn->batch.deadline = Min(conn->connect_deadline, conn->batch.deadline_cap);
-}
-
-/* ------------------------------------------------------------------------
- * Sentinel entries
- *
- * A sentinel:// entry is one logical master.  Every new connection to it
- * (command or subscription) first asks a sentinel, then connects to the
- * node it names, and checks with ROLE that the node is a primary: so a
- * connection that broke (Sentinel kills the clients of a demoted primary)
- * or was closed after a READONLY answer finds the new primary when it is
- * next opened.  Sentinels are asked in turn, starting with the one that
- * answered last; one that refuses, does not know the name, fails, or does
- * not answer within redlock.connect_timeout (each sentinel gets that much,
- * connect and answer) is skipped for the next.  Each connection keeps its
- * own place in the list (sentinel_at): the command and the subscription
- * connection may be asking at the same time.  Calls made meanwhile are
- * held, as during a handshake (conn->handshake stays 1 while resolving).
- * In COMMIT and ABORT no socket is opened, so a resolution that would
- * need one there fails its calls instead (RedisPrepareServers finishes
- * resolutions before the commit).
- * ------------------------------------------------------------------------
- */
-
-/*
- * queue_master_query: on a connection to a sentinel, AUTH with the
- * sentinels' credentials (redlock.sentinel_username and _password) when a
- * password is set, then SENTINEL GET-MASTER-ADDR-BY-NAME for the entry's
- * master: held behind AUTH (until the handshake is done) when
- * "hold_behind_auth", else written at once (a resolving connection's
- * replies all go to sentinel_reply).  *auth says whether AUTH went.
- * Returns false when out of memory.
- */
-static bool
-queue_master_query(RedisConn *conn, bool hold_behind_auth, bool *auth)
-{
-	const char *argv[3];
-	size_t		argvlen[3];
-	int			argc = 0;
-
-	*auth = redlock_sentinel_password && redlock_sentinel_password[0];
-	if (*auth)
-	{
-		argv[argc] = "AUTH";
-		argvlen[argc++] = 4;
-		if (redlock_sentinel_username && redlock_sentinel_username[0])
-		{
-			argv[argc] = redlock_sentinel_username;
-			argvlen[argc++] = strlen(redlock_sentinel_username);
-		}
-		argv[argc] = redlock_sentinel_password;
-		argvlen[argc++] = strlen(redlock_sentinel_password);
-		if (!append_command(conn, argc, argv, argvlen, false))
-			return false;
-	}
-	argv[0] = "SENTINEL";
-	argv[1] = "GET-MASTER-ADDR-BY-NAME";
-	argv[2] = conn->server->master_name;
-	for (argc = 0; argc < 3; argc++)
-		argvlen[argc] = strlen(argv[argc]);
-	return append_command(conn, 3, argv, argvlen, hold_behind_auth && *auth);
-}
-
-/*
- * sentinel_ask: connect to the next sentinel not tried yet in this open and
- * queue AUTH (redlock.sentinel_username and _password, when set) and
- * SENTINEL GET-MASTER-ADDR-BY-NAME.  Returns false once every sentinel has
- * failed, after failing the connection (with backoff).
- */
-static bool
-sentinel_ask(RedisConn *conn, int64 now)
-{
-	RedisServer *srv = conn->server;
-	char		text[REDLOCK_ERROR_LEN];
-
-	while (conn->sentinels_tried < srv->nsentinels)
-	{
-		const RedisNode *node = &srv->sentinels[conn->sentinel_at];
-		bool		auth;
-
-		conn->sentinels_tried++;
-		if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
-		{
-			sentinel_note(conn, text);
-			conn->sentinel_at = (conn->sentinel_at + 1) % srv->nsentinels;
-			continue;
-		}
-		set_connect_deadline(conn);
-		conn->resolving = true;
-		conn->handshake = 1;	/* hold calls until the master is known */
-		/* resolving: the sentinel's replies go to sentinel_reply, unheld */
-		if (!queue_master_query(conn, false, &auth))
-		{
-			RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
-			return false;
-		}
-		conn->resolve_left = auth ? 2 : 1;
-		return true;
-	}
-	snprintf(text, sizeof(text),
-			 "no sentinel named the primary of \"%s\" (%s)",
-			 srv->master_name, conn->sentinel_errors);
-	conn->sentinel_errors[0] = '\0';
-	fail_opening(conn, REDIS_FAIL_CONNECT, text, true);
-	return false;
-}
-
-/* sentinel_note: add why the sentinel being asked failed to the message. */
-static void
-sentinel_note(RedisConn *conn, const char *why)
-{
-	const RedisNode *node = &conn->server->sentinels[conn->sentinel_at];
-	size_t		len = strlen(conn->sentinel_errors);
-
-	snprintf(conn->sentinel_errors + len, sizeof(conn->sentinel_errors) - len,
-			 "%s%s:%d: %s", len > 0 ? "; " : "", node->host, node->port, why);
-}
-
-/*
- * sentinel_failed: the sentinel being asked failed, does not know the
- * master, or did not answer in time: ask the next one (unless no socket
- * may be opened now).
- */
-static void
-sentinel_failed(RedisConn *conn, const char *why)
-{
-	RedisServer *srv = conn->server;
-
-	sentinel_note(conn, why);
-	transport_drop(conn);
-	conn->resolving = false;
-	conn->sentinel_at = (conn->sentinel_at + 1) % srv->nsentinels;
-	if (new_socket_allowed(conn))
-		(void) sentinel_ask(conn, RedlockNowUs());
-}
-
-/*
- * RedisConnResolveTimedOut: whether the connection is asking a sentinel
- * whose time is up (its connect deadline passed); if so, that sentinel is
- * given up for the next one, or the connection fails once all were tried.
- */
-bool
-RedisConnResolveTimedOut(RedisConn *conn, int64 now)
-{
-	char		text[64];
-
-	if (!conn->resolving || now < conn->connect_deadline)
-		return false;
-	snprintf(text, sizeof(text), "no answer within %d ms", redlock_connect_timeout);
-	sentinel_failed(conn, text);
-	return true;
-}
-
-/*
- * sentinel_reply: an answer from the sentinel being asked.  The address of
- * the master moves the connection there, with the usual handshake and
- * ROLE behind it.  Frees the reply.
- */
-static void
-sentinel_reply(RedisConn *conn, redisReply *reply)
-{
-	RedisServer *srv = conn->server;
-	char		text[REDLOCK_ERROR_LEN];
-	char		host[REDLOCK_ADDR_LEN];
-	long		port;
-	char	   *end;
-
-	conn->resolve_left--;
-	if (reply->type == REDIS_REPLY_ERROR)
-	{
-		snprintf(text, sizeof(text), "%s", reply->str);
-		freeReplyObject(reply);
-		sentinel_failed(conn, text);
-		return;
-	}
-	if (conn->resolve_left > 0)
-	{
-		freeReplyObject(reply);	/* AUTH's OK */
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-		reply->element[0]->type != REDIS_REPLY_STRING ||
-		reply->element[1]->type != REDIS_REPLY_STRING ||
-		reply->element[0]->len >= sizeof(host))
-	{
-		bool		unknown = reply->type == REDIS_REPLY_NIL ||
-			(reply->type == REDIS_REPLY_ARRAY && reply->elements == 0);
-
-		freeReplyObject(reply);
-		sentinel_failed(conn, unknown ? "it does not monitor a master of that name" :
-						"unexpected answer to SENTINEL GET-MASTER-ADDR-BY-NAME");
-		return;
-	}
-	memcpy(host, reply->element[0]->str, reply->element[0]->len);
-	host[reply->element[0]->len] = '\0';
-	port = strtol(reply->element[1]->str, &end, 10);
-	if (*end != '\0')
-		port = 0;
-	freeReplyObject(reply);
-	if (port < 1 || port > 65535 || host[0] == '\0' || host[0] == '/')
-	{
-		sentinel_failed(conn, "it named an invalid address");
-		return;
-	}
-	/* a sentinel that has not caught up with the watch's notice */
-	if (RedlockNowUs() < srv->pinned_until &&
-		(strcmp(host, srv->pinned_host) != 0 || port != srv->pinned_port))
-	{
-		strlcpy(host, srv->pinned_host, sizeof(host));
-		port = srv->pinned_port;
-	}
-
-	/* a failover counts once ROLE has confirmed the new node */
-	conn->node_changed = srv->host[0] != '\0' &&
-		(strcmp(srv->host, host) != 0 || srv->port != port);
-	strlcpy(srv->host, host, sizeof(srv->host));
-	srv->port = (int) port;
-
-	/* to the master: its handshake, then ROLE */
-	transport_drop(conn);
-	conn->resolving = false;
-	if (!new_socket_allowed(conn))
-		return;
-	if (!transport_open(conn, srv->host, srv->port, text, sizeof(text)))
-	{
-		fail_opening(conn, REDIS_FAIL_CONNECT, text, false);
-		return;
-	}
-	set_connect_deadline(conn);
-	if (!queue_handshake(conn) || !queue_role(conn))
-		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
-}
-
-/* queue_role: ROLE, the last command of a sentinel entry's handshake. */
-static bool
-queue_role(RedisConn *conn)
-{
-	const char *argv[1] = {"ROLE"};
-	size_t		argvlen[1] = {4};
-
-	conn->handshake++;
-	conn->role_check = true;
-	return append_command(conn, 1, argv, argvlen, false);
-}
-
-/*
- * role_reply: the answer to ROLE.  Returns false, after failing the
- * connection, when the node is not a primary (with backoff, and the next
- * connect starts with the next sentinel: this one may not have caught up)
- * or refused ROLE for another reason than its ACL.  A user whose ACL does
- * not allow ROLE passes: a replica still answers its writes with READONLY.
- * A primary confirmed after the sentinels named another node is a
- * failover, counted.
- */
-static bool
-role_reply(RedisConn *conn, redisReply *reply)
-{
-	RedisServer *srv = conn->server;
-	char		text[REDLOCK_ERROR_LEN];
-
-	conn->role_check = false;
-	if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOPERM", 6) != 0)
-	{
-		snprintf(text, sizeof(text), "ROLE failed: %s", reply->str);
-		RedisConnFail(conn, classify_error(reply->str), text, false);
-		return false;
-	}
-	if (reply->type != REDIS_REPLY_ERROR &&
-		!(reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
-		  reply->element[0]->type == REDIS_REPLY_STRING &&
-		  strcmp(reply->element[0]->str, "master") == 0))
-	{
-		snprintf(text, sizeof(text),
-				 "%s:%d, named primary of \"%s\" by a sentinel, is not a primary (a failover in progress?)",
-				 srv->host, srv->port, srv->master_name);
-		srv->sentinel_next = (conn->sentinel_at + 1) % srv->nsentinels;
-		srv->pinned_until = 0;	/* the pinned node is no primary (any more) */
-		RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
-		return false;
-	}
-	srv->sentinel_next = conn->sentinel_at;
-	if (conn->node_changed)
-	{
-		conn->node_changed = false;
-		srv->failovers++;
-		RedlockCount(REDLOCK_FAILOVERS, 1);
-	}
-	return true;
-}
-
-/*
- * The watch.  Sentinel publishes +switch-master on every sentinel when a
- * failover has chosen the new primary; the old one may go on accepting
- * writes from the clients it still has until Sentinel reconfigures it
- * (seconds later, if it is reachable at all), and a lock taken or
- * released there is not where the other clients look.  So each sentinel
- * entry keeps one more connection, to one of its sentinels, that asks
- * once more for the primary and then subscribes to +promoted-slave (sent
- * as soon as the sentinels name the new primary) and +switch-master (at
- * the end of the failover): from then on no switch goes unseen.  A batch reads what the watch has
- * received before it sends anything (RedisSentinelWatch; batch.c first
- * waits, within redlock.connect_timeout per sentinel, for a watch that is
- * not subscribed yet), and an answer or notice that names another
- * primary than the one in use closes the command and subscription
- * connections, which then ask the sentinels again.  A watch that fails is
- * opened again, to the next sentinel, at the next batch.
- */
-
-/*
- * watch_open: connect the watch to a sentinel and queue AUTH (sentinel
- * credentials) and SUBSCRIBE +switch-master.
- */
-static void
-watch_open(RedisServer *srv)
-{
-	RedisConn  *conn = &srv->watch;
-	const RedisNode *node = &srv->sentinels[srv->watch_at];
-	char		text[REDLOCK_ERROR_LEN];
-	const char *argv[3];
-	size_t		argvlen[3];
-	int			argc;
-	bool		auth;
-	bool		ok;
-
-	conn->cred_version = RedisCredentialsVersion(srv);
-	conn->connect_deadline = RedlockNowUs() + (int64) redlock_connect_timeout * 1000;
-	conn->last_io = RedlockNowUs();
-	conn->watch_confirmed = false;
-	if (!transport_open(conn, node->host, node->port, text, sizeof(text)))
-	{
-		srv->watch_at = (srv->watch_at + 1) % srv->nsentinels;
-		watch_pause(srv);
-		return;
-	}
-	/* AUTH, when it goes, is the watch's handshake: the rest waits for it */
-	ok = queue_master_query(conn, true, &auth);
-	if (auth)
-		conn->handshake++;
-	argv[0] = "SUBSCRIBE";
-	argv[1] = "+switch-master";
-	argv[2] = "+promoted-slave";
-	for (argc = 0; argc < 3; argc++)
-		argvlen[argc] = strlen(argv[argc]);
-	if (!ok || !append_command(conn, 3, argv, argvlen, conn->handshake > 0))
-		RedisConnClose(conn);
-	conn->watch_confirmed = false;
-}
-
-/*
- * watch_switch: the sentinels name host:port as the primary; if the entry
- * uses another node, its connections close (they ask again when next
- * used).
- */
-static void
-watch_switch(RedisServer *srv, const char *host, int port, bool notice)
-{
-	char		text[REDLOCK_ERROR_LEN];
-
-	/* never a unix socket, nor nonsense, from a sentinel */
-	if (host[0] == '\0' || host[0] == '/' || port < 1 || port > 65535)
-		return;
-	if (srv->host[0] == '\0' || (strcmp(host, srv->host) == 0 && port == srv->port))
-		return;
-	snprintf(text, sizeof(text), "the sentinels moved the primary of \"%s\" to %s:%d",
-			 srv->master_name, host, port);
-	if (srv->cmd.state != REDIS_CONN_CLOSED)
-		RedisConnFail(&srv->cmd, REDIS_FAIL_IO, text, false);
-	RedisConnClose(&srv->sub);
-
-	/*
-	 * The other sentinels may name the old primary for a while yet (only
-	 * the leader announces +promoted-slave): the node the watch named wins
-	 * over them for PINNED_US (see sentinel_reply).
-	 */
-	if (notice)
-	{
-		strlcpy(srv->pinned_host, host, sizeof(srv->pinned_host));
-		srv->pinned_port = port;
-		srv->pinned_until = RedlockNowUs() + PINNED_US;
-	}
-}
-
-/*
- * watch_reply: a message on the watch.  "+switch-master" with "name
- * old-ip old-port new-ip new-port" for our master, naming another node
- * than the one in use, closes the command and subscription connections.
- * Frees the reply.
- */
-static void
-watch_reply(RedisConn *conn, redisReply *reply)
-{
-	RedisServer *srv = conn->server;
-	char		name[REDLOCK_MASTER_NAME_LEN];
-	char		host[REDLOCK_ADDR_LEN];
-	int			port;
-
-	if (reply->type == REDIS_REPLY_ERROR)
-	{
-		/* refused: the next sentinel at the next batch */
-		freeReplyObject(reply);
-		conn->watch_confirmed = false;
-		RedisConnClose(conn);
-		return;
-	}
-	/* the primary now, asked before subscribing */
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-		reply->element[0]->type == REDIS_REPLY_STRING &&
-		reply->element[1]->type == REDIS_REPLY_STRING &&
-		reply->element[0]->len < sizeof(host))
-	{
-		char	   *end;
-		long		p = strtol(reply->element[1]->str, &end, 10);
-
-		strlcpy(host, reply->element[0]->str, sizeof(host));
-		watch_switch(srv, host, *end == '\0' ? (int) p : 0, false);
-	}
-	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
-			 reply->element[0]->type == REDIS_REPLY_STRING &&
-			 strcmp(reply->element[0]->str, "subscribe") == 0)
-		conn->watch_confirmed = true;
-	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
-			 reply->element[0]->type == REDIS_REPLY_STRING &&
-			 strcmp(reply->element[0]->str, "message") == 0 &&
-			 reply->element[1]->type == REDIS_REPLY_STRING &&
-			 reply->element[2]->type == REDIS_REPLY_STRING)
-	{
-		const char *channel = reply->element[1]->str;
-		const char *text = reply->element[2]->str;
-
-		/* "name old-ip old-port new-ip new-port" */
-		if (strcmp(channel, "+switch-master") == 0 &&
-			sscanf(text, "%127s %*s %*d %271s %d", name, host, &port) == 3 &&
-			strcmp(name, srv->master_name) == 0)
-			watch_switch(srv, host, port, true);
-		/* "slave ip:port ip port @ name master-ip master-port" */
-		if (strcmp(channel, "+promoted-slave") == 0 &&
-			sscanf(text, "%*s %*s %271s %d @ %127s", host, &port, name) == 3 &&
-			strcmp(name, srv->master_name) == 0)
-			watch_switch(srv, host, port, true);
-	}
-	freeReplyObject(reply);
-}
-
-/*
- * RedisSentinelWatch: before a batch uses a sentinel entry: read what its
- * watch has received (a switch-master notice acts now), and open the watch
- * if it is closed and "may_connect" (not in COMMIT or ABORT).  Returns
- * whether the watch is subscribed (true for other entries).
- */
-bool
-RedisSentinelWatch(RedisServer *srv, bool may_connect)
-{
-	RedisConn  *conn = &srv->watch;
-
-	if (srv->kind != REDIS_KIND_SENTINEL)
-		return true;
-	if (conn->state == REDIS_CONN_READY || conn->state == REDIS_CONN_HANDSHAKE)
-		conn_receive(conn);
-	if (conn->state != REDIS_CONN_CLOSED && !conn->watch_confirmed &&
-		RedlockNowUs() >= conn->connect_deadline)
-		RedisConnClose(conn);	/* a silent sentinel: the next one */
-	if (conn->state == REDIS_CONN_CLOSED && may_connect &&
-		RedlockNowUs() >= srv->watch_retry_after)
-		watch_open(srv);
-	return conn->state == REDIS_CONN_READY && conn->watch_confirmed;
 }
 
 /*
@@ -1451,7 +967,7 @@ bool
 RedisConnSendCommand(RedisConn *conn, int argc, const char **argv,
 					 const size_t *argvlen)
 {
-	return append_command(conn, argc, argv, argvlen, conn->handshake > 0);
+	return RedisConnAppend(conn, argc, argv, argvlen, conn->handshake > 0);
 }
 
 /*
@@ -1508,7 +1024,7 @@ RedisConnQueueWait(RedisConn *conn)
 	argvlen[0] = 4;
 	argvlen[1] = strlen(nrep);
 	argvlen[2] = strlen(ms);
-	if (!append_command(conn, 3, argv, argvlen, conn->handshake > 0) ||
+	if (!RedisConnAppend(conn, 3, argv, argvlen, conn->handshake > 0) ||
 		!pending_push(conn, NULL, NULL, 0, true))
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 }
@@ -1523,7 +1039,7 @@ RedisConnSendAsking(RedisConn *conn)
 	const char *argv[1] = {"ASKING"};
 	size_t		argvlen[1] = {6};
 
-	if (!append_command(conn, 1, argv, argvlen, conn->handshake > 0) ||
+	if (!RedisConnAppend(conn, 1, argv, argvlen, conn->handshake > 0) ||
 		!pending_push(conn, NULL, NULL, 0, false))
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
 }
@@ -1538,7 +1054,7 @@ RedisConnAskSlots(RedisConn *conn)
 	const char *argv[2] = {"CLUSTER", "SLOTS"};
 	size_t		argvlen[2] = {7, 5};
 
-	if (!append_command(conn, 2, argv, argvlen, conn->handshake > 0) ||
+	if (!RedisConnAppend(conn, 2, argv, argvlen, conn->handshake > 0) ||
 		!pending_push(conn, NULL, NULL, 0, false))
 	{
 		RedisConnFail(conn, REDIS_FAIL_IO, "out of memory", false);
@@ -1629,10 +1145,6 @@ RedisConnDetachCalls(RedisConn *conn, RedisFailure failure, const char *text)
 }
 
 static void conn_broken(RedisConn *conn, RedisFailure failure, const char *text);
-static void sentinel_failed(RedisConn *conn, const char *why);
-static void sentinel_reply(RedisConn *conn, redisReply *reply);
-static void watch_reply(RedisConn *conn, redisReply *reply);
-static bool role_reply(RedisConn *conn, redisReply *reply);
 
 /*
  * io_done: what a read or write of the transport came to.  Returns true
@@ -1650,7 +1162,7 @@ io_done(RedisConn *conn, RedisIoStatus st, char *text, size_t len)
 		strlcpy(text, "the server closed the connection", len);
 	if (conn->resolving)
 	{
-		sentinel_failed(conn, text);
+		RedisSentinelFailed(conn, text);
 		return false;
 	}
 	if (!conn->heard && conn->server->tls &&
@@ -1714,18 +1226,6 @@ RedisConnFlush(RedisConn *conn)
  * Receiving
  * ------------------------------------------------------------------------
  */
-
-/*
- * demoted: whether an error says the node is a replica now (READONLY, also
- * as Redis before 7.0 wraps it in a script's error, or WAIT refused on a
- * replica): a sentinel entry then asks its sentinels again.
- */
-static bool
-demoted(const char *text)
-{
-	return strstr(text, "READONLY") != NULL ||
-		strstr(text, "cannot be used with replica") != NULL;
-}
 
 /*
  * script_done: a call's script answered.  The call is done, unless it asks
@@ -1793,9 +1293,9 @@ wait_reply(RedisConn *conn, redisReply *reply)
 				 reply->type == REDIS_REPLY_ERROR ? reply->str :
 				 "an answer that is not an integer");
 		acks_fail(conn, reply->type == REDIS_REPLY_ERROR ?
-				  classify_error(reply->str) : REDIS_FAIL_PROTOCOL, text);
+				  RedisClassifyError(reply->str) : REDIS_FAIL_PROTOCOL, text);
 		freeReplyObject(reply);
-		if (conn->server->kind == REDIS_KIND_SENTINEL && demoted(text))
+		if (conn->server->kind == REDIS_KIND_SENTINEL && RedisReplyDemoted(text))
 			RedisConnFail(conn, REDIS_FAIL_REPLY, text, false);
 		return;
 	}
@@ -1928,7 +1428,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			else
 				snprintf(text, sizeof(text), "%s", reply->str);
 			freeReplyObject(reply);
-			failure = classify_error(text);
+			failure = RedisClassifyError(text);
 			if (failure == REDIS_FAIL_AUTH && srv->passfile_note[0])
 				snprintf(text + strlen(text), sizeof(text) - strlen(text),
 						 " (%s)", srv->passfile_note);
@@ -1937,7 +1437,7 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			if (failure == REDIS_FAIL_AUTH)
 				RedisConnFail(conn, REDIS_FAIL_AUTH, text, false);
 			/* a demoted primary: ask the sentinels again at the next use */
-			else if (srv->kind == REDIS_KIND_SENTINEL && demoted(text))
+			else if (srv->kind == REDIS_KIND_SENTINEL && RedisReplyDemoted(text))
 				RedisConnFail(conn, REDIS_FAIL_REPLY, text, false);
 			return;
 
@@ -1964,7 +1464,7 @@ handshake_reply(RedisConn *conn, redisReply *reply)
 	conn->handshake--;
 	if (conn->role_check && conn->handshake == 0)
 	{
-		bool		primary = role_reply(conn, reply);
+		bool		primary = RedisRoleReply(conn, reply);
 
 		freeReplyObject(reply);
 		if (!primary)
@@ -1977,7 +1477,7 @@ handshake_reply(RedisConn *conn, redisReply *reply)
 		if (srv->passfile_note[0])
 			snprintf(text + strlen(text), sizeof(text) - strlen(text),
 					 " (%s)", srv->passfile_note);
-		RedisConnFail(conn, classify_error(text), text, false);
+		RedisConnFail(conn, RedisClassifyError(text), text, false);
 		return;
 	}
 	else
@@ -2009,7 +1509,7 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 
 	if (conn->resolving)
 	{
-		sentinel_reply(conn, reply);
+		RedisSentinelReply(conn, reply);
 		return;
 	}
 	if (conn->handshake > 0)
@@ -2019,7 +1519,7 @@ reply_dispatch(RedisConn *conn, redisReply *reply)
 	}
 	if (conn->is_watch)
 	{
-		watch_reply(conn, reply);
+		RedisWatchReply(conn, reply);
 		return;
 	}
 	if (conn->is_sub)
@@ -2098,12 +1598,12 @@ conn_heard(RedisConn *conn)
 }
 
 /*
- * conn_receive: read from the transport (once; again while TLS holds
+ * RedisConnReceive: read from the transport (once; again while TLS holds
  * decrypted bytes), then dispatch every complete reply.  A server that makes us hold more than MAX_PENDING_BYTES of
  * unparsed reply is not one to trust: our replies are a few integers.
  */
-static void
-conn_receive(RedisConn *conn)
+void
+RedisConnReceive(RedisConn *conn)
 {
 	char		buf[READ_CHUNK];
 	char		text[REDLOCK_ERROR_LEN];
@@ -2244,7 +1744,7 @@ connect_step(RedisConn *conn)
 	if (st != REDIS_IO_OK)
 	{
 		if (conn->resolving)
-			sentinel_failed(conn, text);
+			RedisSentinelFailed(conn, text);
 		/* a refused certificate is not cured by trying again at once */
 		else if (conn->transport.handshaking)
 			RedisConnFail(conn, REDIS_FAIL_CONNECT, text, true);
@@ -2253,7 +1753,7 @@ connect_step(RedisConn *conn)
 		return false;
 	}
 	conn->state = conn->handshake > 0 ? REDIS_CONN_HANDSHAKE : REDIS_CONN_READY;
-	/* a sentinel has its connect deadline to answer in (see sentinel_ask) */
+	/* a sentinel has its connect deadline to answer in (see RedisSentinelAsk) */
 	if (!conn->is_sub && !conn->resolving)
 	{
 		/* its calls get a command timeout from now */
@@ -2278,7 +1778,7 @@ RedisConnService(RedisConn *conn, uint32 events)
 		return;
 	/* a read may wait for the socket to be writable (TLS) */
 	if ((events & WL_SOCKET_READABLE) || conn->transport.read_want == WL_SOCKET_WRITEABLE)
-		conn_receive(conn);
+		RedisConnReceive(conn);
 	if (conn->state != REDIS_CONN_CLOSED)
 		RedisConnFlush(conn);
 }
@@ -2292,7 +1792,7 @@ RedisConnDrain(RedisConn *conn)
 {
 	if ((conn->state == REDIS_CONN_READY || conn->state == REDIS_CONN_HANDSHAKE) &&
 		(conn->npending > 0 || conn->handshake > 0))
-		conn_receive(conn);
+		RedisConnReceive(conn);
 }
 
 /*
@@ -2306,7 +1806,7 @@ RedisConnCheckIdle(RedisConn *conn, int64 now)
 {
 	if (conn->state == REDIS_CONN_READY && conn->npending == 0 &&
 		now - conn->last_io > 1000000)
-		conn_receive(conn);
+		RedisConnReceive(conn);
 }
 
 /*
@@ -2326,7 +1826,7 @@ RedisConnStillOpen(RedisConn *conn, int64 now)
 		struct pollfd pfd;
 
 		conn->looked_at = now;
-		conn_receive(conn);
+		RedisConnReceive(conn);
 
 		/*
 		 * One read may stop at replies that came before the end-of-file

@@ -472,8 +472,32 @@ extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
 extern bool RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern bool RedisConnStillOpen(RedisConn *conn, int64 now);
+
+/* sentinel.c */
 extern bool RedisConnResolveTimedOut(RedisConn *conn, int64 now);
 extern bool RedisSentinelWatch(RedisServer *srv, bool may_connect);
+/* ... for conn.c */
+extern bool RedisSentinelAsk(RedisConn *conn, int64 now);
+extern void RedisSentinelFailed(RedisConn *conn, const char *why);
+extern void RedisSentinelReply(RedisConn *conn, struct redisReply *reply);
+extern bool RedisRoleReply(RedisConn *conn, struct redisReply *reply);
+extern void RedisWatchReply(RedisConn *conn, struct redisReply *reply);
+extern void RedisWatchPause(RedisServer *srv);
+extern bool RedisReplyDemoted(const char *text);
+
+/* conn.c, for sentinel.c: a connection's steps between its sockets */
+extern bool RedisConnAppend(RedisConn *conn, int argc, const char **argv,
+							const size_t *argvlen, bool hold);
+extern bool RedisConnQueueHandshake(RedisConn *conn);
+extern bool RedisConnTransportOpen(RedisConn *conn, const char *host, int port,
+								   char *err, size_t errlen);
+extern void RedisConnTransportDrop(RedisConn *conn);
+extern void RedisConnFailOpening(RedisConn *conn, RedisFailure failure,
+								 const char *text, bool backoff);
+extern bool RedisConnNewSocketAllowed(RedisConn *conn);
+extern void RedisConnSetConnectDeadline(RedisConn *conn);
+extern void RedisConnReceive(RedisConn *conn);
+extern RedisFailure RedisClassifyError(const char *text);
 extern uint32 RedisConnEvents(const RedisConn *conn);
 extern void RedisDisconnectAll(void);
 
