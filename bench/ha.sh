@@ -59,25 +59,7 @@ for i in $(seq 100); do
 done
 
 bench_database
-psql -X -q -v ON_ERROR_STOP=1 -d bench <<SQL
-CREATE TABLE account (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
-INSERT INTO account (id) SELECT g FROM generate_series(1, 100000) g;
-VACUUM ANALYZE account;
-SQL
-cat >"$RUN_DIR/redlock.sql" <<'SQL'
-\set k random(1, 100000)
-BEGIN;
-SELECT redlock_acquire('account:' || :k);
-UPDATE account SET n = n + 1 WHERE id = :k;
-COMMIT;
-SQL
-cat >"$RUN_DIR/advisory.sql" <<'SQL'
-\set k random(1, 100000)
-BEGIN;
-SELECT pg_advisory_xact_lock(:k);
-UPDATE account SET n = n + 1 WHERE id = :k;
-COMMIT;
-SQL
+bench_accounts bench
 
 setting() {
 	psql -X -q -d bench -c "ALTER DATABASE bench SET $1 = '$2'" >/dev/null
@@ -86,7 +68,6 @@ tps() {
 	"$PG_BIN/pgbench" -n -M prepared -c 8 -j 2 -T "$SECS" -f "$RUN_DIR/$1.sql" bench 2>/dev/null |
 		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 say_machine
 KINDS="advisory direct sentinel sentinel+ack cluster"

@@ -58,7 +58,6 @@ for line in sys.stdin:
 lat.sort()
 print('$tps', lat[len(lat) // 2], lat[int(len(lat) * 0.99)], min(c.values()) / max(c.values()))"
 }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 say "hot key: 8 clients, one key, ~1 ms of work per transaction, $SECS s per run"
 declare -A T P F

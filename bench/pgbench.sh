@@ -27,20 +27,8 @@ ONE="127.0.0.1:$REDIS_PORT"
 THREE="$ONE, 127.0.0.1:$((REDIS_PORT + 1)), 127.0.0.1:$((REDIS_PORT + 2))"
 start_extra_redis $((REDIS_PORT + 1))
 start_extra_redis $((REDIS_PORT + 2))
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION redlock;
-CREATE TABLE account (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
-INSERT INTO account (id) SELECT g FROM generate_series(1, 100000) g;
-VACUUM ANALYZE account;
-SQL
-
-cat >"$RUN_DIR/advisory.sql" <<'SQL'
-\set k random(1, 100000)
-BEGIN;
-SELECT pg_advisory_xact_lock(:k);
-UPDATE account SET n = n + 1 WHERE id = :k;
-COMMIT;
-SQL
+psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION redlock"
+bench_accounts
 # control: the advisory transaction plus two trivial round trips between
 # client and server, to show what any two extra round trips cost here
 cat >"$RUN_DIR/advisory+2rt.sql" <<'SQL'
@@ -50,13 +38,6 @@ SELECT pg_advisory_xact_lock(:k);
 SELECT 1;
 UPDATE account SET n = n + 1 WHERE id = :k;
 SELECT 1;
-COMMIT;
-SQL
-cat >"$RUN_DIR/redlock.sql" <<'SQL'
-\set k random(1, 100000)
-BEGIN;
-SELECT redlock_acquire('account:' || :k);
-UPDATE account SET n = n + 1 WHERE id = :k;
 COMMIT;
 SQL
 
@@ -75,7 +56,6 @@ latency() {
 	"$PGBENCH" -n -M prepared -c 1 -T "$SECS" -f "$RUN_DIR/$1.sql" 2>/dev/null |
 		sed -n 's/^latency average = \([0-9.]*\) ms/\1/p'
 }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 say "machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)," \

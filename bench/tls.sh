@@ -41,19 +41,10 @@ done
 
 psql -X -q -v ON_ERROR_STOP=1 <<SQL
 CREATE EXTENSION redlock;
-CREATE TABLE account (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
-INSERT INTO account (id) SELECT g FROM generate_series(1, 100000) g;
-VACUUM ANALYZE account;
 ALTER SYSTEM SET redlock.sslrootcert = '$CERTS/ca.crt';
 SELECT pg_reload_conf();
 SQL
-cat >"$RUN_DIR/redlock.sql" <<'SQL'
-\set k random(1, 100000)
-BEGIN;
-SELECT redlock_acquire('account:' || :k);
-UPDATE account SET n = n + 1 WHERE id = :k;
-COMMIT;
-SQL
+bench_accounts
 
 PLAIN="127.0.0.1:$REDIS_PORT"
 TLS="rediss://127.0.0.1:$TLS_PORT"
@@ -64,7 +55,6 @@ tps() {
 	"$PG_BIN/pgbench" -n -M prepared -c 8 -j 2 -T "$SECS" -f "$RUN_DIR/redlock.sql" 2>/dev/null |
 		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 say "machine"
 echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"

@@ -166,6 +166,31 @@ CREATE EXTENSION redlock;
 SQL
 }
 
+# bench_accounts [DB]: the table the pgbench scripts update (100000 rows,
+# in DB, default psql's), and those scripts in $RUN_DIR: redlock.sql
+# (redlock_acquire on the row's key) and advisory.sql (the same with
+# pg_advisory_xact_lock, the reference).
+bench_accounts() {
+	psql -X -q -v ON_ERROR_STOP=1 ${1:+-d "$1"} <<'SQL'
+CREATE TABLE account (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+INSERT INTO account (id) SELECT g FROM generate_series(1, 100000) g;
+VACUUM ANALYZE account;
+SQL
+	local lock
+	for lock in "redlock_acquire('account:' || :k)" "pg_advisory_xact_lock(:k)"; do
+		cat >"$RUN_DIR/$([ "${lock#redlock}" = "$lock" ] && echo advisory || echo redlock).sql" <<SQL
+\set k random(1, 100000)
+BEGIN;
+SELECT $lock;
+UPDATE account SET n = n + 1 WHERE id = :k;
+COMMIT;
+SQL
+	done
+}
+
+# median N...: the median of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+
 # say_machine: the machine a benchmark ran on, for its report.
 say_machine() {
 	say "machine"
