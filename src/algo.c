@@ -604,10 +604,10 @@ wait_for_replicas(RedisCall *call)
 static void
 note_failure(RedlockTally *tally, const RedisCall *call, const char *fallback)
 {
-	if (tally->first_server != NULL)
+	if (tally->first_server[0] != '\0')
 		return;
 	tally->first_failure = call->failure ? call->failure : REDIS_FAIL_PROTOCOL;
-	tally->first_server = call->server->addr;
+	strlcpy(tally->first_server, call->server->addr, sizeof(tally->first_server));
 	strlcpy(tally->first_error, call->error[0] ? call->error : fallback,
 			sizeof(tally->first_error));
 }
@@ -847,10 +847,11 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 	for (i = 0; i < n; i++)
 		if (calls[i].state == REDIS_CALL_FAILED)
 			note_failure(tally, &calls[i], "could not store the fencing token");
-	if (tally->first_server == NULL)
+	if (tally->first_server[0] == '\0')
 	{
 		tally->first_failure = REDIS_FAIL_TIMEOUT;
-		tally->first_server = lock->servers[0]->addr;
+		strlcpy(tally->first_server, lock->servers[0]->addr,
+				sizeof(tally->first_server));
 		strlcpy(tally->first_error,
 				"could not store the fencing token on a majority in time",
 				sizeof(tally->first_error));
@@ -968,7 +969,7 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 				break;
 			case ANSWER_FAILED:
 				tally->failed++;
-				if (RedisFailoverMayExplain(lock->servers[i], call->failure))
+				if (RedisFailoverMayExplain(lock->servers[i], call->failure, call->error))
 					tally->failed_over++;
 				note_failure(tally, call, "unexpected answer to the acquire script");
 				break;
@@ -1208,7 +1209,7 @@ RedlockDescribeTally(const RedlockTally *tally, StringInfo buf)
 		appendStringInfo(buf, ", %d %s not waited for", tally->unanswered,
 						 tally->unanswered == 1 ? "was" : "were");
 	appendStringInfoChar(buf, '.');
-	if (tally->first_server)
+	if (tally->first_server[0])
 		appendStringInfo(buf, " First failure: server \"%s\": %s.",
 						 tally->first_server, tally->first_error);
 }

@@ -308,7 +308,8 @@ RedisServerForKey(RedisServer *srv, const char *key, size_t len)
 		return mapped;
 	srv->map_stale = true;
 	for (i = 0; i < srv->ncnodes; i++)
-		if (srv->cnodes[i] != mapped && srv->cnodes[i]->cmd.state == REDIS_CONN_READY)
+		if (srv->cnodes[i] != mapped && srv->cnodes[i]->cmd.state == REDIS_CONN_READY &&
+			RedisServerMayConnect(srv->cnodes[i], RedlockNowUs()))
 			return srv->cnodes[i];
 	/* a seed: the first that is not in backoff, starting after the last */
 	for (i = 0; i < srv->nsentinels; i++)
@@ -373,58 +374,101 @@ RedisClusterNodeFailed(RedisServer *node)
 }
 
 /*
+ * slots_range: range "r" of a CLUSTER SLOTS answer of "node", [start, end,
+ * [host, port, ...], ...] (an empty host, or "?", means the node that
+ * answered): whether it is well formed and names a TCP address (never a
+ * unix socket: port 0 or a path), into *start, *end, host and *port.
+ */
+static bool
+slots_range(const RedisServer *node, const redisReply *r, long long *start,
+			long long *end, char *host, size_t hostlen, int *port)
+{
+	const redisReply *m;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+		r->element[0]->type != REDIS_REPLY_INTEGER ||
+		r->element[1]->type != REDIS_REPLY_INTEGER ||
+		r->element[2]->type != REDIS_REPLY_ARRAY ||
+		r->element[2]->elements < 2)
+		return false;
+	m = r->element[2];
+	if (m->element[0]->type != REDIS_REPLY_STRING ||
+		m->element[1]->type != REDIS_REPLY_INTEGER ||
+		m->element[0]->len >= hostlen)
+		return false;
+	*start = r->element[0]->integer;
+	*end = r->element[1]->integer;
+	if (*start < 0 || *end >= CLUSTER_NSLOTS || *start > *end)
+		return false;
+	if (m->element[1]->integer < 1 || m->element[1]->integer > 65535)
+		return false;
+	*port = (int) m->element[1]->integer;
+	if (m->element[0]->len == 0 || strcmp(m->element[0]->str, "?") == 0)
+		strlcpy(host, node->host, hostlen);
+	else
+		strlcpy(host, m->element[0]->str, hostlen);
+	return host[0] != '/';
+}
+
+/*
  * RedisClusterSlotsReply: fill the slot map of node's cluster from the
- * answer to CLUSTER SLOTS it gave: [start, end, [host, port, ...], ...]
- * per range (an empty host means the node that answered).  Unknown nodes
- * beyond CLUSTER_MAX_NODES leave their slots unknown.  Frees nothing.
+ * answer to CLUSTER SLOTS it gave.  An answer that covers at least as many
+ * slots as the map knows replaces it (nodes it no longer names may then be
+ * reused: see unused_node); one that covers fewer (a node that lost its
+ * view of the cluster: restarted empty, or reset) only adds to it, and the
+ * map is asked for again later; one that covers none changes nothing.
+ * The nodes it names are marked in use first, so that a node made for one
+ * range never takes the place of one a later range names.  Unknown nodes
+ * that find no place (CLUSTER_MAX_NODES) leave their slots unknown.
+ * Frees nothing.
  */
 void
 RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply)
 {
 	RedisServer *cluster = node->cluster;
+	char		host[REDLOCK_ADDR_LEN];
+	long long	start;
+	long long	end;
+	long long	covered = 0;
+	long long	known = 0;
+	int			port;
 	size_t		i;
+	int			k;
 
 	if (cluster == NULL || cluster->slot_map == NULL ||
 		reply->type != REDIS_REPLY_ARRAY)
 		return;
-	/* the answer is the whole map: nodes it no longer names may be reused */
-	for (i = 0; i < CLUSTER_NSLOTS; i++)
-		cluster->slot_map[i] = -1;
 	for (i = 0; i < reply->elements; i++)
 	{
-		const redisReply *r = reply->element[i];
-		const redisReply *m;
+		if (!slots_range(node, reply->element[i], &start, &end, host,
+						 sizeof(host), &port))
+			continue;
+		covered += end - start + 1;
+		for (k = 0; k < cluster->ncnodes; k++)
+			if (cluster->cnodes[k]->port == port &&
+				strcmp(cluster->cnodes[k]->host, host) == 0)
+				cluster->cnodes[k]->named_epoch = batch_epoch;
+	}
+	if (covered == 0)
+	{
+		/* it knows no slot (not, or no longer, of the cluster): ask another */
+		RedisClusterNodeFailed(node);
+		return;
+	}
+	for (k = 0; k < CLUSTER_NSLOTS; k++)
+		known += cluster->slot_map[k] >= 0;
+	if (covered >= known)
+		for (k = 0; k < CLUSTER_NSLOTS; k++)
+			cluster->slot_map[k] = -1;
+	for (i = 0; i < reply->elements; i++)
+	{
 		RedisServer *owner;
-		long long	start;
-		long long	end;
 		long long	s;
-		char		host[REDLOCK_ADDR_LEN];
-		int			k;
 
-		if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-			r->element[0]->type != REDIS_REPLY_INTEGER ||
-			r->element[1]->type != REDIS_REPLY_INTEGER ||
-			r->element[2]->type != REDIS_REPLY_ARRAY ||
-			r->element[2]->elements < 2)
+		if (!slots_range(node, reply->element[i], &start, &end, host,
+						 sizeof(host), &port))
 			continue;
-		m = r->element[2];
-		if (m->element[0]->type != REDIS_REPLY_STRING ||
-			m->element[1]->type != REDIS_REPLY_INTEGER ||
-			m->element[0]->len >= sizeof(host))
-			continue;
-		start = r->element[0]->integer;
-		end = r->element[1]->integer;
-		if (start < 0 || end >= CLUSTER_NSLOTS || start > end)
-			continue;
-		if (m->element[1]->integer < 1 || m->element[1]->integer > 65535)
-			continue;			/* port 0 would be a unix socket: never */
-		if (m->element[0]->len == 0 || strcmp(m->element[0]->str, "?") == 0)
-			strlcpy(host, node->host, sizeof(host));
-		else
-			strlcpy(host, m->element[0]->str, sizeof(host));
-		if (host[0] == '/')
-			continue;
-		owner = RedisClusterNode(cluster, host, (int) m->element[1]->integer);
+		owner = RedisClusterNode(cluster, host, port);
 		if (owner == NULL)
 			continue;
 		for (k = 0; k < cluster->ncnodes && cluster->cnodes[k] != owner; k++)
@@ -432,7 +476,7 @@ RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply)
 		for (s = start; s <= end; s++)
 			cluster->slot_map[s] = (int16) k;
 	}
-	cluster->map_stale = false;
+	cluster->map_stale = covered < known;
 }
 
 /*

@@ -751,26 +751,50 @@ RedisServerMayConnect(const RedisServer *srv, int64 now)
 }
 
 /*
- * RedisFailoverMayExplain: whether "failure" of a sentinel or cluster entry
- * may be a failover under way (the group is electing, the old primary is
- * being demoted, the slot map is moving): the entry has served us before,
- * and the failure is one a failover causes (not credentials, permissions
- * or a garbled answer).  A waiting acquire rides those out (locks.c).
+ * RedisFailoverMayExplain: whether a failure ("failure", with its text) of
+ * a sentinel or cluster entry may be a failover under way (the group is
+ * electing, the old primary is being demoted, the slot map is moving):
+ * the entry has served us before, and the failure is one a failover
+ * causes: no connection, no answer, too few replicas, or an answer that
+ * says so (READONLY, LOADING, MASTERDOWN, CLUSTERDOWN, TRYAGAIN,
+ * redirections).  Not credentials, permissions, certificates, a garbled
+ * answer or any other error (OOM, a script error): a wait would not end
+ * them.  A waiting acquire rides the others out (locks.c).
  */
 bool
-RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure)
+RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure,
+						const char *text)
 {
+	static const char *const failover_replies[] = {
+		"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
+		"redirected", "cannot be used with replica", NULL
+	};
+	/* TLS set-up and certificates (transport_tls.c): a dead node is refused */
+	static const char *const tls_setup_failures[] = {
+		"certificate", "handshake failed", "could not load", "could not set up",
+		"cannot be read", "is not a regular file", NULL
+	};
+	int			i;
+
 	if (srv->kind == REDIS_KIND_PLAIN || !srv->served)
 		return false;
 	switch (failure)
 	{
 		case REDIS_FAIL_CONNECT:
-		case REDIS_FAIL_BACKOFF:
+		case REDIS_FAIL_BACKOFF:	/* its text names the failure before */
+			for (i = 0; tls_setup_failures[i] != NULL; i++)
+				if (strstr(text, tls_setup_failures[i]) != NULL)
+					return false;
+			return true;
 		case REDIS_FAIL_IO:
 		case REDIS_FAIL_TIMEOUT:
-		case REDIS_FAIL_REPLY:
 		case REDIS_FAIL_REPLICAS:
 			return true;
+		case REDIS_FAIL_REPLY:
+			for (i = 0; failover_replies[i] != NULL; i++)
+				if (strstr(text, failover_replies[i]) != NULL)
+					return true;
+			return false;
 		default:
 			return false;
 	}
@@ -1595,12 +1619,15 @@ conn_heard(RedisConn *conn)
 	srv->retry_after = 0;
 	if (srv->connects++ > 0)
 		RedlockCount(REDLOCK_RECONNECTS, 1);
+	if (srv->cluster != NULL)
+		srv->cluster->connects++;	/* its row counts its nodes' (views.c) */
 }
 
 /*
  * RedisConnReceive: read from the transport (once; again while TLS holds
- * decrypted bytes), then dispatch every complete reply.  A server that makes us hold more than MAX_PENDING_BYTES of
- * unparsed reply is not one to trust: our replies are a few integers.
+ * decrypted bytes), then dispatch every complete reply.  A server that
+ * makes us hold more than MAX_PENDING_BYTES of unparsed reply is not one to
+ * trust: our replies are a few integers.
  */
 void
 RedisConnReceive(RedisConn *conn)

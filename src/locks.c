@@ -449,7 +449,7 @@ release_locks(RedlockLock *locks, int nlocks, const char *when,
 					(errcode(failure_sqlstate(tallies[i].first_failure)),
 					 errmsg("could not release Redis lock \"%s\" at %s",
 							lock->key, when),
-					 tallies[i].first_server ?
+					 tallies[i].first_server[0] ?
 					 errdetail("Server \"%s\": %s. The lock expires on its own within its TTL of %d ms.",
 							   tallies[i].first_server,
 							   tallies[i].first_error, lock->ttl_ms) :
@@ -1041,7 +1041,7 @@ report_unreachable(const RedlockTally *tally)
 		ereport(ERROR,
 				(errcode(failure_sqlstate(tally->first_failure)),
 				 errmsg("could not reach Redis server \"%s\"",
-						tally->first_server ? tally->first_server : "?"),
+						tally->first_server[0] ? tally->first_server : "?"),
 				 errdetail_internal("%s", detail.data),
 				 errhint("%s", failure_hint(tally->first_failure))));
 	ereport(ERROR,
@@ -1198,6 +1198,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	int64		deadline = 0;
 	int64		ticket = 0;
 	int64		riding_since = 0;	/* a failover ridden out since (us) */
+	bool		rode = false;	/* it waited out a failover */
 	bool		subscribed = false;
 	char	   *keychan = NULL; /* Redisson's unlock channel of the key */
 
@@ -1299,9 +1300,12 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		/*
 		 * A wait whose limit came while it slept makes no attempt it has no
-		 * time for: it ends with what the last one found.
+		 * time for: it ends with what the last one found (a ride through a
+		 * failover: the group's last failure, 08xxx).
 		 */
-		if (subscribed && deadline != 0 && RedlockNowUs() >= deadline)
+		if (riding_since != 0 && deadline != 0 && RedlockNowUs() >= deadline)
+			verdict = REDLOCK_UNREACHABLE;
+		else if (subscribed && deadline != 0 && RedlockNowUs() >= deadline)
 			verdict = REDLOCK_BUSY;
 		else
 		{
@@ -1317,6 +1321,9 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			if (attempt.granted + attempt.refused + attempt.failed > 0 ||
 				tally.nservers == 0)
 				tally = attempt;
+			/* masters answered: whatever comes next, no failover is ridden */
+			if (verdict != REDLOCK_UNREACHABLE && attempt.granted + attempt.refused > 0)
+				riding_since = 0;
 		}
 
 		if (verdict == REDLOCK_ACQUIRED)
@@ -1330,27 +1337,22 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			MemoryContextDelete(attempt_cxt);
 			pfree(rkey);
 			RedlockCount(REDLOCK_ACQUIRES, 1);
-			count_wait(subscribed, start);
+			count_wait(subscribed || rode, start);
 			return true;
 		}
 
-		/*
-		 * A failover under way is waited out; a wait whose limit came while
-		 * it did ends with what the group last answered (08xxx).
-		 */
-		if (verdict == REDLOCK_UNREACHABLE)
+		/* a failover under way is waited out (within the wait's limit) */
+		if (verdict == REDLOCK_UNREACHABLE && !dontwait &&
+			rides_failover(&tally, &riding_since, deadline))
 		{
-			if (!dontwait && rides_failover(&tally, &riding_since, deadline))
-				continue;
+			rode = true;
+			continue;
 		}
-		else if (attempt.granted + attempt.refused > 0)
-			riding_since = 0;
-		if (verdict == REDLOCK_UNREACHABLE ||
-			(riding_since != 0 && deadline != 0 && RedlockNowUs() >= deadline))
+		if (verdict == REDLOCK_UNREACHABLE)
 		{
 			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
-			count_wait(subscribed, start);
+			count_wait(subscribed || rode, start);
 			lock_abandon(lock);
 			report_unreachable(&tally);
 		}
@@ -1381,7 +1383,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 			RedisWakeWatch(NULL, NULL);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
-			count_wait(subscribed, start);
+			count_wait(subscribed || rode, start);
 			lock_abandon(lock);
 			initStringInfo(&detail);
 			appendStringInfo(&detail, "The wait reached its limit of %d ms, set by %s. ",

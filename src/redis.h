@@ -469,7 +469,8 @@ extern void RedisConnDetachCalls(RedisConn *conn, RedisFailure failure,
 								 const char *text);
 extern bool RedisConnStale(const RedisConn *conn);
 extern bool RedisServerMayConnect(const RedisServer *srv, int64 now);
-extern bool RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure);
+extern bool RedisFailoverMayExplain(const RedisServer *srv, RedisFailure failure,
+									const char *text);
 extern void RedisConnCheckIdle(RedisConn *conn, int64 now);
 extern bool RedisConnStillOpen(RedisConn *conn, int64 now);
 

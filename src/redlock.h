@@ -281,7 +281,9 @@ typedef struct RedlockTally
 	int			unanswered;		/* still in flight when we stopped */
 	int64		holder_pttl_ms; /* smallest remaining TTL seen, -1 none */
 	RedisFailure first_failure;
-	const char *first_server;	/* NULL when nothing failed */
+	char		first_server[REDLOCK_ERROR_LEN];	/* a copy (a cluster's node
+												 * may be reused): "" when
+												 * nothing failed */
 	char		first_error[REDLOCK_ERROR_LEN];
 	bool		validity_lost;	/* granted on a quorum, but too late */
 } RedlockTally;

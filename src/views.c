@@ -150,28 +150,38 @@ server_state(const RedisServer *srv, int64 now)
 /*
  * cluster_state: a cluster entry's state is its nodes' (its own command
  * connection is never used): "connected" when one of them is, else
- * "connecting" when one is, else the entry's own (backoff, disconnected).
- * *node gets the first connected node (for its TLS details), or NULL.
+ * "connecting" when one is, else "backoff" when every one is, else
+ * "disconnected".  *node gets the first connected node (for its TLS
+ * details), or NULL; *backoff_until the end of the latest backoff of the
+ * nodes (0 for none).
  */
 static const char *
-cluster_state(const RedisServer *srv, int64 now, const RedisServer **node)
+cluster_state(const RedisServer *srv, int64 now, const RedisServer **node,
+			  int64 *backoff_until)
 {
-	const char *best = server_state(srv, now);
+	const char *best = "disconnected";
+	int			nbackoff = 0;
 	int			i;
 
 	*node = NULL;
+	*backoff_until = 0;
 	for (i = 0; i < srv->ncnodes; i++)
 	{
-		const char *st = server_state(srv->cnodes[i], now);
+		const RedisServer *n = srv->cnodes[i];
+		const char *st = server_state(n, now);
 
+		*backoff_until = Max(*backoff_until, n->backoff_until);
 		if (strcmp(st, "connected") == 0)
 		{
-			*node = srv->cnodes[i];
+			*node = n;
 			return st;
 		}
 		if (strcmp(st, "connecting") == 0)
 			best = st;
+		nbackoff += strcmp(st, "backoff") == 0;
 	}
+	if (srv->ncnodes > 0 && nbackoff == srv->ncnodes)
+		return "backoff";
 	return best;
 }
 
@@ -191,7 +201,7 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	const RedisServer *rtt_from;
 	const RedisServer *err_from;
 	int			owed;
-	int64		connects;
+	int64		backoff_until;
 
 	values[0] = CStringGetTextDatum(addr);
 	values[1] = BoolGetDatum(configured);
@@ -236,21 +246,20 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	}
 	tls_from = srv;
 	owed = RedisConnOwed(&srv->cmd);
-	connects = srv->connects;
+	backoff_until = srv->backoff_until;
 	rtt_from = err_from = srv;
 	if (srv->kind == REDIS_KIND_CLUSTER)
 	{
 		int			i;
 
 		/* the nodes' connections, not the entry's unused one */
-		values[2] = CStringGetTextDatum(cluster_state(srv, now_us, &tls_from));
-		connects = 0;
+		values[2] = CStringGetTextDatum(cluster_state(srv, now_us, &tls_from,
+													  &backoff_until));
 		for (i = 0; i < srv->ncnodes; i++)
 		{
 			const RedisServer *n = srv->cnodes[i];
 
 			owed += RedisConnOwed(&n->cmd);
-			connects += n->connects;
 			if (n->last_rtt_us > 0 && (rtt_from->last_rtt_us == 0 || n == tls_from))
 				rtt_from = n;
 			if (n->last_error[0] &&
@@ -269,7 +278,7 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	}
 	values[3] = BoolGetDatum(RedisSubReady(srv));
 	values[4] = Int32GetDatum(owed);
-	values[5] = Int64GetDatum(connects);
+	values[5] = Int64GetDatum(srv->connects);	/* a cluster's: its nodes' */
 	if (rtt_from->last_rtt_us > 0)
 		values[6] = Float8GetDatum(rtt_from->last_rtt_us / 1000.0);
 	else
@@ -282,8 +291,8 @@ server_row(ReturnSetInfo *rsinfo, const RedisServer *srv, const char *addr,
 	else
 		nulls[7] = nulls[8] = true;
 	/* the last backoff, until a connect succeeds: also once it has passed */
-	if (srv->backoff_until != 0)
-		values[9] = TimestampTzGetDatum(monotonic_to_wall(srv->backoff_until));
+	if (backoff_until != 0)
+		values[9] = TimestampTzGetDatum(monotonic_to_wall(backoff_until));
 	else
 		nulls[9] = true;
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

@@ -406,6 +406,31 @@ def test_a_long_lived_session_outlasts_many_node_changes(session, admin, redis_s
         assert s.value("SELECT node FROM redlock_servers WHERE kind = 'cluster'").endswith(
             "16384 slots known")
         assert s.value("SELECT count(*) FROM redlock_servers WHERE kind = 'cluster node'") <= 256
+        # the entry counts every node's connects, also those of reused nodes
+        assert s.value("SELECT connects FROM redlock_servers WHERE kind = 'cluster'") >= 270
     finally:
         if prev:
             prev.close()
+
+
+def test_a_seed_outside_the_cluster_is_passed_over(session, cluster, redis_server):
+    """The first seed is a cluster-enabled node that belongs to no cluster
+    (one reset, or restarted empty: it serves no slot and its CLUSTER SLOTS
+    is empty).  Its empty map is not taken for the cluster's, and it is
+    passed over: after at most a failed first call, keys lock on the real
+    masters (before, every call went back to it and failed for good)."""
+    lonely = redis_server(port=cluster_port(),
+                          args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    s = session(servers=f"cluster://{lonely.addr};" + cluster.entry()[len("cluster://"):])
+
+    def locked():
+        try:
+            return s.value("SELECT redlock_try_acquire_session('lonely:0')")
+        except psycopg2.Error:
+            return None
+    assert wait_for(locked, timeout=10, interval=0.2, what="a lock past the lonely seed") > 0
+    for i in range(1, 30):
+        assert s.value("SELECT redlock_try_acquire_session(%s)", (f"lonely:{i}",)) > 0
+    assert s.value("SELECT node FROM redlock_servers WHERE kind = 'cluster'").endswith(
+        "16384 slots known")
+    assert s.value("SELECT redlock_release_all()") == 30
