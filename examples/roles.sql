@@ -14,7 +14,12 @@ GRANT EXECUTE ON FUNCTION
     redlock_release(text),
     redlock_release_all(),
     redlock_extend(text, integer),
-    redlock_token(text)
+    redlock_token(text),
+    redlock_acquire_shared(text, integer, integer),
+    redlock_try_acquire_shared(text, integer),
+    redlock_acquire_shared_session(text, integer, integer),
+    redlock_try_acquire_shared_session(text, integer),
+    redlock_release_shared(text)
 TO lock_users;
 
 -- Each tenant's locks live under its own prefix: acme's 'invoice:7' is the

@@ -144,6 +144,73 @@
 	"end\n"
 
 /*
+ * The head of the queue while the key is free (KEYS[q + 2] the "promised
+ * since" note): free_head(now) returns the first waiter, after moving one
+ * that has kept the key free for more than 3 s behind everyone (the
+ * second value: that one), and notes since when the key is promised to a
+ * new head that is not ch.
+ */
+#define LUA_FREE_HEAD \
+	"local function free_head(now)\n" \
+	"  local head = redis.call('zrange', KEYS[q], 0, 0)[1]\n" \
+	"  if head == nil or head == ch then\n" \
+	"    return head, nil\n" \
+	"  end\n" \
+	"  local note = redis.call('get', KEYS[q + 2])\n" \
+	"  local since = nil\n" \
+	"  if note then\n" \
+	"    local bar = string.find(note, '|[^|]*$')\n" \
+	"    if bar and string.sub(note, 1, bar - 1) == head then\n" \
+	"      since = tonumber(string.sub(note, bar + 1))\n" \
+	"    end\n" \
+	"  end\n" \
+	"  local stuck = nil\n" \
+	"  if since ~= nil and now - since > 3000 then\n" \
+	"    local last = redis.call('zrange', KEYS[q], -1, -1, 'WITHSCORES')\n" \
+	"    redis.call('zadd', KEYS[q], 'XX', tonumber(last[2]) + 1, head)\n" \
+	"    stuck = head\n" \
+	"    head = redis.call('zrange', KEYS[q], 0, 0)[1]\n" \
+	"    since = nil\n" \
+	"  end\n" \
+	"  if head ~= nil and head ~= ch and head ~= stuck and since == nil then\n" \
+	"    redis.call('set', KEYS[q + 2], head .. '|' .. now, 'PX', 6000)\n" \
+	"  end\n" \
+	"  return head, stuck\n" \
+	"end\n"
+
+/*
+ * Waking the queue: wake(me, shared_only) publishes the key on the first
+ * live waiter's channel (wake-one), or, when the first is a shared waiter,
+ * on each shared waiter's up to the first exclusive one (they can all
+ * have it together), never on "me" (the caller's channel).  With
+ * shared_only (the key is shared: only readers can have it) an exclusive
+ * first waiter is not woken.
+ */
+#define LUA_WAKE \
+	"local function wake(me, shared_only)\n" \
+	"  drop_dead(now_ms())\n" \
+	"  local first = redis.call('zrange', KEYS[q], 0, 0)[1]\n" \
+	"  if first == nil then\n" \
+	"    return\n" \
+	"  end\n" \
+	"  if string.sub(first, -2) ~= '" REDLOCK_SHARED_MEMBER_LUA "' then\n" \
+	"    if not shared_only and first ~= me then\n" \
+	"      redis.call('publish', first, KEYS[1])\n" \
+	"    end\n" \
+	"    return\n" \
+	"  end\n" \
+	"  for _, w in ipairs(redis.call('zrange', KEYS[q], 0, 999)) do\n" \
+	"    if string.sub(w, -2) ~= '" REDLOCK_SHARED_MEMBER_LUA "' then\n" \
+	"      return\n" \
+	"    end\n" \
+	"    w = string.sub(w, 1, -3)\n" \
+	"    if w ~= me then\n" \
+	"      redis.call('publish', w, KEYS[1])\n" \
+	"    end\n" \
+	"  end\n" \
+	"end\n"
+
+/*
  * Drawing a fencing token, into local t (KEYS[2] the key's counter; ARGV[3]
  * starts with "<seed> <horizon>": the caller's clock in Unix microseconds
  * and the key horizon in ms, read only by the rare seeding;
@@ -311,6 +378,7 @@
 	F##_LOCK \
 	LUA_NOW \
 	LUA_ENQUEUE \
+	LUA_FREE_HEAD \
 	"local state = lock_state()\n" \
 	"local now = nil\n" \
 	"local function grant()\n" \
@@ -329,31 +397,8 @@
 	"  now = now_ms()\n" \
 	"  drop_dead(now)\n" \
 	"  if state == 'free' then\n" \
-	"    local head = redis.call('zrange', KEYS[3], 0, 0)[1]\n" \
-	"    if head ~= nil and head ~= ch then\n" \
-	"      local note = redis.call('get', KEYS[5])\n" \
-	"      local since = nil\n" \
-	"      if note then\n" \
-	"        local bar = string.find(note, '|[^|]*$')\n" \
-	"        if bar and string.sub(note, 1, bar - 1) == head then\n" \
-	"          since = tonumber(string.sub(note, bar + 1))\n" \
-	"        end\n" \
-	"      end\n" \
-	"      local stuck = nil\n" \
-	"      if since ~= nil and now - since > 3000 then\n" \
-	"        local last = redis.call('zrange', KEYS[3], -1, -1, 'WITHSCORES')\n" \
-	"        redis.call('zadd', KEYS[3], 'XX', tonumber(last[2]) + 1, head)\n" \
-	"        stuck = head\n" \
-	"        head = redis.call('zrange', KEYS[3], 0, 0)[1]\n" \
-	"        since = nil\n" \
-	"      end\n" \
-	"      if head ~= nil and head ~= ch and head ~= stuck then\n" \
-	"        ahead = true\n" \
-	"        if since == nil then\n" \
-	"          redis.call('set', KEYS[5], head .. '|' .. now, 'PX', 6000)\n" \
-	"        end\n" \
-	"      end\n" \
-	"    end\n" \
+	"    local head, stuck = free_head(now)\n" \
+	"    ahead = head ~= nil and head ~= ch and head ~= stuck\n" \
 	"  end\n" \
 	"end\n" \
 	"if not ahead and state == 'free' and " F##_TAKE " then\n" \
@@ -401,6 +446,7 @@ FORMAT_SCRIPTS(acquire, ACQUIRE_BODY, 3, 0, 4);
 	F##_LOCK \
 	LUA_NOW \
 	LUA_ENQUEUE \
+	LUA_WAKE \
 	"local released = 0\n" \
 	"if lock_state() == 'ours' then\n" \
 	"  released = lock_drop(ch, tk ~= '')\n" \
@@ -418,11 +464,9 @@ FORMAT_SCRIPTS(acquire, ACQUIRE_BODY, 3, 0, 4);
 	"    end\n" \
 	"  end\n" \
 	"  if redis.call('exists', KEYS[1]) == 0 then\n" \
-	"    drop_dead(now_ms())\n" \
-	"    local head = redis.call('zrange', KEYS[2], 0, 0)[1]\n" \
-	"    if head and head ~= ch then\n" \
-	"      redis.call('publish', head, KEYS[1])\n" \
-	"    end\n" \
+	"    wake(ch, false)\n" \
+	"  elseif redis.pcall('get', KEYS[1]) == '" REDLOCK_SHARED_MARKER_LUA "' then\n" \
+	"    wake(ch, true)\n" \
 	"  end\n" \
 	"end\n" \
 	"return released\n"
@@ -466,6 +510,213 @@ FORMAT_SCRIPTS(extend, EXTEND_BODY, 1, 2, 6);
 FORMAT_SCRIPTS(keep, KEEP_BODY, 1, 7, 8);
 
 /*
+ * Shared holds.  While readers share a key, the key itself holds
+ * REDLOCK_SHARED_MARKER (so that SET NX fails for every other client, and
+ * their GET-and-compare scripts read "not ours", as for any holder), and
+ * a sorted set beside it (REDLOCK_READERS_SUFFIX) holds each reader's
+ * owner value scored by the end of its lease, on Redis's clock.  Both keys
+ * always live until the latest lease ends: every script that changes the
+ * readers sets their TTL to that (span), so the key expires exactly when
+ * the last reader's lease does.  A reader whose own lease has passed is
+ * lost, even while others keep the key.  Only the string format has them.
+ *
+ * In the queue a shared waiter is its wake channel followed by
+ * REDLOCK_SHARED_MEMBER_LUA.  A shared request is granted when the key is
+ * free or shared and no exclusive waiter is queued ahead of it (a caller
+ * not queued yet has the whole queue ahead): once a writer waits, later
+ * readers queue behind it, and writers do not starve.  A release that
+ * frees the key wakes the first waiter, or all the shared ones at the head
+ * (LUA_WAKE).  Fencing: each shared grant draws a token as an exclusive
+ * one does, so a hold's token exceeds those of every hold released before
+ * it was granted; tokens of readers that overlap order nothing between
+ * them.
+ */
+#define LUA_SHARED \
+	"local marker = '" REDLOCK_SHARED_MARKER_LUA "'\n" \
+	"local function span(readers, now)\n" \
+	"  local top = redis.call('zrange', readers, -1, -1, 'WITHSCORES')\n" \
+	"  local left = math.max(tonumber(top[2]) - now, 1)\n" \
+	"  redis.call('pexpire', KEYS[1], left)\n" \
+	"  redis.call('pexpire', readers, left)\n" \
+	"end\n" \
+	LUA_NOW
+
+/*
+ * KEYS[1] lock, [2] fencing counter, [3] waiters; ARGV as the acquire
+ * script's.  Returns the token, or -3 minus the key's PTTL (refused).
+ * Uncontended (nobody queued, the key free): the marker, our lease, a
+ * token.  Otherwise: readers whose lease passed are dropped first (the
+ * last one's key with them); our own lease found again (the request sent
+ * again) is re-armed; a free or shared key is joined unless an exclusive
+ * waiter is ahead; a refused caller with a ticket queues.
+ */
+#define ACQUIRE_SHARED_BODY \
+	"local ttl = tonumber(ARGV[2])\n" \
+	"local base = string.sub(KEYS[3], 1, -9)\n" \
+	"local readers = base .. '" REDLOCK_READERS_SUFFIX_LUA "'\n" \
+	"local queued = redis.call('exists', KEYS[3]) == 1\n" \
+	"if not queued and\n" \
+	"   redis.call('set', KEYS[1], '" REDLOCK_SHARED_MARKER_LUA "', 'NX', 'PX', ttl) then\n" \
+	"  local c = redis.call('time')\n" \
+	"  redis.call('zadd', readers, c[1] * 1000 + math.floor(c[2] / 1000) + ttl, ARGV[1])\n" \
+	"  redis.call('pexpire', readers, ttl)\n" \
+	LUA_DRAW_TOKEN \
+	"  return t\n" \
+	"end\n" \
+	LUA_SHARED \
+	"local tk, ch = string.match(ARGV[3], '^%S+ %S+ (%S+) (.*)$')\n" \
+	"if tk == '-' then\n" \
+	"  tk = ''\n" \
+	"end\n" \
+	"ch = ch .. '" REDLOCK_SHARED_MEMBER_LUA "'\n" \
+	"KEYS[4] = base .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
+	"KEYS[5] = base .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
+	"local q = 3\n" \
+	LUA_ENQUEUE \
+	LUA_FREE_HEAD \
+	"local now = now_ms()\n" \
+	"local v = redis.pcall('get', KEYS[1])\n" \
+	"if v == marker then\n" \
+	"  redis.call('zremrangebyscore', readers, '-inf', now)\n" \
+	"  if redis.call('zcard', readers) == 0 then\n" \
+	"    redis.call('del', KEYS[1], readers)\n" \
+	"    v = false\n" \
+	"  end\n" \
+	"end\n" \
+	"local function grant()\n" \
+	"  redis.call('zadd', readers, now + ttl, ARGV[1])\n" \
+	"  span(readers, now)\n" \
+	"  if queued then\n" \
+	"    redis.call('zadd', KEYS[4], 'XX', now + ttl, ch)\n" \
+	"  end\n" \
+	LUA_DRAW_TOKEN \
+	"  return t\n" \
+	"end\n" \
+	"if v == marker and redis.call('zscore', readers, ARGV[1]) then\n" \
+	"  return grant()\n" \
+	"end\n" \
+	"if v == false or v == marker then\n" \
+	"  local stuck = nil\n" \
+	"  if queued then\n" \
+	"    drop_dead(now)\n" \
+	"    if v == false then\n" \
+	"      local _\n" \
+	"      _, stuck = free_head(now)\n" \
+	"    end\n" \
+	"  end\n" \
+	"  local ahead = false\n" \
+	"  local rank = redis.call('zrank', KEYS[3], ch)\n" \
+	"  local upto = 999\n" \
+	"  if rank then\n" \
+	"    upto = math.min(rank - 1, 999)\n" \
+	"  end\n" \
+	"  if upto >= 0 then\n" \
+	"    for _, w in ipairs(redis.call('zrange', KEYS[3], 0, upto)) do\n" \
+	"      if w ~= stuck and string.sub(w, -2) ~= '" REDLOCK_SHARED_MEMBER_LUA "' then\n" \
+	"        ahead = true\n" \
+	"        break\n" \
+	"      end\n" \
+	"    end\n" \
+	"  end\n" \
+	"  if not ahead then\n" \
+	"    if v == false then\n" \
+	"      redis.call('set', KEYS[1], marker, 'PX', ttl)\n" \
+	"    end\n" \
+	"    return grant()\n" \
+	"  end\n" \
+	"end\n" \
+	"if tk ~= '' then\n" \
+	"  enqueue(now)\n" \
+	"end\n" \
+	"return -3 - redis.call('pttl', KEYS[1])\n"
+
+static RedisScript acquire_script_shared = {
+	"acquire (shared)", ACQUIRE_SHARED_BODY, 3, 9, ""
+};
+
+/*
+ * KEYS[1] lock, [2] waiters; ARGV as the release script's.  Ends our
+ * shared hold (1 if it was ours and its lease had not passed, else 0):
+ * the readers' span shrinks to the latest lease left, and the last reader
+ * deletes both keys.  The queue is then handled as by the release script,
+ * and a key left free wakes the head (LUA_WAKE).
+ */
+#define RELEASE_SHARED_BODY \
+	LUA_SHARED \
+	"local base = string.sub(KEYS[2], 1, -9)\n" \
+	"local readers = base .. '" REDLOCK_READERS_SUFFIX_LUA "'\n" \
+	"local tk, me = string.match(ARGV[2], '^(%S+) (.*)$')\n" \
+	"if tk == '-' then\n" \
+	"  tk = ''\n" \
+	"end\n" \
+	"local ch = me .. '" REDLOCK_SHARED_MEMBER_LUA "'\n" \
+	"KEYS[3] = base .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n" \
+	"KEYS[4] = base .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
+	"local q = 2\n" \
+	LUA_ENQUEUE \
+	LUA_WAKE \
+	"local now = now_ms()\n" \
+	"local released = 0\n" \
+	"if redis.pcall('get', KEYS[1]) == marker then\n" \
+	"  local score = redis.call('zscore', readers, ARGV[1])\n" \
+	"  if score and tonumber(score) > now then\n" \
+	"    released = 1\n" \
+	"  end\n" \
+	"  redis.call('zrem', readers, ARGV[1])\n" \
+	"  redis.call('zremrangebyscore', readers, '-inf', now)\n" \
+	"  if redis.call('zcard', readers) == 0 then\n" \
+	"    redis.call('del', KEYS[1], readers)\n" \
+	"  else\n" \
+	"    span(readers, now)\n" \
+	"  end\n" \
+	"end\n" \
+	"if tk ~= '' then\n" \
+	"  enqueue(now)\n" \
+	"end\n" \
+	"if redis.call('exists', KEYS[2]) == 1 then\n" \
+	"  if tk == '' then\n" \
+	"    redis.call('zrem', KEYS[2], ch)\n" \
+	"    redis.call('zrem', KEYS[3], ch)\n" \
+	"    local note = redis.call('get', KEYS[4])\n" \
+	"    if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n" \
+	"      redis.call('del', KEYS[4])\n" \
+	"    end\n" \
+	"  end\n" \
+	"  wake(me, redis.call('exists', KEYS[1]) == 1)\n" \
+	"end\n" \
+	"return released\n"
+
+static RedisScript release_script_shared = {
+	"release (shared)", RELEASE_SHARED_BODY, 2, 10, ""
+};
+
+/*
+ * KEYS[1] lock, [2] readers; ARGV[1] owner identity, [2] TTL.  Re-arms our
+ * shared lease (extend: to TTL from now, which may shorten it; keep: never
+ * shorter), and the span.  1 if the lease was ours and had not passed.
+ */
+#define EXTEND_SHARED_BODY(NEW_SCORE) \
+	LUA_SHARED \
+	"if redis.pcall('get', KEYS[1]) ~= marker then\n" \
+	"  return 0\n" \
+	"end\n" \
+	"local now = now_ms()\n" \
+	"local score = tonumber(redis.call('zscore', KEYS[2], ARGV[1]) or '0')\n" \
+	"if score <= now then\n" \
+	"  return 0\n" \
+	"end\n" \
+	"redis.call('zadd', KEYS[2], " NEW_SCORE ", ARGV[1])\n" \
+	"span(KEYS[2], now)\n" \
+	"return 1\n"
+
+static RedisScript extend_script_shared = {
+	"extend (shared)", EXTEND_SHARED_BODY("now + tonumber(ARGV[2])"), 2, 11, ""
+};
+static RedisScript keep_script_shared = {
+	"keep (shared)", EXTEND_SHARED_BODY("math.max(score, now + tonumber(ARGV[2]))"), 2, 12, ""
+};
+
+/*
  * KEYS[1] fencing counter; ARGV[1] token, [2] the key horizon (ms).  Raises
  * the counter to the token if it is lower, with the horizon as its TTL;
  * gives a counter without a TTL (a 1.1 backend's write-back removed it)
@@ -486,9 +737,13 @@ static RedisScript fence_script = {
 	1, 3, ""
 };
 
-/* The script "what" (acquire, release, extend) in the format of "lock". */
+/*
+ * The script "what" (acquire, release, extend, keep) in the format and mode
+ * of "lock".
+ */
 #define FORMAT_SCRIPT(lock, what) \
-	((lock)->redisson ? &what##_script_redisson : &what##_script)
+	((lock)->shared ? &what##_script_shared : \
+	 (lock)->redisson ? &what##_script_redisson : &what##_script)
 
 /* How a single master answered an acquire. */
 typedef enum Answer
@@ -560,6 +815,10 @@ RedlockPrepareScripts(void)
 	RedisScriptPrepare(&keep_script);
 	RedisScriptPrepare(&keep_script_redisson);
 	RedisScriptPrepare(&fence_script);
+	RedisScriptPrepare(&acquire_script_shared);
+	RedisScriptPrepare(&release_script_shared);
+	RedisScriptPrepare(&extend_script_shared);
+	RedisScriptPrepare(&keep_script_shared);
 }
 
 /*
@@ -1332,6 +1591,18 @@ RedlockExtendMany(RedlockLock **locks, int nlocks, const int *ttls,
 						  lengthen_only ? FORMAT_SCRIPT(locks[i], keep) :
 						  FORMAT_SCRIPT(locks[i], extend), i);
 			RedisCallArg(call, locks[i]->rkey, locks[i]->rkeylen);
+			if (locks[i]->shared)
+			{
+				size_t		len;
+				char	   *readers;
+
+				if (is_cluster(locks[i], j))
+					RedisSlotTagsPrepare();
+				readers = companion_key(locks[i], REDLOCK_READERS_SUFFIX,
+										REDLOCK_READERS_SUFFIX_LEN,
+										is_cluster(locks[i], j), &len);
+				RedisCallArg(call, readers, len);
+			}
 			RedisCallArg(call, locks[i]->owner, locks[i]->ownerlen);
 			RedisCallArg(call, ttlbufs[i], strlen(ttlbufs[i]));
 			wait_for_replicas(call);

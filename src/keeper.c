@@ -151,6 +151,7 @@ collect_due(int64 now, DueLock **due, RedlockEndpoint **endpoints)
 		d->lock.rkeylen = s->rkeylen;
 		d->lock.key = d->lock.rkey + s->keyoff;
 		d->lock.redisson = s->redisson;
+		d->lock.shared = s->shared;
 		memcpy(d->lock.owner, s->owner, s->ownerlen);
 		d->lock.ownerlen = s->ownerlen;
 		d->lock.ttl_ms = s->ttl_ms;

@@ -265,7 +265,7 @@ owner_value(char *out)
  * out; nothing is half-entered then.
  */
 static RedlockLock *
-lock_create(const char *rkey, const char *key, int ttl_ms)
+lock_create(const char *rkey, const char *key, int ttl_ms, bool shared)
 {
 	const RedlockServerList *list = RedlockConfiguredServers();
 	RedisServer *srvs[REDLOCK_MAX_SERVERS] = {0};
@@ -296,6 +296,7 @@ lock_create(const char *rkey, const char *key, int ttl_ms)
 	lock->rkeylen = (int) rkeylen;
 	lock->key = rkey_copy + (rkeylen - keylen);
 	lock->redisson = redlock_lock_format == REDLOCK_FORMAT_REDISSON;
+	lock->shared = shared;
 	if (lock->redisson)
 	{
 		/* a version 4 UUID: its version and variant digits, 122 bits left */
@@ -1018,7 +1019,7 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH, on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used; WAIT with redlock.replica_ack, and ROLE for sentinel:// entries. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH (for shared locks also ZCARD, ZSCORE, ZRANK and ZREMRANGEBYSCORE), on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used; WAIT with redlock.replica_ack, and ROLE for sentinel:// entries. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
 		case REDIS_FAIL_REPLICAS:
 			return "redlock.replica_ack asks for more replicas than answered in time: check the masters' replicas (INFO replication), or lower the setting.";
 		default:
@@ -1184,7 +1185,7 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
  */
 bool
 RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
-				   bool dontwait, int64 *token)
+				   bool dontwait, bool shared, int64 *token)
 {
 	char	   *rkey;
 	const char *limit_name = NULL;
@@ -1216,6 +1217,22 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	lock_table_init();
 	notice_lost();
 	lock = lock_lookup(rkey);
+
+	/*
+	 * A session holds a key in one mode: an exclusive request on a key it
+	 * holds shared would be an upgrade (two readers upgrading would wait
+	 * for each other for ever), and a shared one on a key it holds
+	 * exclusively would leave holds of two modes on one Redis lock.  Both
+	 * are refused, also when the lock was lost (its holds are carried).
+	 */
+	if (lock != NULL && lock->pending_subid == InvalidSubTransactionId &&
+		lock->shared != shared)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot take Redis lock \"%s\" in %s mode while this session holds it in %s mode",
+						key, shared ? "shared" : "exclusive",
+						lock->shared ? "shared" : "exclusive"),
+				 errhint("Release it first (its transaction-level holds go at commit or rollback); an upgrade or a mix of modes on one key is not supported.")));
 	if (lock != NULL && reenter(lock, session, token, &carried))
 	{
 		pfree(rkey);
@@ -1275,7 +1292,13 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		ticket = RedlockUnixUs() / 1000;
 	}
 
-	lock = lock_create(rkey, key, ttl_ms);
+	if (shared && redlock_lock_format == REDLOCK_FORMAT_REDISSON)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("shared Redis locks are not available with redlock.lock_format = redisson"),
+				 errdetail("Redisson's RLock has no shared mode that its own clients would respect."),
+				 errhint("Use redlock.lock_format = string for keys locked in shared mode.")));
+	lock = lock_create(rkey, key, ttl_ms, shared);
 	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,
 										"redlock attempt",
 										ALLOCSET_SMALL_SIZES);
@@ -1445,7 +1468,7 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
  * release (the key then expires within its TTL).
  */
 bool
-RedlockLockReleaseSession(const char *key)
+RedlockLockReleaseSession(const char *key, bool shared)
 {
 	char	   *rkey = redis_key(key);
 	RedlockLock *lock;
@@ -1463,6 +1486,17 @@ RedlockLockReleaseSession(const char *key)
 				 errmsg("you do not own a session lock on \"%s\"", key),
 				 lock != NULL ?
 				 errhint("Transaction-scoped locks are released at commit or rollback.") : 0));
+		return false;
+	}
+	if (lock->shared != shared)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("you do not own %s session lock on \"%s\"",
+						shared ? "a shared" : "an exclusive", key),
+				 errhint("It is held in %s mode: release it with %s().",
+						 lock->shared ? "shared" : "exclusive",
+						 lock->shared ? "redlock_release_shared" : "redlock_release")));
 		return false;
 	}
 

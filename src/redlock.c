@@ -39,6 +39,11 @@ PG_FUNCTION_INFO_V1(redlock_try_acquire);
 PG_FUNCTION_INFO_V1(redlock_acquire_session);
 PG_FUNCTION_INFO_V1(redlock_try_acquire_session);
 PG_FUNCTION_INFO_V1(redlock_release);
+PG_FUNCTION_INFO_V1(redlock_acquire_shared);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_shared);
+PG_FUNCTION_INFO_V1(redlock_acquire_shared_session);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_shared_session);
+PG_FUNCTION_INFO_V1(redlock_release_shared);
 PG_FUNCTION_INFO_V1(redlock_release_all);
 PG_FUNCTION_INFO_V1(redlock_extend);
 PG_FUNCTION_INFO_V1(redlock_token);
@@ -188,16 +193,17 @@ arg_wait(FunctionCallInfo fcinfo, int argno)
 	return wait;
 }
 
-/* acquire_common: the four acquire functions differ only in two flags. */
+/* acquire_common: the eight acquire functions differ only in three flags. */
 static Datum
-acquire_common(FunctionCallInfo fcinfo, bool session, bool dontwait)
+acquire_common(FunctionCallInfo fcinfo, bool session, bool dontwait,
+			   bool shared)
 {
 	char	   *key = arg_key(fcinfo, 0);
 	int			ttl = arg_ttl(fcinfo, 1);
 	int			wait = dontwait ? 0 : arg_wait(fcinfo, 2);
 	int64		token;
 
-	if (!RedlockLockAcquire(key, ttl, wait, session, dontwait, &token))
+	if (!RedlockLockAcquire(key, ttl, wait, session, dontwait, shared, &token))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(token);
 }
@@ -211,7 +217,7 @@ acquire_common(FunctionCallInfo fcinfo, bool session, bool dontwait)
 Datum
 redlock_acquire(PG_FUNCTION_ARGS)
 {
-	return acquire_common(fcinfo, false, false);
+	return acquire_common(fcinfo, false, false, false);
 }
 
 /*
@@ -222,7 +228,7 @@ redlock_acquire(PG_FUNCTION_ARGS)
 Datum
 redlock_try_acquire(PG_FUNCTION_ARGS)
 {
-	return acquire_common(fcinfo, false, true);
+	return acquire_common(fcinfo, false, true, false);
 }
 
 /*
@@ -233,7 +239,7 @@ redlock_try_acquire(PG_FUNCTION_ARGS)
 Datum
 redlock_acquire_session(PG_FUNCTION_ARGS)
 {
-	return acquire_common(fcinfo, true, false);
+	return acquire_common(fcinfo, true, false, false);
 }
 
 /*
@@ -244,7 +250,7 @@ redlock_acquire_session(PG_FUNCTION_ARGS)
 Datum
 redlock_try_acquire_session(PG_FUNCTION_ARGS)
 {
-	return acquire_common(fcinfo, true, true);
+	return acquire_common(fcinfo, true, true, false);
 }
 
 /*
@@ -256,7 +262,49 @@ redlock_try_acquire_session(PG_FUNCTION_ARGS)
 Datum
 redlock_release(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(RedlockLockReleaseSession(arg_key(fcinfo, 0)));
+	PG_RETURN_BOOL(RedlockLockReleaseSession(arg_key(fcinfo, 0), false));
+}
+
+/*
+ * redlock_acquire_shared(key text, ttl_ms int, wait_ms int) returns bigint,
+ * redlock_try_acquire_shared(key text, ttl_ms int) and their _session
+ * forms: as the exclusive ones, in shared mode: other shared holders may
+ * hold the key at the same time, exclusive ones not (see algo.c).
+ */
+Datum
+redlock_acquire_shared(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, false, false, true);
+}
+
+Datum
+redlock_try_acquire_shared(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, false, true, true);
+}
+
+Datum
+redlock_acquire_shared_session(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, true, false, true);
+}
+
+Datum
+redlock_try_acquire_shared_session(PG_FUNCTION_ARGS)
+{
+	return acquire_common(fcinfo, true, true, true);
+}
+
+/*
+ * redlock_release_shared(key text) returns boolean
+ *
+ * Releases one session-level shared acquisition, as redlock_release does
+ * an exclusive one.
+ */
+Datum
+redlock_release_shared(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(RedlockLockReleaseSession(arg_key(fcinfo, 0), true));
 }
 
 /*

@@ -79,6 +79,20 @@
 #define REDLOCK_WAITEXP_SUFFIX_LUA	"\\0waitexp"
 #define REDLOCK_PROMISED_SUFFIX_LUA	"\\0promised"
 
+/*
+ * Shared holds (see algo.c): the key holds the marker (a NUL first: no
+ * owner value of any client looks like it) while the readers, a sorted
+ * set of owner values by lease end, hold it; a shared waiter's member in
+ * the queue is its wake channel followed by the mode suffix.
+ */
+#define REDLOCK_READERS_SUFFIX		"\0readers"
+#define REDLOCK_READERS_SUFFIX_LEN	8
+#define REDLOCK_SHARED_MARKER		"\0redlock:shared"
+#define REDLOCK_SHARED_MARKER_LEN	15
+#define REDLOCK_READERS_SUFFIX_LUA	"\\0readers"
+#define REDLOCK_SHARED_MARKER_LUA	"\\0redlock:shared"
+#define REDLOCK_SHARED_MEMBER_LUA	"\\0s"
+
 /* Memory that outlives a statement: servers, lock table, wait set. */
 extern MemoryContext RedlockContext;
 
@@ -226,6 +240,7 @@ typedef struct RedlockLock
 	char	   *key;			/* the key as SQL gave it (inside rkey) */
 	int			rkeylen;
 	bool		redisson;		/* stored as Redisson's RLock (a hash) */
+	bool		shared;			/* a shared hold (algo.c): many may share it */
 	char		owner[REDLOCK_OWNER_LEN + 1];	/* our owner identity: the
 												 * value, or the hash field */
 	int			ownerlen;
@@ -349,8 +364,9 @@ extern void RedlockPrepareScripts(void);
 extern void RedlockLockInit(void);
 extern HTAB *RedlockLockTable(void);
 extern bool RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms,
-							   bool session, bool dontwait, int64 *token);
-extern bool RedlockLockReleaseSession(const char *key);
+							   bool session, bool dontwait, bool shared,
+							   int64 *token);
+extern bool RedlockLockReleaseSession(const char *key, bool shared);
 extern bool RedlockLockExtend(const char *key, int ttl_ms);
 extern bool RedlockLockToken(const char *key, int64 *token);
 extern int	RedlockLockReleaseAllSession(void);
@@ -420,6 +436,7 @@ typedef struct RedlockSlot
 	char		state;			/* REDLOCK_SLOT_* */
 	char		scope;			/* REDLOCK_SCOPE_* */
 	bool		redisson;
+	bool		shared;			/* a shared hold */
 	bool		kept;			/* the keeper renews it */
 	bool		lost;			/* the keeper found it lost */
 	int			ttl_ms;

@@ -326,6 +326,7 @@ RedlockSharedTrack(RedlockLock *lock)
 	slot->state = REDLOCK_SLOT_WAITING;
 	slot->scope = REDLOCK_SCOPE_TRANSACTION;
 	slot->redisson = lock->redisson;
+	slot->shared = lock->shared;
 	slot->kept = false;
 	slot->lost = false;
 	slot->ttl_ms = lock->ttl_ms;

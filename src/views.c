@@ -31,7 +31,7 @@
 #include "redlock.h"
 
 /* columns of redlock_locks(): since 1.2 with kept (1.1's function has 10) */
-#define LOCK_COLUMNS		11
+#define LOCK_COLUMNS		12
 PG_FUNCTION_INFO_V1(redlock_locks);
 PG_FUNCTION_INFO_V1(redlock_locks_cluster);
 
@@ -82,9 +82,12 @@ redlock_locks(PG_FUNCTION_ARGS)
 	RedlockLock *lock;
 
 	InitMaterializedSRF(fcinfo, 0);
-	/* 1.1's function has no "kept": the tuple store takes its columns only */
-	if (rsinfo->setDesc->natts != LOCK_COLUMNS &&
-		rsinfo->setDesc->natts != LOCK_COLUMNS - 1)
+	/*
+	 * 1.1's function has no "kept", 1.3's no "mode": the tuple store takes
+	 * the columns its function has only
+	 */
+	if (rsinfo->setDesc->natts > LOCK_COLUMNS ||
+		rsinfo->setDesc->natts < LOCK_COLUMNS - 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("redlock's SQL definitions do not match its library"),
@@ -123,6 +126,7 @@ redlock_locks(PG_FUNCTION_ARGS)
 		values[8] = server_array(lock, false);
 		values[9] = server_array(lock, true);
 		values[10] = BoolGetDatum(RedlockSharedKept(lock));
+		values[11] = CStringGetTextDatum(lock->shared ? "shared" : "exclusive");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -409,8 +413,8 @@ redlock_locks_cluster(PG_FUNCTION_ARGS)
 	for (i = 0; i < n; i++)
 	{
 		RedlockSlot *s = &copy[i];
-		Datum		values[13];
-		bool		nulls[13] = {0};
+		Datum		values[14];
+		bool		nulls[14] = {0};
 		bool		held = s->state == REDLOCK_SLOT_HELD;
 
 		values[0] = Int32GetDatum(s->pid);
@@ -434,9 +438,12 @@ redlock_locks_cluster(PG_FUNCTION_ARGS)
 		values[10] = BoolGetDatum(s->lost);
 		values[11] = Int64GetDatum((int64) s->renewals);
 		nulls[12] = true;
+		values[13] = CStringGetTextDatum(s->shared ? "shared" : "exclusive");
+		/* a waiter's holder: one that holds the key in a conflicting mode */
 		if (!held)
 			for (j = 0; j < n; j++)
 				if (copy[j].state == REDLOCK_SLOT_HELD &&
+					(!s->shared || !copy[j].shared) &&
 					copy[j].endpoint == s->endpoint &&
 					copy[j].rkeylen == s->rkeylen &&
 					memcmp(copy[j].rkey, s->rkey, s->rkeylen) == 0)

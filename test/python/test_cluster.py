@@ -440,3 +440,24 @@ def test_a_seed_outside_the_cluster_is_passed_over(session, cluster, redis_serve
     assert s.value("SELECT node FROM redlock_servers WHERE kind = 'cluster'").endswith(
         "16384 slots known")
     assert s.value("SELECT redlock_release_all()") == 30
+
+
+def test_shared_locks_on_a_cluster(session, cluster):
+    """Shared holds on a cluster: the readers' set is named with the slot's
+    tag, so it lives on the key's node (a script touching two slots would
+    fail); readers share, a writer is refused, and the last release frees
+    the key for it."""
+    a, b, w = (session(servers=cluster.entry()) for _ in range(3))
+    keys = [f"csh:{i}" for i in range(20)]
+    for k in keys:
+        assert a.value("SELECT redlock_acquire_shared_session(%s)", (k,)) > 0
+        assert b.value("SELECT redlock_acquire_shared_session(%s)", (k,)) > 0
+        assert w.value("SELECT redlock_try_acquire_session(%s)", (k,)) is None
+    for k in keys[:5]:
+        owner = cluster.owner(k).client()
+        sets = [x for x in owner.keys("*") if x.endswith(k.encode() + b"\x00readers")]
+        assert len(sets) == 1 and owner.zcard(sets[0]) == 2
+    assert a.value("SELECT redlock_release_all()") == len(keys)
+    assert b.value("SELECT redlock_release_all()") == len(keys)
+    for k in keys:
+        assert w.value("SELECT redlock_try_acquire_session(%s)", (k,)) > 0

@@ -436,3 +436,20 @@ def test_the_keeper_renews_sentinel_and_cluster_entries(keeper, redis_server):
             assert not node.client().exists(key)
     finally:
         group.close()
+
+
+def test_the_keeper_renews_a_shared_hold(keeper, main_redis):
+    """Two shared holds with 1 s leases in transactions that run 3 s: the
+    keeper renews each reader's own lease (and so the key), both commit,
+    and the key is gone after the second."""
+    a, b = keeper(autocommit=False), keeper(autocommit=False)
+    a.value("SELECT redlock_acquire_shared('k:shared', 1000)")
+    b.value("SELECT redlock_acquire_shared('k:shared', 1000)")
+    assert a.value("SELECT mode FROM redlock_locks_cluster WHERE pid = pg_backend_pid()") == "shared"
+    time.sleep(3)
+    assert main_redis.zcard(b"k:shared\x00readers") == 2
+    assert main_redis.pttl("k:shared") > 0
+    a.conn.commit()
+    assert main_redis.zcard(b"k:shared\x00readers") == 1
+    b.conn.commit()
+    assert not main_redis.exists("k:shared")

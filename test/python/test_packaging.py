@@ -176,3 +176,33 @@ def test_servers_and_stats_views_before_and_after_the_update_to_1_3(database):
         cur.execute("SELECT has_table_privilege('public', 'redlock_servers', 'SELECT')")
         assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
         cur.execute("SELECT redlock_release_all()")
+
+
+def test_locks_views_before_and_after_the_update_to_1_4(database):
+    """A database still on 1.3 keeps redlock_locks (without "mode") with
+    this library and has no shared functions; the update adds them and
+    "mode" at the end of both lock views, keeping a user's view and
+    privileges; 1.3's functions behind the views are gone."""
+    port = os.environ.get("REDLOCK_REDIS_PORT", "16379")
+    with extension_at(database, "1.3") as cur:
+        cur.execute("SET redlock.servers = '127.0.0.1:%s'" % port)
+        cur.execute("SELECT redlock_acquire_session('p:v14')")
+        cur.execute("SELECT * FROM redlock_locks")
+        assert len(cur.description) == 11 and cur.rowcount == 1
+        cur.execute("SELECT to_regprocedure('redlock_acquire_shared(text,integer,integer)')")
+        assert cur.fetchone()[0] is None
+        cur.execute("CREATE VIEW my_locks AS SELECT key, scope FROM redlock_locks")
+        cur.execute("REVOKE SELECT ON redlock_locks FROM PUBLIC")
+        cur.execute("ALTER EXTENSION redlock UPDATE TO '1.4'")
+        cur.execute("SELECT redlock_acquire_shared_session('p:v14s') > 0")
+        assert cur.fetchone()[0] is True
+        cur.execute("SELECT key, mode FROM redlock_locks ORDER BY key")
+        assert cur.fetchall() == [("p:v14", "exclusive"), ("p:v14s", "shared")]
+        cur.execute("SELECT count(*) FROM my_locks")
+        assert cur.fetchone()[0] == 2
+        cur.execute("SELECT to_regprocedure('redlock_lock_list()'), "
+                    "to_regprocedure('redlock_locks_cluster()')")
+        assert cur.fetchone() == (None, None)
+        cur.execute("SELECT has_table_privilege('public', 'redlock_locks', 'SELECT')")
+        assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
+        cur.execute("SELECT redlock_release_shared('p:v14s'), redlock_release_all()")
