@@ -144,6 +144,21 @@
 	"end\n"
 
 /*
+ * Leaving the queue (a release, or a waiter giving up): leave() takes ch
+ * out of it and out of the deadlines, and the "promised since" note
+ * (KEYS[q + 2]) if it names ch.
+ */
+#define LUA_LEAVE \
+	"local function leave()\n" \
+	"  redis.call('zrem', KEYS[q], ch)\n" \
+	"  redis.call('zrem', KEYS[q + 1], ch)\n" \
+	"  local note = redis.call('get', KEYS[q + 2])\n" \
+	"  if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n" \
+	"    redis.call('del', KEYS[q + 2])\n" \
+	"  end\n" \
+	"end\n"
+
+/*
  * The head of the queue while the key is free (KEYS[q + 2] the "promised
  * since" note): free_head(now) returns the first waiter, after moving one
  * that has kept the key free for more than 3 s behind everyone (the
@@ -446,6 +461,7 @@ FORMAT_SCRIPTS(acquire, ACQUIRE_BODY, 3, 0, 4);
 	F##_LOCK \
 	LUA_NOW \
 	LUA_ENQUEUE \
+	LUA_LEAVE \
 	LUA_WAKE \
 	"local released = 0\n" \
 	"if lock_state() == 'ours' then\n" \
@@ -456,12 +472,7 @@ FORMAT_SCRIPTS(acquire, ACQUIRE_BODY, 3, 0, 4);
 	"end\n" \
 	"if redis.call('exists', KEYS[2]) == 1 then\n" \
 	"  if tk == '' then\n" \
-	"    redis.call('zrem', KEYS[2], ch)\n" \
-	"    redis.call('zrem', KEYS[3], ch)\n" \
-	"    local note = redis.call('get', KEYS[4])\n" \
-	"    if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n" \
-	"      redis.call('del', KEYS[4])\n" \
-	"    end\n" \
+	"    leave()\n" \
 	"  end\n" \
 	"  if redis.call('exists', KEYS[1]) == 0 then\n" \
 	"    wake(ch, false)\n" \
@@ -654,6 +665,7 @@ static RedisScript acquire_script_shared = {
 	"KEYS[4] = base .. '" REDLOCK_PROMISED_SUFFIX_LUA "'\n" \
 	"local q = 2\n" \
 	LUA_ENQUEUE \
+	LUA_LEAVE \
 	LUA_WAKE \
 	"local now = now_ms()\n" \
 	"local released = 0\n" \
@@ -675,12 +687,7 @@ static RedisScript acquire_script_shared = {
 	"end\n" \
 	"if redis.call('exists', KEYS[2]) == 1 then\n" \
 	"  if tk == '' then\n" \
-	"    redis.call('zrem', KEYS[2], ch)\n" \
-	"    redis.call('zrem', KEYS[3], ch)\n" \
-	"    local note = redis.call('get', KEYS[4])\n" \
-	"    if note and string.sub(note, 1, #ch + 1) == ch .. '|' then\n" \
-	"      redis.call('del', KEYS[4])\n" \
-	"    end\n" \
+	"    leave()\n" \
 	"  end\n" \
 	"  wake(me, redis.call('exists', KEYS[1]) == 1)\n" \
 	"end\n" \

@@ -207,6 +207,19 @@ unused_node(const RedisServer *cluster)
 	return best;
 }
 
+/* node_index: the index in cluster->cnodes of node host:port, or -1. */
+static int
+node_index(const RedisServer *cluster, const char *host, int port)
+{
+	int			i;
+
+	for (i = 0; i < cluster->ncnodes; i++)
+		if (cluster->cnodes[i]->port == port &&
+			strcmp(cluster->cnodes[i]->host, host) == 0)
+			return i;
+	return -1;
+}
+
 /*
  * RedisClusterNode: the server of the node host:port of "cluster", made on
  * first use with the entry's credentials and TLS (database 0: a cluster
@@ -221,15 +234,13 @@ RedisClusterNode(RedisServer *cluster, const char *host, int port)
 	RedlockServerSpec spec;
 	RedisServer *node;
 	int			reuse = -1;
-	int			i;
+	int			i = node_index(cluster, host, port);
 
-	for (i = 0; i < cluster->ncnodes; i++)
-		if (cluster->cnodes[i]->port == port &&
-			strcmp(cluster->cnodes[i]->host, host) == 0)
-		{
-			cluster->cnodes[i]->named_epoch = batch_epoch;
-			return cluster->cnodes[i];
-		}
+	if (i >= 0)
+	{
+		cluster->cnodes[i]->named_epoch = batch_epoch;
+		return cluster->cnodes[i];
+	}
 	if (strlen(host) >= sizeof(spec.host))
 		return NULL;
 	if (cluster->ncnodes == CLUSTER_MAX_NODES &&
@@ -444,10 +455,8 @@ RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply)
 						 sizeof(host), &port))
 			continue;
 		covered += end - start + 1;
-		for (k = 0; k < cluster->ncnodes; k++)
-			if (cluster->cnodes[k]->port == port &&
-				strcmp(cluster->cnodes[k]->host, host) == 0)
-				cluster->cnodes[k]->named_epoch = batch_epoch;
+		if ((k = node_index(cluster, host, port)) >= 0)
+			cluster->cnodes[k]->named_epoch = batch_epoch;
 	}
 	if (covered == 0)
 	{
@@ -462,17 +471,14 @@ RedisClusterSlotsReply(RedisServer *node, const struct redisReply *reply)
 			cluster->slot_map[k] = -1;
 	for (i = 0; i < reply->elements; i++)
 	{
-		RedisServer *owner;
 		long long	s;
 
 		if (!slots_range(node, reply->element[i], &start, &end, host,
 						 sizeof(host), &port))
 			continue;
-		owner = RedisClusterNode(cluster, host, port);
-		if (owner == NULL)
+		if (RedisClusterNode(cluster, host, port) == NULL)
 			continue;
-		for (k = 0; k < cluster->ncnodes && cluster->cnodes[k] != owner; k++)
-			;
+		k = node_index(cluster, host, port);
 		for (s = start; s <= end; s++)
 			cluster->slot_map[s] = (int16) k;
 	}
