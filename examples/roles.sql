@@ -19,7 +19,17 @@ GRANT EXECUTE ON FUNCTION
     redlock_try_acquire_shared(text, integer),
     redlock_acquire_shared_session(text, integer, integer),
     redlock_try_acquire_shared_session(text, integer),
-    redlock_release_shared(text)
+    redlock_release_shared(text),
+    redlock_acquire(text[], integer, integer),
+    redlock_try_acquire(text[], integer),
+    redlock_acquire_session(text[], integer, integer),
+    redlock_try_acquire_session(text[], integer),
+    redlock_acquire_shared(text[], integer, integer),
+    redlock_try_acquire_shared(text[], integer),
+    redlock_acquire_shared_session(text[], integer, integer),
+    redlock_try_acquire_shared_session(text[], integer),
+    redlock_release(text[]),
+    redlock_release_shared(text[])
 TO lock_users;
 
 -- Each tenant's locks live under its own prefix: acme's 'invoice:7' is the

@@ -988,42 +988,52 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
 }
 
 /*
- * release_partial: undo an acquire that did not give us the lock.
+ * release_partial: undo acquires that did not give us the locks, in one
+ * round trip per master.
  *
- * Sends the owner-checked release to every master that did not refuse:
- * those that granted (we wait for them, until the deadline at most), and
- * those that failed or did not answer (queued behind the acquire on their
- * socket; not waited for).  A waiting acquire ("ticket" not empty) stays
- * queued on them.
+ * locks[k]'s acquire calls are acq[k * nservers ...].  Sends the
+ * owner-checked release to every master that did not refuse: those that
+ * granted (we wait for them, until the deadline at most), and those that
+ * failed or did not answer (queued behind the acquire on their socket;
+ * not waited for).  A lock whose "stay" is true keeps the caller queued on
+ * them with "ticket" (a waiting acquire still waits for that key); the
+ * others take it out of their queue.
  */
 static void
-release_partial(RedlockLock *lock, RedisCall *acq, const char *ticket,
-				int64 deadline)
+release_partial(RedlockLock **locks, int nlocks, RedisCall *acq,
+				const bool *stay, const char *ticket, int64 deadline)
 {
-	RedisCall	calls[REDLOCK_MAX_SERVERS];
+	int			nservers = locks[0]->nservers;
+	RedisCall  *calls = palloc(sizeof(RedisCall) * nlocks * nservers);
 	RedisBatch	batch = {0};
 	int			n = 0;
+	int			k;
 	int			i;
 
-	for (i = 0; i < lock->nservers; i++)
-	{
-		Answer		a = classify(&acq[i]);
-		bool		frozen;
+	for (k = 0; k < nlocks; k++)
+		for (i = 0; i < nservers; i++)
+		{
+			RedisCall  *a = &acq[k * nservers + i];
+			Answer		ans = classify(a);
+			bool		frozen;
 
-		if (a == ANSWER_REFUSED)
-			continue;
-		frozen = a == ANSWER_WAITING ||
-			(a == ANSWER_FAILED && acq[i].failure == REDIS_FAIL_TIMEOUT);
-		release_call(&calls[n++], lock, i, frozen ? 1 : 0, ticket);
+			if (ans == ANSWER_REFUSED)
+				continue;
+			frozen = ans == ANSWER_WAITING ||
+				(ans == ANSWER_FAILED && a->failure == REDIS_FAIL_TIMEOUT);
+			release_call(&calls[n++], locks[k], i, frozen ? 1 : 0,
+						 stay[k] ? ticket : "");
+		}
+	if (n > 0)
+	{
+		batch.calls = calls;
+		batch.ncalls = n;
+		batch.timeout_ms = redlock_command_timeout;
+		batch.deadline = deadline;
+		batch.settled = all_but_frozen_settled;
+		RedisRun(&batch);
 	}
-	if (n == 0)
-		return;
-	batch.calls = calls;
-	batch.ncalls = n;
-	batch.timeout_ms = redlock_command_timeout;
-	batch.deadline = deadline;
-	batch.settled = all_but_frozen_settled;
-	RedisRun(&batch);
+	pfree(calls);
 }
 
 /* State of a fencing write-back while it runs. */
@@ -1126,46 +1136,20 @@ fence_write_back(RedlockLock *lock, RedisCall *acq, int64 token,
 }
 
 /*
- * RedlockTryAcquire: one attempt to take "lock" on its masters.
- *
- * The lock's key, value, channel, TTL and servers must be set.  With a
- * ticket (> 0: when the caller started waiting, in Unix milliseconds, the
- * same for all of its attempts) a refused attempt queues the caller on
- * each master.  "deadline" (monotonic us, 0: none) ends the attempt, and
- * its cleanup, wherever they are.  On success fills in token, granted,
- * acquired_at and the validity deadline, and returns REDLOCK_ACQUIRED.
- * Otherwise nothing of ours is left on any master (or its release is
- * queued behind the acquire on a slow one) and the result says whether
- * the key is busy (held elsewhere, validity ran out, or the deadline came
- * first: the caller's to judge) or a quorum cannot be asked, or could not
- * store the fencing token (REDLOCK_UNREACHABLE).  "tally" describes the
- * answers.  Raises what RedisRun raises.
+ * acquire_calls: describe the acquire of "lock" on each of its masters
+ * into calls[0 .. nservers), tagged "tag".  ARGV[3] starts with the
+ * token's seed (see LUA_DRAW_TOKEN); "ticket" is text, "" when the caller
+ * does not wait.  What the calls point to is palloc'd.
  */
-RedlockVerdict
-RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
-				  RedlockTally *tally)
+static void
+acquire_calls(RedlockLock *lock, RedisCall *calls, const char *ttl,
+			  const char *ticket, int tag)
 {
-	RedisCall	calls[REDLOCK_MAX_SERVERS];
-	RedisBatch	batch = {0};
-	char		ttlbuf[16];
-	char		ticketbuf[32];
-	char	   *rest;			/* the acquire's ARGV[3] */
-	char	   *keys[2][2];		/* [cluster][fence, waiters] */
-	size_t		keylens[2][2];
-	int			quorum = RedlockQuorum(lock->nservers);
-	TimestampTz start_wall;
-	int64		start;
-	int64		token = 0;
-	uint32		granted = 0;
-	bool		fence_failed = false;
+	char	   *keys[2][2] = {{NULL, NULL}, {NULL, NULL}};	/* [cluster][fence, waiters] */
+	size_t		keylens[2][2] = {{0, 0}, {0, 0}};
+	char	   *rest;
 	int			i;
 
-	memset(tally, 0, sizeof(*tally));
-	tally->nservers = lock->nservers;
-	tally->holder_pttl_ms = -1;
-
-	memset(keys, 0, sizeof(keys));
-	memset(keylens, 0, sizeof(keylens));
 	for (i = 0; i < lock->nservers; i++)
 	{
 		int			c = is_cluster(lock, i) ? 1 : 0;
@@ -1177,41 +1161,58 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 		keys[c][0] = fence_key(lock, c, &keylens[c][0]);
 		keys[c][1] = waiters_key(lock, c, &keylens[c][1]);
 	}
-	snprintf(ttlbuf, sizeof(ttlbuf), "%d", lock->ttl_ms);
-	if (ticket > 0)
-		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
-	else
-		ticketbuf[0] = '\0';
 	rest = psprintf(INT64_FORMAT " %d %s %s", RedlockUnixUs(), redlock_key_horizon,
-					ticket > 0 ? ticketbuf : "-", lock->channel);
-
-	/* a commit or abort callback must not have to hash anything */
-	RedlockPrepareScripts();
-
+					ticket[0] ? ticket : "-", lock->channel);
 	for (i = 0; i < lock->nservers; i++)
 	{
-		int			k;
+		int			c = is_cluster(lock, i) ? 1 : 0;
 
-		RedisCallInit(&calls[i], lock->servers[i], FORMAT_SCRIPT(lock, acquire), i);
+		RedisCallInit(&calls[i], lock->servers[i], FORMAT_SCRIPT(lock, acquire), tag);
 		RedisCallArg(&calls[i], lock->rkey, lock->rkeylen);
-		for (k = 0; k < 2; k++)
-			RedisCallArg(&calls[i], keys[is_cluster(lock, i)][k],
-						 keylens[is_cluster(lock, i)][k]);
+		RedisCallArg(&calls[i], keys[c][0], keylens[c][0]);
+		RedisCallArg(&calls[i], keys[c][1], keylens[c][1]);
 		RedisCallArg(&calls[i], lock->owner, lock->ownerlen);
-		RedisCallArg(&calls[i], ttlbuf, strlen(ttlbuf));
+		RedisCallArg(&calls[i], ttl, strlen(ttl));
 		RedisCallArg(&calls[i], rest, strlen(rest));
 		wait_for_replicas(&calls[i]);
 	}
+}
 
-	batch.calls = calls;
-	batch.ncalls = lock->nservers;
-	batch.timeout_ms = redlock_command_timeout;
-	batch.deadline = deadline;
-	batch.settled = acquire_settled;
-	start_wall = GetCurrentTimestamp();
-	start = RedlockNowUs();
-	RedisRun(&batch);
+/* The acquire of several locks: nlocks runs of nservers calls. */
+typedef struct AcquireShape
+{
+	int			nlocks;
+	int			nservers;
+} AcquireShape;
 
+/* acquire_many_settled: every lock's outcome is known (acquire_settled). */
+static bool
+acquire_many_settled(RedisCall *calls, int ncalls, void *arg)
+{
+	const AcquireShape *s = (const AcquireShape *) arg;
+	int			k;
+
+	for (k = 0; k < s->nlocks; k++)
+		if (!acquire_settled(calls + k * s->nservers, s->nservers, NULL))
+			return false;
+	return true;
+}
+
+/*
+ * acquire_answers: fill "tally" from one lock's acquire calls, with the
+ * masters that granted (bits by master number) and the largest token.
+ */
+static void
+acquire_answers(RedlockLock *lock, RedisCall *calls, RedlockTally *tally,
+				uint32 *granted, int64 *token)
+{
+	int			i;
+
+	memset(tally, 0, sizeof(*tally));
+	tally->nservers = lock->nservers;
+	tally->holder_pttl_ms = -1;
+	*granted = 0;
+	*token = 0;
 	for (i = 0; i < lock->nservers; i++)
 	{
 		RedisCall  *call = &calls[i];
@@ -1220,8 +1221,8 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 		{
 			case ANSWER_GRANTED:
 				tally->granted++;
-				granted |= (uint32) 1 << i;
-				token = Max(token, call->ints[0]);
+				*granted |= (uint32) 1 << i;
+				*token = Max(*token, call->ints[0]);
 				break;
 			case ANSWER_REFUSED:
 				tally->refused++;
@@ -1241,42 +1242,20 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 				break;
 		}
 	}
+}
 
-	elog(DEBUG1, "redlock: acquire \"%s\" (owner %.8s): %d granted, %d refused, %d failed, %d not waited for, in %.3f ms",
-		 lock->key, lock->owner, tally->granted, tally->refused,
-		 tally->failed, tally->unanswered,
-		 (RedlockNowUs() - start) / 1000.0);
+/*
+ * miss_verdict: what a lock the attempt did not get means.  Unreachable:
+ * a quorum cannot be asked, or the token could not be stored on one (that
+ * is not "held elsewhere").  Calls the deadline left unanswered are no
+ * evidence of either: the caller's deadline decides.
+ */
+static RedlockVerdict
+miss_verdict(const RedlockTally *tally, bool fence_failed, int64 deadline)
+{
+	int			quorum = RedlockQuorum(tally->nservers);
 
-	if (tally->granted >= quorum)
-	{
-		bool		fenced = lock->nservers == 1 ||
-			fence_write_back(lock, calls, token, deadline, tally);
-
-		if (fenced && RedlockNowUs() < RedlockValidUntil(start, lock->ttl_ms))
-		{
-			lock->token = token;
-			lock->granted = granted;
-			for (i = 0; i < lock->nservers; i++)
-				lock->granted_on[i] = calls[i].conn_serial;
-			lock->acquired_us = start;
-			lock->acquired_at = start_wall;
-			lock->valid_until_us = RedlockValidUntil(start, lock->ttl_ms);
-			return REDLOCK_ACQUIRED;
-		}
-		if (fenced)
-			tally->validity_lost = true;
-		else
-			fence_failed = true;
-	}
-
-	release_partial(lock, calls, ticketbuf, deadline);
-
-	/*
-	 * Unreachable: a quorum cannot be asked, or the token could not be
-	 * stored on one (that is not "held elsewhere").  Calls the deadline left
-	 * unanswered are no evidence of either: the caller's deadline decides.
-	 */
-	if (tally->failed > lock->nservers - quorum ||
+	if (tally->failed > tally->nservers - quorum ||
 		(fence_failed && !(deadline != 0 && RedlockNowUs() >= deadline)))
 		return REDLOCK_UNREACHABLE;
 	if (tally->validity_lost || fence_failed || tally->unanswered > 0 ||
@@ -1285,6 +1264,149 @@ RedlockTryAcquire(RedlockLock *lock, int64 ticket, int64 deadline,
 	return REDLOCK_UNREACHABLE;
 }
 
+/*
+ * RedlockTryAcquire: one attempt to take "locks" (nlocks of them, all on
+ * the same masters, with the same TTL) on their masters: all of them or
+ * none.  Every lock's acquire goes out in the same batch, pipelined: one
+ * round trip per master, whatever the number of locks.
+ *
+ * The locks' keys, values, channel, TTL and servers must be set.  With a
+ * ticket (> 0: when the caller started waiting, in Unix milliseconds, the
+ * same for all of its attempts) a refused attempt queues the caller on
+ * each master, for the keys it did not get only: a key it got is given
+ * back and its queue left, so that a caller that waits holds nothing and
+ * keeps nobody from a key it is not blocked on.  "deadline" (monotonic
+ * us, 0: none) ends the attempt, and its cleanup, wherever they are.  On
+ * success fills in each lock's token, granted, acquired_at and validity
+ * deadline, and returns REDLOCK_ACQUIRED.  Otherwise nothing of ours is
+ * left on any master (or its release is queued behind the acquire on a
+ * slow one) and the result says whether a key is busy (held elsewhere,
+ * validity ran out, or the deadline came first: the caller's to judge)
+ * or a quorum cannot be asked, or could not store the fencing token
+ * (REDLOCK_UNREACHABLE: that one wins over busy).  *blocking is then the
+ * number of the lock that decided, and "tally" describes its answers.
+ * Raises what RedisRun raises.
+ */
+RedlockVerdict
+RedlockTryAcquire(RedlockLock **locks, int nlocks, int64 ticket,
+				  int64 deadline, RedlockTally *tally, int *blocking)
+{
+	int			ns = locks[0]->nservers;
+	int			quorum = RedlockQuorum(ns);
+	RedisCall  *calls = palloc(sizeof(RedisCall) * nlocks * ns);
+	RedlockTally *tallies = palloc(sizeof(RedlockTally) * nlocks);
+	uint32	   *granted = palloc(sizeof(uint32) * nlocks);
+	int64	   *tokens = palloc(sizeof(int64) * nlocks);
+	bool	   *miss = palloc(sizeof(bool) * nlocks);
+	bool	   *fence_failed = palloc0(sizeof(bool) * nlocks);
+	RedisBatch	batch = {0};
+	AcquireShape shape = {nlocks, ns};
+	char		ttlbuf[16];
+	char		ticketbuf[32];
+	TimestampTz start_wall;
+	int64		start;
+	int			nmissed = 0;
+	RedlockVerdict verdict = REDLOCK_BUSY;
+	int			k;
+	int			i;
+
+	snprintf(ttlbuf, sizeof(ttlbuf), "%d", locks[0]->ttl_ms);
+	if (ticket > 0)
+		snprintf(ticketbuf, sizeof(ticketbuf), INT64_FORMAT, ticket);
+	else
+		ticketbuf[0] = '\0';
+
+	/* a commit or abort callback must not have to hash anything */
+	RedlockPrepareScripts();
+
+	for (k = 0; k < nlocks; k++)
+	{
+		Assert(locks[k]->nservers == ns && locks[k]->ttl_ms == locks[0]->ttl_ms);
+		acquire_calls(locks[k], &calls[k * ns], ttlbuf, ticketbuf, k);
+	}
+
+	batch.calls = calls;
+	batch.ncalls = nlocks * ns;
+	batch.timeout_ms = redlock_command_timeout;
+	batch.deadline = deadline;
+	batch.settled = acquire_many_settled;
+	batch.arg = &shape;
+	start_wall = GetCurrentTimestamp();
+	start = RedlockNowUs();
+	RedisRun(&batch);
+
+	for (k = 0; k < nlocks; k++)
+	{
+		RedlockTally *t = &tallies[k];
+
+		acquire_answers(locks[k], &calls[k * ns], t, &granted[k], &tokens[k]);
+		elog(DEBUG1, "redlock: acquire \"%s\" (owner %.8s): %d granted, %d refused, %d failed, %d not waited for, in %.3f ms",
+			 locks[k]->key, locks[k]->owner, t->granted, t->refused,
+			 t->failed, t->unanswered, (RedlockNowUs() - start) / 1000.0);
+		miss[k] = true;
+		if (t->granted >= quorum)
+		{
+			if (!(ns == 1 ||
+				  fence_write_back(locks[k], &calls[k * ns], tokens[k], deadline, t)))
+				fence_failed[k] = true;
+			else if (RedlockNowUs() >= RedlockValidUntil(start, locks[k]->ttl_ms))
+				t->validity_lost = true;
+			else
+				miss[k] = false;
+		}
+		if (miss[k])
+			nmissed++;
+	}
+
+	/* every key is held on a quorum, with validity left (the same start) */
+	if (nmissed == 0 && RedlockNowUs() < RedlockValidUntil(start, locks[0]->ttl_ms))
+	{
+		for (k = 0; k < nlocks; k++)
+		{
+			RedlockLock *lock = locks[k];
+
+			lock->token = tokens[k];
+			lock->granted = granted[k];
+			for (i = 0; i < ns; i++)
+				lock->granted_on[i] = calls[k * ns + i].conn_serial;
+			lock->acquired_us = start;
+			lock->acquired_at = start_wall;
+			lock->valid_until_us = RedlockValidUntil(start, lock->ttl_ms);
+		}
+		*tally = tallies[0];
+		*blocking = -1;
+		return REDLOCK_ACQUIRED;
+	}
+	if (nmissed == 0)
+	{
+		/* validity ran out while the last fencing write-backs ran */
+		for (k = 0; k < nlocks; k++)
+		{
+			miss[k] = true;
+			tallies[k].validity_lost = true;
+		}
+	}
+
+	/* all or nothing: what was granted goes back */
+	release_partial(locks, nlocks, calls, miss, ticketbuf, deadline);
+
+	*blocking = -1;
+	for (k = 0; k < nlocks; k++)
+	{
+		RedlockVerdict v;
+
+		if (!miss[k])
+			continue;
+		v = miss_verdict(&tallies[k], fence_failed[k], deadline);
+		if (*blocking < 0 || (v == REDLOCK_UNREACHABLE && verdict != REDLOCK_UNREACHABLE))
+		{
+			*blocking = k;
+			verdict = v;
+		}
+	}
+	*tally = tallies[*blocking];
+	return verdict;
+}
 /* Per lock answers to an owner-checked script (release or extend). */
 typedef struct OwnerAnswers
 {

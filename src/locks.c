@@ -202,19 +202,6 @@ static int	release_locks(RedlockLock *locks, int nlocks, const char *when,
 						  RedlockWhen where, int *nunconfirmed);
 
 /*
- * lock_abandon: give up an acquire that did not get the lock: forget the
- * pending entry and send its owner-checked release, which also takes this
- * backend out of the key's queue of waiters (not waited for).
- */
-static void
-lock_abandon(RedlockLock *lock)
-{
-	RedlockLock gone = lock_forget(lock);
-
-	release_locks(&gone, 1, "abandon", REDLOCK_IN_STATEMENT, NULL);
-}
-
-/*
  * Owner values come from pg_strong_random, drawn a kilobyte at a time: each
  * call costs system calls, which the hot path should not pay per lock.
  * Every byte is used once and wiped.  The pool starts empty in each
@@ -857,7 +844,7 @@ static void
 xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT)
-		RedisWakeWatch(NULL, NULL);	/* a wait cut short by an ERROR */
+		RedisWakeWatch(NULL, 0, NULL);	/* a wait cut short by an ERROR */
 	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
 		return;
 
@@ -894,7 +881,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	int			ngone = 0;
 
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		RedisWakeWatch(NULL, NULL);	/* a wait cut short by an ERROR */
+		RedisWakeWatch(NULL, 0, NULL);	/* a wait cut short by an ERROR */
 	if (lock_table == NULL || hash_get_num_entries(lock_table) == 0)
 		return;
 	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
@@ -976,7 +963,7 @@ exit_callback(int code, Datum arg)
 	MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext,
 												"redlock exit",
 												ALLOCSET_SMALL_SIZES));
-	RedisWakeWatch(NULL, NULL);
+	RedisWakeWatch(NULL, 0, NULL);
 
 	if (lock_table != NULL && hash_get_num_entries(lock_table) > 0)
 	{
@@ -1105,15 +1092,15 @@ count_wait(bool waited, int64 start)
  * reenter: a lock this backend already has an entry for is acquired again.
  * A lock past its validity, or one whose granting connections no longer
  * make a quorum (RedlockLockInDoubt), is re-armed first: if our value is
- * still on a quorum, nobody else can have held the key meanwhile.  Returns true when
- * the lock is ours (the new hold is counted and *token set), false when it
- * is lost and has only session holds: the caller takes it afresh (the
- * entry has been forgotten and released; *carried gets its session
+ * still on a quorum, nobody else can have held the key meanwhile.  Returns
+ * true when the lock is ours (hold_again then counts the new hold), false
+ * when it is lost and has only session holds: the caller takes it afresh
+ * (the entry has been forgotten and released; *carried gets its session
  * holds).  Raises 40001 when it is lost and this transaction holds it,
  * and what RedlockLockExtend raises when the masters cannot confirm it.
  */
 static bool
-reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
+reenter(RedlockLock *lock, int *carried)
 {
 	int64		now;
 
@@ -1141,13 +1128,7 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 		}
 	}
 	if (!lock->lost)
-	{
-		hold_add(lock, session);
-		RedlockSharedHeld(lock, lock_scope(lock));
-		*token = lock->token;
-		RedlockCount(REDLOCK_REENTRIES, 1);
 		return true;
-	}
 	if (lock->nholds > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -1168,33 +1149,96 @@ reenter(RedlockLock *lock, bool session, int64 *token, int *carried)
 	return false;
 }
 
+/* hold_again: one more hold of a lock reenter found ours; its token. */
+static int64
+hold_again(RedlockLock *lock, bool session)
+{
+	hold_add(lock, session);
+	RedlockSharedHeld(lock, lock_scope(lock));
+	RedlockCount(REDLOCK_REENTRIES, 1);
+	return lock->token;
+}
+
 /*
- * RedlockLockAcquire: acquire "key" for the session or the transaction.
+ * abandon: give up an acquire that did not get its locks: forget the
+ * pending entries and send their owner-checked releases, which also take
+ * this backend out of the keys' queues of waiters (not waited for).
+ */
+static void
+abandon(RedlockLock **locks, int nlocks)
+{
+	RedlockLock *gone = palloc(sizeof(RedlockLock) * nlocks);
+	int			k;
+
+	for (k = 0; k < nlocks; k++)
+		gone[k] = lock_forget(locks[k]);
+	release_locks(gone, nlocks, "abandon", REDLOCK_IN_STATEMENT, NULL);
+}
+
+/*
+ * report_busy: the ERROR that ends a wait for "key" that reached its limit
+ * (limit_ms, set by limit_name), with how the masters answered; "others"
+ * keys were asked for with it.
+ */
+static void
+report_busy(const char *key, int others, int limit_ms, const char *limit_name,
+			const RedlockTally *tally)
+{
+	StringInfoData detail;
+
+	initStringInfo(&detail);
+	appendStringInfo(&detail, "The wait reached its limit of %d ms, set by %s. ",
+					 limit_ms, limit_name);
+	RedlockDescribeTally(tally, &detail);
+	if (others > 0)
+		appendStringInfo(&detail, " It was asked for together with %d other key%s; none of them was taken.",
+						 others, others == 1 ? "" : "s");
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("could not obtain Redis lock \"%s\"", key),
+			 errdetail_internal("%s", detail.data)));
+}
+
+/*
+ * RedlockLockAcquire: acquire "keys" (nkeys of them, distinct) for the
+ * session or the transaction: all of them, or none.
  *
- * ttl_ms is the lock's TTL (already checked).  wait_ms < 0 means use
+ * ttl_ms is the locks' TTL (already checked).  wait_ms < 0 means use
  * redlock.wait_timeout; 0 means no limit of its own (lock_timeout, if set,
  * still applies).  With "dontwait" a single attempt is made.
  *
- * Returns true and sets *token when the lock is held (at once if this
- * backend already held it); false when dontwait and someone else holds it.
- * Raises 55P03 when the wait ends, 08xxx when a quorum of masters could not
- * be asked, 40001 when re-acquiring a lock this transaction held and lost,
- * 22001/22023 for keys and TTLs that cannot work, 25000 in a parallel
- * worker, and whatever CHECK_FOR_INTERRUPTS raises (57014 on cancel and
- * statement_timeout).
+ * Keys this backend already holds are held once more; the others are
+ * asked for together in each attempt (RedlockTryAcquire: one round trip
+ * per master), and a caller that has to wait holds none of them while it
+ * waits, so two callers whose key sets overlap cannot deadlock, whatever
+ * the order of their keys.  It is queued on the keys it was refused, and
+ * any of them freed wakes it.
+ *
+ * Returns true and sets tokens[i] for keys[i] when all are held; false
+ * when dontwait and someone else holds one of them.  Raises 55P03 when the
+ * wait ends, 08xxx when a quorum of masters could not be asked, 40001 when
+ * re-acquiring a lock this transaction held and lost, 22001/22023 for
+ * keys and TTLs that cannot work, 0A000 for a key this session holds in
+ * the other mode, 25000 in a parallel worker, and whatever
+ * CHECK_FOR_INTERRUPTS raises (57014 on cancel and statement_timeout).
  */
 bool
-RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
-				   bool dontwait, bool shared, int64 *token)
+RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
+				   bool session, bool dontwait, bool shared, int64 *tokens)
 {
-	char	   *rkey;
+	char	  **rkeys = palloc(sizeof(char *) * nkeys);
+	RedlockLock **held = palloc(sizeof(RedlockLock *) * nkeys);
+	RedlockLock **todo = palloc(sizeof(RedlockLock *) * nkeys);
+	int		   *todo_key = palloc(sizeof(int) * nkeys);
+	int		   *carried = palloc0(sizeof(int) * nkeys);
+	const char **watch = palloc(sizeof(char *) * nkeys);
 	const char *limit_name = NULL;
 	int			limit_ms = 0;
-	int			carried = 0;
+	int			ntodo = 0;
 	MemoryContext attempt_cxt;
-	RedlockLock *lock;
 	RedlockTally tally = {0};
 	RedlockTally attempt;
+	int			blocking = 0;
 	int64		start;
 	int64		deadline = 0;
 	int64		ticket = 0;
@@ -1202,6 +1246,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	bool		rode = false;	/* it waited out a failover */
 	bool		subscribed = false;
 	char	   *keychan = NULL; /* Redisson's unlock channel of the key */
+	int			i;
+	int			k;
 
 	/*
 	 * A parallel worker's transaction ends before the leader's: a lock taken
@@ -1213,10 +1259,10 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 				 errmsg("cannot take Redis locks in a parallel worker"),
 				 errhint("Declare functions that call redlock functions PARALLEL UNSAFE.")));
 
-	rkey = redis_key(key);
+	for (i = 0; i < nkeys; i++)
+		rkeys[i] = redis_key(keys[i]);
 	lock_table_init();
 	notice_lost();
-	lock = lock_lookup(rkey);
 
 	/*
 	 * A session holds a key in one mode: an exclusive request on a key it
@@ -1224,18 +1270,35 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 	 * for each other for ever), and a shared one on a key it holds
 	 * exclusively would leave holds of two modes on one Redis lock.  Both
 	 * are refused, also when the lock was lost (its holds are carried).
+	 * Every key is checked before anything is done about any of them.
 	 */
-	if (lock != NULL && lock->pending_subid == InvalidSubTransactionId &&
-		lock->shared != shared)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot take Redis lock \"%s\" in %s mode while this session holds it in %s mode",
-						key, shared ? "shared" : "exclusive",
-						lock->shared ? "shared" : "exclusive"),
-				 errhint("Release it first (its transaction-level holds go at commit or rollback); an upgrade or a mix of modes on one key is not supported.")));
-	if (lock != NULL && reenter(lock, session, token, &carried))
+	for (i = 0; i < nkeys; i++)
 	{
-		pfree(rkey);
+		RedlockLock *lock = lock_lookup(rkeys[i]);
+
+		held[i] = NULL;
+		if (lock != NULL && lock->pending_subid == InvalidSubTransactionId &&
+			lock->shared != shared)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot take Redis lock \"%s\" in %s mode while this session holds it in %s mode",
+							keys[i], shared ? "shared" : "exclusive",
+							lock->shared ? "shared" : "exclusive"),
+					 errhint("Release it first (its transaction-level holds go at commit or rollback); an upgrade or a mix of modes on one key is not supported.")));
+	}
+	for (i = 0; i < nkeys; i++)
+	{
+		RedlockLock *lock = lock_lookup(rkeys[i]);
+
+		if (lock != NULL && reenter(lock, &carried[i]))
+			held[i] = lock;
+		else
+			todo_key[ntodo++] = i;
+	}
+	if (ntodo == 0)
+	{
+		for (i = 0; i < nkeys; i++)
+			tokens[i] = hold_again(held[i], session);
 		return true;
 	}
 
@@ -1251,7 +1314,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		ereport(error ? ERROR : WARNING,
 				(errcode(error ? ERRCODE_ACTIVE_SQL_TRANSACTION : ERRCODE_WARNING),
-				 errmsg("Redis lock \"%s\" is taken after the transaction's snapshot", key),
+				 errmsg("Redis lock \"%s\" is taken after the transaction's snapshot",
+						keys[todo_key[0]]),
 				 errdetail("Under %s, this transaction may read rows as they were before the lock's previous holder committed.",
 						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errhint("Take the lock in a READ COMMITTED transaction, or take a session lock with redlock_acquire_session() before BEGIN.")));
@@ -1298,21 +1362,26 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 				 errmsg("shared Redis locks are not available with redlock.lock_format = redisson"),
 				 errdetail("Redisson's RLock has no shared mode that its own clients would respect."),
 				 errhint("Use redlock.lock_format = string for keys locked in shared mode.")));
-	lock = lock_create(rkey, key, ttl_ms, shared);
+	for (k = 0; k < ntodo; k++)
+	{
+		todo[k] = lock_create(rkeys[todo_key[k]], keys[todo_key[k]], ttl_ms, shared);
+		watch[k] = todo[k]->rkey;
+	}
 	attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,
 										"redlock attempt",
 										ALLOCSET_SMALL_SIZES);
 
 	/*
 	 * Wake-ups count from now on, also those that come during an attempt;
-	 * a Redisson lock's waiters also hear Redisson's unlock message.
+	 * a Redisson lock's waiters also hear Redisson's unlock message (of a
+	 * lone key: several keys rely on the fallback timer for those).
 	 */
-	if (lock->redisson)
+	if (todo[0]->redisson && ntodo == 1)
 	{
 		keychan = palloc(REDIS_KEY_CHANNEL_LEN);
-		RedisRedissonChannel(lock->rkey, keychan);
+		RedisRedissonChannel(todo[0]->rkey, keychan);
 	}
-	RedisWakeWatch(lock->rkey, keychan);
+	RedisWakeWatch(watch, ntodo, keychan);
 	for (;;)
 	{
 		RedlockVerdict verdict;
@@ -1332,9 +1401,11 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			verdict = REDLOCK_BUSY;
 		else
 		{
+			int			b;
+
 			MemoryContextReset(attempt_cxt);
 			oldcxt = MemoryContextSwitchTo(attempt_cxt);
-			verdict = RedlockTryAcquire(lock, ticket, deadline, &attempt);
+			verdict = RedlockTryAcquire(todo, ntodo, ticket, deadline, &attempt, &b);
 			MemoryContextSwitchTo(oldcxt);
 
 			/*
@@ -1343,7 +1414,10 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 			 */
 			if (attempt.granted + attempt.refused + attempt.failed > 0 ||
 				tally.nservers == 0)
+			{
 				tally = attempt;
+				blocking = Max(b, 0);
+			}
 			/* masters answered: whatever comes next, no failover is ridden */
 			if (verdict != REDLOCK_UNREACHABLE && attempt.granted + attempt.refused > 0)
 				riding_since = 0;
@@ -1351,15 +1425,22 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 
 		if (verdict == REDLOCK_ACQUIRED)
 		{
-			RedisWakeWatch(NULL, NULL);
-			lock->pending_subid = InvalidSubTransactionId;
-			hold_add(lock, session);
-			lock->session_count += carried;
-			RedlockSharedHeld(lock, lock_scope(lock));
-			*token = lock->token;
+			RedisWakeWatch(NULL, 0, NULL);
+			for (k = 0; k < ntodo; k++)
+			{
+				RedlockLock *lock = todo[k];
+
+				lock->pending_subid = InvalidSubTransactionId;
+				hold_add(lock, session);
+				lock->session_count += carried[todo_key[k]];
+				RedlockSharedHeld(lock, lock_scope(lock));
+				tokens[todo_key[k]] = lock->token;
+			}
+			for (i = 0; i < nkeys; i++)
+				if (held[i] != NULL)
+					tokens[i] = hold_again(held[i], session);
 			MemoryContextDelete(attempt_cxt);
-			pfree(rkey);
-			RedlockCount(REDLOCK_ACQUIRES, 1);
+			RedlockCount(REDLOCK_ACQUIRES, ntodo);
 			count_wait(subscribed || rode, start);
 			return true;
 		}
@@ -1373,28 +1454,31 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		}
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
-			RedisWakeWatch(NULL, NULL);
+			RedisWakeWatch(NULL, 0, NULL);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed || rode, start);
-			lock_abandon(lock);
+			abandon(todo, ntodo);
 			report_unreachable(&tally);
 		}
 
 		if (dontwait)
 		{
-			RedlockLock gone = lock_forget(lock);
+			RedisWakeWatch(NULL, 0, NULL);
+			for (k = 0; k < ntodo; k++)
+			{
+				RedlockLock gone = lock_forget(todo[k]);
 
-			RedisWakeWatch(NULL, NULL);
-			lock_free_copy(&gone);
+				lock_free_copy(&gone);
+			}
 			if (tally.validity_lost)
 				ereport(ERROR,
 						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-						 errmsg("could not obtain Redis lock \"%s\" within its validity", key),
+						 errmsg("could not obtain Redis lock \"%s\" within its validity",
+								keys[todo_key[blocking]]),
 						 errdetail("A majority granted it, but acquiring took longer than its TTL of %d ms minus the clock-drift allowance.",
 								   ttl_ms),
 						 errhint("Use a longer TTL.")));
 			MemoryContextDelete(attempt_cxt);
-			pfree(rkey);
 			RedlockCount(REDLOCK_TRY_BUSY, 1);
 			return false;
 		}
@@ -1402,24 +1486,16 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		now = RedlockNowUs();
 		if (deadline != 0 && now >= deadline)
 		{
-			StringInfoData detail;
-
-			RedisWakeWatch(NULL, NULL);
+			RedisWakeWatch(NULL, 0, NULL);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed || rode, start);
-			lock_abandon(lock);
-			initStringInfo(&detail);
-			appendStringInfo(&detail, "The wait reached its limit of %d ms, set by %s. ",
-							 limit_ms, limit_name);
-			RedlockDescribeTally(&tally, &detail);
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("could not obtain Redis lock \"%s\"", key),
-					 errdetail_internal("%s", detail.data)));
+			abandon(todo, ntodo);
+			report_busy(keys[todo_key[blocking]], nkeys - 1, limit_ms,
+						limit_name, &tally);
 		}
 
 		/*
-		 * Someone else holds it, or a waiter ahead of us will get it.  We
+		 * Someone else holds a key, or a waiter ahead of us will get it.  We
 		 * are queued now; subscribe to our wake channel (once per backend
 		 * and prefix) before the next attempt, so that no wake-up sent
 		 * meanwhile is lost, and try again at once.
@@ -1428,8 +1504,8 @@ RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms, bool session,
 		{
 			int64		until = now + (int64) redlock_command_timeout * 1000;
 
-			RedisSubscribe(lock->servers, lock->nservers, lock->channel, keychan,
-						   deadline != 0 ? Min(deadline, until) : until);
+			RedisSubscribe(todo[0]->servers, todo[0]->nservers, todo[0]->channel,
+						   keychan, deadline != 0 ? Min(deadline, until) : until);
 			subscribed = true;
 			continue;
 		}

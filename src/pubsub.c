@@ -53,8 +53,10 @@
 #include "redlock.h"
 
 static char wake_id[17];			/* 16 hex digits, drawn on first use */
-static char watched_key[REDLOCK_MAX_KEY_LEN + 1];	/* the key waited for */
-static size_t watched_len = 0;	/* 0: none */
+static char *watched_keys = NULL;	/* the keys waited for, one after the other */
+static size_t watched_size = 0; /* allocated bytes at watched_keys */
+static size_t watched_lens[REDLOCK_MAX_KEYS];
+static int	nwatched = 0;		/* 0: none */
 static char watched_keychan[REDIS_KEY_CHANNEL_LEN];	/* "": none */
 static uint64 wake_count = 0;
 
@@ -100,27 +102,70 @@ RedisRedissonChannel(const char *rkey, char *out)
 }
 
 /*
- * RedisWakeWatch: count wake-ups for this Redis key from now on, until
- * called with NULL; with "keychan" (not NULL), any message on that
- * channel counts too.  Ending a watch that had a key channel gives the
- * channel up (the wait is over, by its own end or by an ERROR: the abort
- * callbacks end it too).  Raises nothing.  The key is copied.
+ * RedisWakeWatch: count wake-ups for these Redis keys (nkeys of them, at
+ * most REDLOCK_MAX_KEYS) from now on, until called with none; with
+ * "keychan" (not NULL), any message on that channel counts too.  Ending a
+ * watch that had a key channel gives the channel up (the wait is over, by
+ * its own end or by an ERROR: the abort callbacks end it too).  The keys
+ * are copied.  Raises ERROR only when out of memory, before the watch
+ * changes, and never when it ends a watch.
  */
 void
-RedisWakeWatch(const char *rkey, const char *keychan)
+RedisWakeWatch(const char *const *rkeys, int nkeys, const char *keychan)
 {
+	size_t		need = 0;
+	size_t		at = 0;
+	int			i;
+
+	Assert(nkeys >= 0 && nkeys <= REDLOCK_MAX_KEYS);
+	for (i = 0; i < nkeys; i++)
+		need += strlen(rkeys[i]);
+	if (need > watched_size)
+	{
+		char	   *buf = MemoryContextAlloc(TopMemoryContext, need);
+
+		if (watched_keys != NULL)
+			pfree(watched_keys);
+		watched_keys = buf;
+		watched_size = need;
+	}
 	if (watched_keychan[0] != '\0')
 		unsubscribe_keys();
-	watched_len = 0;
+	nwatched = 0;
 	watched_keychan[0] = '\0';
-	if (rkey != NULL && keychan != NULL)
+	if (nkeys > 0 && keychan != NULL)
 		strlcpy(watched_keychan, keychan, sizeof(watched_keychan));
-	if (rkey != NULL)
+	for (i = 0; i < nkeys; i++)
 	{
-		watched_len = strlen(rkey);
-		Assert(watched_len <= REDLOCK_MAX_KEY_LEN);
-		memcpy(watched_key, rkey, watched_len);
+		watched_lens[i] = strlen(rkeys[i]);
+		Assert(watched_lens[i] <= REDLOCK_MAX_KEY_LEN);
+		memcpy(watched_keys + at, rkeys[i], watched_lens[i]);
+		at += watched_lens[i];
 	}
+	nwatched = nkeys;
+}
+
+/*
+ * watched: whether a message's payload is "skip" (skiplen bytes) followed
+ * by one of the watched keys.
+ */
+static bool
+watched(const redisReply *payload, const char *skip, size_t skiplen)
+{
+	size_t		at = 0;
+	int			i;
+
+	if (payload->type != REDIS_REPLY_STRING || payload->len < skiplen ||
+		memcmp(payload->str, skip, skiplen) != 0)
+		return false;
+	for (i = 0; i < nwatched; i++)
+	{
+		if (payload->len == skiplen + watched_lens[i] &&
+			memcmp(payload->str + skiplen, watched_keys + at, watched_lens[i]) == 0)
+			return true;
+		at += watched_lens[i];
+	}
+	return false;
 }
 
 /* RedisWakeCount: how many wake-ups for the watched key arrived so far. */
@@ -154,14 +199,6 @@ RedisSubReady(const RedisServer *srv)
 		if (srv->sub_confirmed[i])
 			return true;
 	return false;
-}
-
-/* payload_is: whether a message's payload is these len bytes. */
-static bool
-payload_is(const redisReply *payload, const char *bytes, size_t len)
-{
-	return payload->type == REDIS_REPLY_STRING && payload->len == len &&
-		memcmp(payload->str, bytes, len) == 0;
 }
 
 /* What a request on a subscription connection was, for its answer. */
@@ -240,14 +277,10 @@ RedisSubOnReply(RedisConn *conn, redisReply *r)
 		const char *channel = r->element[1]->str;
 		redisReply *payload = r->element[2];
 		bool		ours = channel_index(srv, channel) >= 0;
-		bool		mark = ours && watched_len > 0 &&
-			payload->type == REDIS_REPLY_STRING &&
-			payload->len == REDIS_SKIP_MARK_LEN + watched_len &&
-			memcmp(payload->str, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN) == 0 &&
-			memcmp(payload->str + REDIS_SKIP_MARK_LEN, watched_key, watched_len) == 0;
-		bool		own_wake = ours && watched_len > 0 &&
-			payload_is(payload, watched_key, watched_len);
-		bool		key_wake = !srv->sub_skip_next && watched_len > 0 &&
+		bool		mark = ours &&
+			watched(payload, REDIS_SKIP_MARK, REDIS_SKIP_MARK_LEN);
+		bool		own_wake = ours && watched(payload, "", 0);
+		bool		key_wake = !srv->sub_skip_next && nwatched > 0 &&
 			watched_keychan[0] != '\0' &&
 			strcmp(channel, watched_keychan) == 0 &&
 			strcmp(channel, srv->sub_keychan) == 0;

@@ -581,7 +581,8 @@ extern void RedisWakeChannel(const char *prefix, size_t prefixlen, char *out);
 extern void RedisSubscribe(RedisServer **srvs, int n, const char *channel,
 						   const char *keychan, int64 deadline);
 extern void RedisRedissonChannel(const char *rkey, char *out);
-extern void RedisWakeWatch(const char *rkey, const char *keychan);
+extern void RedisWakeWatch(const char *const *rkeys, int nkeys,
+						   const char *keychan);
 extern uint64 RedisWakeCount(void);
 extern bool RedisWaitWake(uint64 seen, int64 deadline);
 extern void RedisSubOnReply(RedisConn *conn, struct redisReply *reply);

@@ -20,6 +20,8 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "redlock.h"
@@ -44,6 +46,16 @@ PG_FUNCTION_INFO_V1(redlock_try_acquire_shared);
 PG_FUNCTION_INFO_V1(redlock_acquire_shared_session);
 PG_FUNCTION_INFO_V1(redlock_try_acquire_shared_session);
 PG_FUNCTION_INFO_V1(redlock_release_shared);
+PG_FUNCTION_INFO_V1(redlock_acquire_keys);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_keys);
+PG_FUNCTION_INFO_V1(redlock_acquire_session_keys);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_session_keys);
+PG_FUNCTION_INFO_V1(redlock_acquire_shared_keys);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_shared_keys);
+PG_FUNCTION_INFO_V1(redlock_acquire_shared_session_keys);
+PG_FUNCTION_INFO_V1(redlock_try_acquire_shared_session_keys);
+PG_FUNCTION_INFO_V1(redlock_release_keys);
+PG_FUNCTION_INFO_V1(redlock_release_shared_keys);
 PG_FUNCTION_INFO_V1(redlock_release_all);
 PG_FUNCTION_INFO_V1(redlock_extend);
 PG_FUNCTION_INFO_V1(redlock_token);
@@ -198,14 +210,118 @@ static Datum
 acquire_common(FunctionCallInfo fcinfo, bool session, bool dontwait,
 			   bool shared)
 {
-	char	   *key = arg_key(fcinfo, 0);
+	const char *key = arg_key(fcinfo, 0);
 	int			ttl = arg_ttl(fcinfo, 1);
 	int			wait = dontwait ? 0 : arg_wait(fcinfo, 2);
 	int64		token;
 
-	if (!RedlockLockAcquire(key, ttl, wait, session, dontwait, shared, &token))
+	if (!RedlockLockAcquire(&key, 1, ttl, wait, session, dontwait, shared, &token))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(token);
+}
+
+/*
+ * arg_keys: the keys argument, an array of text, as palloc'd C strings
+ * (their number to *nkeys).  Raises 22004 for a NULL array or element,
+ * 22023 for an empty key or one that appears twice, 2202E for an array of
+ * more than one dimension and 54000 for more than REDLOCK_MAX_KEYS keys.
+ */
+static char **
+arg_keys(FunctionCallInfo fcinfo, int argno, int *nkeys)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **keys;
+	int			n;
+	int			i;
+	int			j;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("array of lock keys must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("array of lock keys must have one dimension")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n > REDLOCK_MAX_KEYS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("cannot lock %d keys in one call", n),
+				 errdetail("At most %d keys can be taken together.", REDLOCK_MAX_KEYS)));
+	keys = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("lock key must not be null"),
+					 errdetail("Element %d of the array of keys is null.", i + 1)));
+		keys[i] = TextDatumGetCString(elems[i]);
+		if (keys[i][0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lock key must not be empty"),
+					 errdetail("Element %d of the array of keys is empty.", i + 1)));
+		for (j = 0; j < i; j++)
+			if (strcmp(keys[i], keys[j]) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("lock key \"%s\" appears more than once in the array", keys[i]),
+						 errdetail("Elements %d and %d are the same key.", j + 1, i + 1)));
+	}
+	*nkeys = n;
+	return keys;
+}
+
+/*
+ * acquire_keys_common: the eight acquire functions that take an array of
+ * keys: all of them or none (see RedlockLockAcquire).  Returns the tokens
+ * in the order of the keys, or NULL (a try function that found a key held
+ * elsewhere).  An empty array takes nothing and returns an empty one.
+ */
+static Datum
+acquire_keys_common(FunctionCallInfo fcinfo, bool session, bool dontwait,
+					bool shared)
+{
+	int			nkeys;
+	char	  **keys = arg_keys(fcinfo, 0, &nkeys);
+	int			ttl = arg_ttl(fcinfo, 1);
+	int			wait = dontwait ? 0 : arg_wait(fcinfo, 2);
+	int64	   *tokens = palloc(sizeof(int64) * Max(nkeys, 1));
+	Datum	   *out = palloc(sizeof(Datum) * Max(nkeys, 1));
+	int			i;
+
+	if (nkeys > 0 &&
+		!RedlockLockAcquire((const char *const *) keys, nkeys, ttl, wait,
+							session, dontwait, shared, tokens))
+		PG_RETURN_NULL();
+	for (i = 0; i < nkeys; i++)
+		out[i] = Int64GetDatum(tokens[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(out, nkeys, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * release_keys_common: redlock_release(keys text[]) and
+ * redlock_release_shared(keys text[]): one session-level hold of each
+ * key, in the array's order; true when every one was released.
+ */
+static Datum
+release_keys_common(FunctionCallInfo fcinfo, bool shared)
+{
+	int			nkeys;
+	char	  **keys = arg_keys(fcinfo, 0, &nkeys);
+	bool		all = true;
+	int			i;
+
+	for (i = 0; i < nkeys; i++)
+		if (!RedlockLockReleaseSession(keys[i], shared))
+			all = false;
+	PG_RETURN_BOOL(all);
 }
 
 /*
@@ -349,4 +465,74 @@ redlock_token(PG_FUNCTION_ARGS)
 	if (!RedlockLockToken(arg_key(fcinfo, 0), &token))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(token);
+}
+
+/*
+ * redlock_acquire(keys text[], ttl_ms int, wait_ms int) returns bigint[],
+ * redlock_try_acquire(keys text[], ttl_ms int), and the _session and
+ * shared forms: as the functions of one key, for several keys at once,
+ * all of them or none; the tokens come back in the order of the keys.
+ */
+Datum
+redlock_acquire_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, false, false, false);
+}
+
+Datum
+redlock_try_acquire_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, false, true, false);
+}
+
+Datum
+redlock_acquire_session_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, true, false, false);
+}
+
+Datum
+redlock_try_acquire_session_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, true, true, false);
+}
+
+Datum
+redlock_acquire_shared_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, false, false, true);
+}
+
+Datum
+redlock_try_acquire_shared_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, false, true, true);
+}
+
+Datum
+redlock_acquire_shared_session_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, true, false, true);
+}
+
+Datum
+redlock_try_acquire_shared_session_keys(PG_FUNCTION_ARGS)
+{
+	return acquire_keys_common(fcinfo, true, true, true);
+}
+
+/*
+ * redlock_release(keys text[]) returns boolean and
+ * redlock_release_shared(keys text[]): see release_keys_common.
+ */
+Datum
+redlock_release_keys(PG_FUNCTION_ARGS)
+{
+	return release_keys_common(fcinfo, false);
+}
+
+Datum
+redlock_release_shared_keys(PG_FUNCTION_ARGS)
+{
+	return release_keys_common(fcinfo, true);
 }

@@ -50,6 +50,7 @@
 #define REDLOCK_OWNER_LEN		48	/* an owner identity (see lock_create) */
 #define REDLOCK_MAX_TTL_MS		86400000	/* one day */
 #define REDLOCK_MAX_SERVERS		16
+#define REDLOCK_MAX_KEYS		64	/* keys taken together in one call */
 
 /* A waiting backend tries again at least this often: it keeps its queue
  * entries alive (see algo.c). */
@@ -340,8 +341,9 @@ extern int64 RedlockValidUntilDrift(int64 start_us, int ttl_ms, double drift_fac
 /* Every fencing token is at least this: they start at a clock in us. */
 #define REDLOCK_MIN_TOKEN		INT64CONST(1000000000000000)
 extern bool RedlockTtlLeavesValidity(int ttl_ms);
-extern RedlockVerdict RedlockTryAcquire(RedlockLock *lock, int64 ticket,
-										int64 deadline, RedlockTally *tally);
+extern RedlockVerdict RedlockTryAcquire(RedlockLock **locks, int nlocks,
+										int64 ticket, int64 deadline,
+										RedlockTally *tally, int *blocking);
 extern void RedlockRelease(RedlockLock **locks, int nlocks,
 						   RedlockReleaseResult *results,
 						   RedlockTally *tallies, RedlockWhen when);
@@ -363,9 +365,9 @@ extern void RedlockPrepareScripts(void);
 
 extern void RedlockLockInit(void);
 extern HTAB *RedlockLockTable(void);
-extern bool RedlockLockAcquire(const char *key, int ttl_ms, int wait_ms,
-							   bool session, bool dontwait, bool shared,
-							   int64 *token);
+extern bool RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms,
+							   int wait_ms, bool session, bool dontwait,
+							   bool shared, int64 *tokens);
 extern bool RedlockLockReleaseSession(const char *key, bool shared);
 extern bool RedlockLockExtend(const char *key, int ttl_ms);
 extern bool RedlockLockToken(const char *key, int64 *token);

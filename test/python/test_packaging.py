@@ -206,3 +206,28 @@ def test_locks_views_before_and_after_the_update_to_1_4(database):
         cur.execute("SELECT has_table_privilege('public', 'redlock_locks', 'SELECT')")
         assert cur.fetchone()[0] is False, "the REVOKE was undone by the update"
         cur.execute("SELECT redlock_release_shared('p:v14s'), redlock_release_all()")
+
+
+def test_key_arrays_before_and_after_the_update_to_1_5(database):
+    """A database still on 1.4 has no functions of several keys: an array
+    is refused there (no such function), a literal names one key; the
+    update adds the array forms, revoked from PUBLIC like the others."""
+    port = os.environ.get("REDLOCK_REDIS_PORT", "16379")
+    with extension_at(database, "1.4") as cur:
+        cur.execute("SET redlock.servers = '127.0.0.1:%s'" % port)
+        cur.execute("SELECT to_regprocedure('redlock_acquire(text[],integer,integer)')")
+        assert cur.fetchone()[0] is None
+        cur.execute("SELECT redlock_acquire_session('{p:v15}') > 0")
+        assert cur.fetchone()[0] is True
+        cur.execute("ALTER EXTENSION redlock UPDATE TO '1.5'")
+        cur.execute("SELECT redlock_acquire_session(ARRAY['p:v15a', 'p:v15b'])")
+        assert len(cur.fetchone()[0]) == 2
+        cur.execute("SELECT key FROM redlock_locks ORDER BY key")
+        assert cur.fetchall() == [("p:v15a",), ("p:v15b",), ("{p:v15}",)]
+        for sig in ("redlock_acquire(text[],integer,integer)",
+                    "redlock_try_acquire_shared_session(text[],integer)",
+                    "redlock_release(text[])"):
+            cur.execute("SELECT has_function_privilege('public', %s, 'EXECUTE')", (sig,))
+            assert cur.fetchone()[0] is False, sig
+        cur.execute("SELECT redlock_release(ARRAY['p:v15a', 'p:v15b']), redlock_release_all()")
+        assert cur.fetchone() == (True, 1)
