@@ -1493,6 +1493,7 @@ typedef struct ReleaseBatch
 {
 	RedlockLock **locks;
 	int			nlocks;
+	bool		in_statement;
 } ReleaseBatch;
 
 /*
@@ -1501,8 +1502,10 @@ typedef struct ReleaseBatch
  * requests will not answer this one sooner, and a commit or abort (or a
  * cancel) should not wait out its timeout; the release stays queued behind
  * those requests.  Locks whose acquire was interrupted (still pending) are
- * not waited for either: their release is cleanup, queued behind the
- * acquire on each server's connection.
+ * not waited for either in a callback: their release is cleanup, queued
+ * behind the acquire on each server's connection.  In a statement (a wait
+ * that ended: its give-back) they are, so that the rollback's releases
+ * that follow on the same connections are not behind it.
  */
 static bool
 release_settled(RedisCall *calls, int ncalls, void *arg)
@@ -1513,7 +1516,8 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
 	for (i = 0; i < ncalls; i++)
 	{
 		if (RedisCallPending(&calls[i]) && !calls[i].behind &&
-			batch->locks[calls[i].tag]->pending_subid == InvalidSubTransactionId &&
+			(batch->in_statement ||
+			 batch->locks[calls[i].tag]->pending_subid == InvalidSubTransactionId) &&
 			owner_outcome(count_answers(calls, ncalls, calls[i].tag),
 						  batch->locks[calls[i].tag]->nservers) < 0)
 			return false;
@@ -1528,7 +1532,8 @@ release_settled(RedisCall *calls, int ncalls, void *arg)
  * Fills results[i] for locks[i]: released on a quorum, found lost (expired
  * or taken over), or not confirmed (the TTL will end it); and, if
  * "tallies" is not NULL, how the masters answered.  Locks still pending
- * (an interrupted acquire) are released without waiting.  "when" says
+ * (an interrupted acquire) are released without waiting, but in a
+ * statement (see release_settled).  "when" says
  * where it runs: in a callback it opens no connection (but at exit) and
  * waits at most REDLOCK_CALLBACK_MAX_WAIT_MS.  Raises ERROR only when out
  * of memory, or (in a statement) what RedisRun raises: callbacks catch it.
@@ -1556,6 +1561,7 @@ RedlockRelease(RedlockLock **locks, int nlocks, RedlockReleaseResult *results,
 
 	rb.locks = locks;
 	rb.nlocks = nlocks;
+	rb.in_statement = when == REDLOCK_IN_STATEMENT;
 	batch.calls = calls;
 	batch.ncalls = ncalls;
 	batch.timeout_ms = redlock_command_timeout;

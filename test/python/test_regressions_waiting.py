@@ -699,3 +699,23 @@ def test_given_back_grant_keeps_its_ticket(session, masters):
     assert scores == [ticket] * 3, f"tickets {scores}, first {ticket}"
     holder.execute("SELECT redlock_release_all()")
     t.join(10)
+
+
+def test_a_failed_wait_leaves_the_rollback_its_releases(session, main_redis):
+    """A wait that ends with 55P03 in a transaction that holds another key:
+    the rollback releases that key on the master, confirmed, with no
+    WARNING.  Before, the wait's own give-back was sent without waiting
+    for its answer, so the rollback's release queued behind it was not
+    waited for either and warned "could not release ... expires on its own
+    within its TTL" (the key was in fact released a moment later)."""
+    holder, s = session(), session()
+    holder.value("SELECT redlock_acquire_session('fw:y')")
+    s.execute("BEGIN")
+    s.value("SELECT redlock_acquire('fw:x')")
+    err = s.error("SELECT redlock_acquire('fw:y', 30000, 300)")
+    assert err.pgcode == "55P03"
+    del s.conn.notices[:]
+    s.execute("ROLLBACK")
+    assert not [n for n in s.conn.notices if "could not release" in n], s.conn.notices
+    assert not main_redis.client().exists("fw:x")
+    assert s.value("SELECT failed_releases FROM redlock_stats") == 0
