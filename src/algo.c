@@ -997,7 +997,8 @@ release_call(RedisCall *call, RedlockLock *lock, int i, int tag,
  * failed or did not answer (queued behind the acquire on their socket;
  * not waited for).  A lock whose "stay" is true keeps the caller queued on
  * them with "ticket" (a waiting acquire still waits for that key); the
- * others take it out of their queue.
+ * others take it out of their queue, also on the masters that refused
+ * (with a ticket, a refusal queued it there).
  */
 static void
 release_partial(RedlockLock **locks, int nlocks, RedisCall *acq,
@@ -1017,7 +1018,8 @@ release_partial(RedlockLock **locks, int nlocks, RedisCall *acq,
 			Answer		ans = classify(a);
 			bool		frozen;
 
-			if (ans == ANSWER_REFUSED)
+			/* a refusal queued a waiter: one that does not stay leaves */
+			if (ans == ANSWER_REFUSED && (stay[k] || ticket[0] == '\0'))
 				continue;
 			frozen = ans == ANSWER_WAITING ||
 				(ans == ANSWER_FAILED && a->failure == REDIS_FAIL_TIMEOUT);
@@ -1343,19 +1345,25 @@ RedlockTryAcquire(RedlockLock **locks, int nlocks, int64 ticket,
 		elog(DEBUG1, "redlock: acquire \"%s\" (owner %.8s): %d granted, %d refused, %d failed, %d not waited for, in %.3f ms",
 			 locks[k]->key, locks[k]->owner, t->granted, t->refused,
 			 t->failed, t->unanswered, (RedlockNowUs() - start) / 1000.0);
-		miss[k] = true;
-		if (t->granted >= quorum)
-		{
-			if (!(ns == 1 ||
-				  fence_write_back(locks[k], &calls[k * ns], tokens[k], deadline, t)))
-				fence_failed[k] = true;
-			else if (RedlockNowUs() >= RedlockValidUntil(start, locks[k]->ttl_ms))
-				t->validity_lost = true;
-			else
-				miss[k] = false;
-		}
+		miss[k] = t->granted < quorum;
 		if (miss[k])
 			nmissed++;
+	}
+
+	/* tokens are written back only when every key can be had */
+	for (k = 0; k < nlocks && nmissed == 0; k++)
+	{
+		RedlockTally *t = &tallies[k];
+
+		if (!(ns == 1 ||
+			  fence_write_back(locks[k], &calls[k * ns], tokens[k], deadline, t)))
+			fence_failed[k] = true;
+		else if (RedlockNowUs() >= RedlockValidUntil(start, locks[k]->ttl_ms))
+			t->validity_lost = true;
+		else
+			continue;
+		miss[k] = true;
+		nmissed++;
 	}
 
 	/* every key is held on a quorum, with validity left (the same start) */
@@ -1398,7 +1406,16 @@ RedlockTryAcquire(RedlockLock **locks, int nlocks, int64 ticket,
 		if (!miss[k])
 			continue;
 		v = miss_verdict(&tallies[k], fence_failed[k], deadline);
-		if (*blocking < 0 || (v == REDLOCK_UNREACHABLE && verdict != REDLOCK_UNREACHABLE))
+
+		/*
+		 * The key that decides: one out of reach first, then one held
+		 * elsewhere (what a key alone would say: a try returns NULL for
+		 * it), then one whose validity ran out.
+		 */
+		if (*blocking < 0 ||
+			(v == REDLOCK_UNREACHABLE && verdict != REDLOCK_UNREACHABLE) ||
+			(v == verdict && tallies[*blocking].validity_lost &&
+			 !tallies[k].validity_lost))
 		{
 			*blocking = k;
 			verdict = v;

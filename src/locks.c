@@ -1178,7 +1178,7 @@ abandon(RedlockLock **locks, int nlocks)
 /*
  * report_busy: the ERROR that ends a wait for "key" that reached its limit
  * (limit_ms, set by limit_name), with how the masters answered; "others"
- * keys were asked for with it.
+ * keys were asked for with it (keys the backend held already stay held).
  */
 static void
 report_busy(const char *key, int others, int limit_ms, const char *limit_name,
@@ -1211,8 +1211,9 @@ report_busy(const char *key, int others, int limit_ms, const char *limit_name,
  * asked for together in each attempt (RedlockTryAcquire: one round trip
  * per master), and a caller that has to wait holds none of them while it
  * waits, so two callers whose key sets overlap cannot deadlock, whatever
- * the order of their keys.  It is queued on the keys it was refused, and
- * any of them freed wakes it.
+ * the order of their keys (keys held before the call stay held: those can
+ * still close a cycle).  It is queued on the keys it was refused, and any
+ * of them freed wakes it.
  *
  * Returns true and sets tokens[i] for keys[i] when all are held; false
  * when dontwait and someone else holds one of them.  Raises 55P03 when the
@@ -1490,7 +1491,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed || rode, start);
 			abandon(todo, ntodo);
-			report_busy(keys[todo_key[blocking]], nkeys - 1, limit_ms,
+			report_busy(keys[todo_key[blocking]], ntodo - 1, limit_ms,
 						limit_name, &tally);
 		}
 

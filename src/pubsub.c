@@ -122,7 +122,7 @@ RedisWakeWatch(const char *const *rkeys, int nkeys, const char *keychan)
 		need += strlen(rkeys[i]);
 	if (need > watched_size)
 	{
-		char	   *buf = MemoryContextAlloc(TopMemoryContext, need);
+		char	   *buf = MemoryContextAlloc(RedlockContext, need);
 
 		if (watched_keys != NULL)
 			pfree(watched_keys);

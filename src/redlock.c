@@ -234,6 +234,7 @@ arg_keys(FunctionCallInfo fcinfo, int argno, int *nkeys)
 	bool	   *nulls;
 	char	  **keys;
 	int			n;
+	int			first;			/* the array's first subscript */
 	int			i;
 	int			j;
 
@@ -247,6 +248,7 @@ arg_keys(FunctionCallInfo fcinfo, int argno, int *nkeys)
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("array of lock keys must have one dimension")));
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	first = ARR_NDIM(arr) == 1 ? ARR_LBOUND(arr)[0] : 1;
 	if (n > REDLOCK_MAX_KEYS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -259,19 +261,19 @@ arg_keys(FunctionCallInfo fcinfo, int argno, int *nkeys)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("lock key must not be null"),
-					 errdetail("Element %d of the array of keys is null.", i + 1)));
+					 errdetail("Element %d of the array of keys is null.", first + i)));
 		keys[i] = TextDatumGetCString(elems[i]);
 		if (keys[i][0] == '\0')
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("lock key must not be empty"),
-					 errdetail("Element %d of the array of keys is empty.", i + 1)));
+					 errdetail("Element %d of the array of keys is empty.", first + i)));
 		for (j = 0; j < i; j++)
 			if (strcmp(keys[i], keys[j]) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("lock key \"%s\" appears more than once in the array", keys[i]),
-						 errdetail("Elements %d and %d are the same key.", j + 1, i + 1)));
+						 errdetail("Elements %d and %d are the same key.", first + j, first + i)));
 	}
 	*nkeys = n;
 	return keys;
