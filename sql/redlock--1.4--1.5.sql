@@ -118,3 +118,39 @@ REVOKE EXECUTE ON FUNCTION
     redlock_release(text[]),
     redlock_release_shared(text[])
 FROM PUBLIC;
+
+-- redlock_stats and redlock_stats_cluster gain deadlock_checks (checks run
+-- by waits for Redis locks) and deadlocks (waits ended with 40P01).  The
+-- views are replaced in place, the columns added at their end; their
+-- functions get new names, and the old ones go.
+CREATE FUNCTION redlock_stats_v5(
+    OUT acquires bigint, OUT reentries bigint, OUT try_busy bigint,
+    OUT waits bigint, OUT wait_time_us bigint, OUT wakeups bigint,
+    OUT timeouts bigint, OUT unreachable bigint, OUT releases bigint,
+    OUT failed_releases bigint, OUT lost_releases bigint, OUT extends bigint,
+    OUT commit_extends bigint, OUT lost_at_commit bigint,
+    OUT reconnects bigint, OUT since timestamptz, OUT failovers bigint,
+    OUT redirects bigint, OUT deadlock_checks bigint, OUT deadlocks bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'redlock_stats'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE OR REPLACE VIEW redlock_stats AS SELECT * FROM redlock_stats_v5();
+
+DROP FUNCTION redlock_stats_v3();
+
+CREATE FUNCTION redlock_stats_cluster_v5(
+    OUT acquires bigint, OUT reentries bigint, OUT try_busy bigint,
+    OUT waits bigint, OUT wait_time_us bigint, OUT wakeups bigint,
+    OUT timeouts bigint, OUT unreachable bigint, OUT releases bigint,
+    OUT failed_releases bigint, OUT lost_releases bigint, OUT extends bigint,
+    OUT commit_extends bigint, OUT lost_at_commit bigint,
+    OUT reconnects bigint, OUT since timestamptz, OUT failovers bigint,
+    OUT redirects bigint, OUT deadlock_checks bigint, OUT deadlocks bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'redlock_stats_cluster'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE OR REPLACE VIEW redlock_stats_cluster AS SELECT * FROM redlock_stats_cluster_v5();
+
+DROP FUNCTION redlock_stats_cluster_v3();

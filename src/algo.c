@@ -934,15 +934,16 @@ all_but_frozen_settled(RedisCall *calls, int ncalls, void *arg)
 }
 
 /*
- * companion_key: the lock key followed by a suffix that starts with a NUL
- * (the fencing counter, the queue), palloc'd; its length goes to *len.  On
- * a cluster entry ("cluster") the name starts with a hash tag of the lock
- * key's slot, so that a script's keys share a slot (see cluster.c); the
- * scripts build the other companions from the queue's name, tag included.
+ * RedlockCompanionKey: the Redis key "rkey" (rkeylen bytes) followed by a
+ * suffix that starts with a NUL (the fencing counter, the queue),
+ * palloc'd; its length goes to *len.  On a cluster entry ("cluster") the
+ * name starts with a hash tag of the key's slot, so that a script's keys
+ * share a slot (see cluster.c; RedisSlotTagsPrepare first); the scripts
+ * build the other companions from the queue's name, tag included.
  */
-static char *
-companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
-			  bool cluster, size_t *len)
+char *
+RedlockCompanionKey(const char *rkey, int rkeylen, const char *suffix,
+					size_t suffixlen, bool cluster, size_t *len)
 {
 	StringInfoData key;
 
@@ -950,13 +951,15 @@ companion_key(const RedlockLock *lock, const char *suffix, size_t suffixlen,
 	StaticAssertStmt(REDLOCK_WAITERS_SUFFIX_LEN == 8, "the Lua says -9");
 	initStringInfo(&key);
 	if (cluster)
-		appendStringInfoString(&key, RedisSlotTag(RedisKeySlot(lock->rkey, lock->rkeylen)));
-	appendBinaryStringInfo(&key, lock->rkey, lock->rkeylen);
+		appendStringInfoString(&key, RedisSlotTag(RedisKeySlot(rkey, rkeylen)));
+	appendBinaryStringInfo(&key, rkey, rkeylen);
 	appendBinaryStringInfo(&key, suffix, suffixlen);
 	*len = key.len;
 	return key.data;
 }
 
+#define companion_key(lock, suffix, suffixlen, cluster, len) \
+	RedlockCompanionKey((lock)->rkey, (lock)->rkeylen, suffix, suffixlen, cluster, len)
 #define fence_key(lock, cluster, len) \
 	companion_key(lock, REDLOCK_FENCE_SUFFIX, REDLOCK_FENCE_SUFFIX_LEN, cluster, len)
 #define waiters_key(lock, cluster, len) \

@@ -208,6 +208,7 @@ send_one(RedisBatch *b, RedisCall *call, RedisServer *srv, int64 now, int64 cap)
 	call->failure = REDIS_FAIL_NONE;
 	call->error[0] = '\0';
 	call->nints = 0;
+	call->textlen = 0;
 
 	if (!conn->batch.joined)
 		batch_join(conn, b, now, cap);

@@ -1381,7 +1381,8 @@ cluster_redirect(RedisConn *conn, RedisCall *call, const char *text)
  * reply_store: hand a reply to the call that waits for it.
  *
  * Integer replies and arrays of up to two integers are what our scripts
- * return; anything else fails the call.  A NOSCRIPT error (the server lost
+ * return, and a bulk string for a call that has room for one (text);
+ * anything else fails the call.  A NOSCRIPT error (the server lost
  * its script cache) sends the call again, as EVAL.  Frees the reply.
  */
 static void
@@ -1428,6 +1429,16 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			call_fail(call, REDIS_FAIL_PROTOCOL, text);
 			return;
 
+		case REDIS_REPLY_STRING:
+			if (call->text == NULL)
+				break;
+			call->textlen = reply->len;
+			memcpy(call->text, reply->str, Min(reply->len, call->textcap));
+			(srv->cluster != NULL ? srv->cluster : srv)->served = true;
+			script_done(conn, call);
+			freeReplyObject(reply);
+			return;
+
 		case REDIS_REPLY_ERROR:
 			if (srv->cluster != NULL && cluster_redirect(conn, call, reply->str))
 			{
@@ -1466,13 +1477,12 @@ reply_store(RedisConn *conn, RedisCall *call, redisReply *reply)
 			return;
 
 		default:
-			snprintf(text, sizeof(text),
-					 "unexpected reply of type %d to script \"%s\"",
-					 reply->type, call->script->name);
-			freeReplyObject(reply);
-			call_fail(call, REDIS_FAIL_PROTOCOL, text);
-			return;
+			break;
 	}
+	snprintf(text, sizeof(text), "unexpected reply of type %d to script \"%s\"",
+			 reply->type, call->script->name);
+	freeReplyObject(reply);
+	call_fail(call, REDIS_FAIL_PROTOCOL, text);
 }
 
 /*

@@ -244,12 +244,14 @@ owner_value(char *out)
  * lock_create: a new, pending entry for "rkey", with a fresh owner value,
  * the wake channel under the current key prefix, and the configured
  * masters.  In the current redlock.lock_format: a string lock's owner is
- * the random value itself; a Redisson lock's is the hash field Redisson
- * would use, the same random value made a version 4 UUID, then ":" and the
- * backend's pid for the thread id (Redisson's RLock keeps one field per
- * client and thread; a backend is both here, and every hold has its own
- * UUID).  A lock keeps its format for as long as this backend has it.  Raises ERROR if no random bytes are available or memory runs
- * out; nothing is half-entered then.
+ * the random value, then "." and this backend's identity (deadlock.c:
+ * other clients only ever compare the value as a whole); a Redisson
+ * lock's is the hash field Redisson would use, the same random value made
+ * a version 4 UUID, then ":" and the backend's pid for the thread id
+ * (Redisson's RLock keeps one field per client and thread; a backend is
+ * both here, and every hold has its own UUID).  A lock keeps its format
+ * for as long as this backend has it.  Raises ERROR if no random bytes
+ * are available or memory runs out; nothing is half-entered then.
  */
 static RedlockLock *
 lock_create(const char *rkey, const char *key, int ttl_ms, bool shared)
@@ -296,8 +298,9 @@ lock_create(const char *rkey, const char *key, int ttl_ms, bool shared)
 	}
 	else
 	{
-		memcpy(lock->owner, value, sizeof(value));
-		lock->ownerlen = REDLOCK_VALUE_LEN;
+		/* the random value, then who holds it: see deadlock.c */
+		lock->ownerlen = snprintf(lock->owner, sizeof(lock->owner), "%s.%s",
+								  value, RedlockBackendIdent());
 	}
 	memcpy(lock->channel, channel, sizeof(channel));
 	lock->ttl_ms = ttl_ms;
@@ -1212,8 +1215,8 @@ report_busy(const char *key, int others, int limit_ms, const char *limit_name,
  * per master), and a caller that has to wait holds none of them while it
  * waits, so two callers whose key sets overlap cannot deadlock, whatever
  * the order of their keys (keys held before the call stay held: those can
- * still close a cycle).  It is queued on the keys it was refused, and any
- * of them freed wakes it.
+ * close a cycle, which deadlock.c finds).  It is queued on the keys it was
+ * refused, and any of them freed wakes it.
  *
  * Returns true and sets tokens[i] for keys[i] when all are held; false
  * when dontwait and someone else holds one of them.  Raises 55P03 when the
@@ -1247,6 +1250,9 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 	bool		rode = false;	/* it waited out a failover */
 	bool		subscribed = false;
 	char	   *keychan = NULL; /* Redisson's unlock channel of the key */
+	int64		checked = 0;	/* last deadlock check (monotonic us) */
+	int64		published = 0;	/* our deadlock record's last refresh */
+	int64		publish_due;
 	int			i;
 	int			k;
 
@@ -1427,6 +1433,8 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		if (verdict == REDLOCK_ACQUIRED)
 		{
 			RedisWakeWatch(NULL, 0, NULL);
+			if (published != 0)
+				RedlockDeadlockForget(todo[0]);
 			for (k = 0; k < ntodo; k++)
 			{
 				RedlockLock *lock = todo[k];
@@ -1456,6 +1464,8 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
 			RedisWakeWatch(NULL, 0, NULL);
+			if (published != 0)
+				RedlockDeadlockForget(todo[0]);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed || rode, start);
 			abandon(todo, ntodo);
@@ -1488,6 +1498,8 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		if (deadline != 0 && now >= deadline)
 		{
 			RedisWakeWatch(NULL, 0, NULL);
+			if (published != 0)
+				RedlockDeadlockForget(todo[0]);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed || rode, start);
 			abandon(todo, ntodo);
@@ -1512,6 +1524,40 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		}
 
 		/*
+		 * Waited deadlock_timeout, or a while since the last check: look
+		 * for a cycle of waits through us (deadlock.c).  Found, this wait
+		 * ends as PostgreSQL ends a deadlocked lock wait.
+		 */
+		if (now >= RedlockDeadlockDue(start, checked, published, &publish_due))
+		{
+			StringInfoData cycle;
+
+			initStringInfo(&cycle);
+			published = now;
+			if (RedlockDeadlockCheck(todo, ntodo, ticket, &cycle))
+			{
+				RedisWakeWatch(NULL, 0, NULL);
+				RedlockCount(REDLOCK_DEADLOCKS, 1);
+				count_wait(true, start);
+				abandon(todo, ntodo);
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+						 errmsg("deadlock detected"),
+						 errdetail_internal("%s", cycle.data),
+						 errhint("See server log for query details.")));
+			}
+			checked = now = RedlockNowUs();
+			pfree(cycle.data);
+		}
+		else if (now >= publish_due)
+		{
+			/* visible to others' checks before our own comes */
+			published = now;
+			RedlockDeadlockPublish(todo, ntodo, ticket);
+			now = RedlockNowUs();
+		}
+
+		/*
 		 * Wait for the wake-up sent by the release, or for a fallback timer
 		 * that notices releases this extension does not see (other clients,
 		 * expiry): the holder's remaining TTL, at most redlock.retry_delay,
@@ -1527,6 +1573,8 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		sleep_ms = Min(sleep_ms, REDLOCK_QUEUE_REFRESH_MS);
 		if (deadline != 0)
 			sleep_ms = Min(sleep_ms, (deadline - now + 999) / 1000);
+		sleep_ms = Min(sleep_ms, (RedlockDeadlockDue(start, checked, published, &publish_due) - now + 999) / 1000);
+		sleep_ms = Min(sleep_ms, (publish_due - now + 999) / 1000);
 		sleep_ms = Max(sleep_ms, 1);
 
 		if (RedisWaitWake(wakes, now + sleep_ms * 1000))

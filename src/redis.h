@@ -238,10 +238,15 @@ typedef struct RedisCall
 								 * many replicas have what the script wrote
 								 * (WAIT, pipelined behind it) */
 	int			wait_ms;		/* WAIT's own timeout */
+	char	   *text;			/* not NULL: a bulk string answer is copied
+								 * here (textcap bytes at most) */
+	size_t		textcap;
 
 	/* set by RedisRun */
 	RedisCallState state;
 	int			nints;			/* answer: an integer or an array of them */
+	size_t		textlen;		/* answer: a bulk string's length (into text,
+								 * truncated to textcap) */
 	long long	ints[2];
 	RedisFailure failure;
 	char		error[REDLOCK_ERROR_LEN];	/* for FAILED */

@@ -47,7 +47,7 @@
 
 /* Limits, documented in the README. */
 #define REDLOCK_VALUE_LEN		32	/* hex characters of an owner value */
-#define REDLOCK_OWNER_LEN		48	/* an owner identity (see lock_create) */
+#define REDLOCK_OWNER_LEN		64	/* an owner identity (see lock_create) */
 #define REDLOCK_MAX_TTL_MS		86400000	/* one day */
 #define REDLOCK_MAX_SERVERS		16
 #define REDLOCK_MAX_KEYS		64	/* keys taken together in one call */
@@ -341,6 +341,18 @@ extern int64 RedlockValidUntilDrift(int64 start_us, int ttl_ms, double drift_fac
 /* Every fencing token is at least this: they start at a clock in us. */
 #define REDLOCK_MIN_TOKEN		INT64CONST(1000000000000000)
 extern bool RedlockTtlLeavesValidity(int ttl_ms);
+/* deadlock.c */
+extern const char *RedlockBackendIdent(void);
+extern int64 RedlockDeadlockDue(int64 start, int64 last, int64 published,
+								int64 *publish);
+extern void RedlockDeadlockPublish(RedlockLock **waiting, int n, int64 since);
+extern bool RedlockDeadlockCheck(RedlockLock **waiting, int n, int64 since,
+								 StringInfo detail);
+extern void RedlockDeadlockForget(RedlockLock *lock);
+
+extern char *RedlockCompanionKey(const char *rkey, int rkeylen,
+								 const char *suffix, size_t suffixlen,
+								 bool cluster, size_t *len);
 extern RedlockVerdict RedlockTryAcquire(RedlockLock **locks, int nlocks,
 										int64 ticket, int64 deadline,
 										RedlockTally *tally, int *blocking);
@@ -399,6 +411,9 @@ typedef enum RedlockCounter
 	/* since 1.3, after "since" in the views */
 	REDLOCK_FAILOVERS,			/* sentinels named another primary */
 	REDLOCK_REDIRECTS,			/* a cluster's MOVED and ASK followed */
+	/* since 1.5 */
+	REDLOCK_DEADLOCK_CHECKS,	/* deadlock checks run by waits */
+	REDLOCK_DEADLOCKS,			/* waits ended by a deadlock (40P01) */
 	REDLOCK_NUM_COUNTERS
 } RedlockCounter;
 

@@ -93,9 +93,12 @@ stats_tuple(FunctionCallInfo fcinfo, const int64 *values, TimestampTz since)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	/* up to 1.2 the row ends with "since" after the 1.0 counters */
-	if (tupdesc->natts != REDLOCK_NUM_COUNTERS + 1 &&
-		tupdesc->natts != COUNTERS_1_0 + 1)
+	/*
+	 * Up to 1.2 the row ends with "since" after the 1.0 counters; later
+	 * versions add counters after it (a database not updated yet has fewer).
+	 */
+	if (tupdesc->natts > REDLOCK_NUM_COUNTERS + 1 ||
+		tupdesc->natts < COUNTERS_1_0 + 1)
 		elog(ERROR, "redlock's SQL definitions do not match its library; run ALTER EXTENSION redlock UPDATE");
 
 	for (i = 0; i < tupdesc->natts; i++)

@@ -7,6 +7,7 @@ becomes visible (see CommitTransaction in xact.c).  In that window the lock
 must still be held.  Cancelling the wait lets the commit finish.
 """
 
+import re
 import threading
 import time
 
@@ -14,6 +15,9 @@ import psycopg2
 import pytest
 
 from conftest import wait_for, wait_for_syncrep
+
+# a string lock's value: 32 random hex digits, "." and who holds it
+OWNER = re.compile(r"^[0-9a-f]{32}\.[0-9a-f]{16}\.[0-9]+$")
 
 
 @pytest.fixture
@@ -63,7 +67,7 @@ def test_release_is_finished_when_commit_returns(session, counter, main_redis):
         s.execute("SELECT redlock_acquire('commit-order:fast')")
         s.execute("UPDATE commit_order SET n = n + 1 WHERE id = 1")
         value = main_redis.get("commit-order:fast")
-        assert value is not None and len(value) == 32
+        assert value is not None and OWNER.match(value.decode())
         s.conn.commit()
         assert not main_redis.exists("commit-order:fast")
 
@@ -87,12 +91,15 @@ def test_rollback_and_error_release(session, main_redis):
 
 def test_lock_value_and_ttl_on_the_wire(session, main_redis):
     """The key is named exactly as given (after the prefix), holds 32 hex
-    characters and expires after the TTL given."""
+    characters then "." and the holder's identity (system identifier in
+    hex, pid), and expires after the TTL given."""
     s = session(autocommit=False)
     started = time.monotonic()
     s.execute("SELECT redlock_acquire('wire:check', 12345)")
     value = main_redis.get("wire:check").decode()
-    assert len(value) == 32 and int(value, 16) >= 0
+    sysid = s.value("SELECT system_identifier FROM pg_control_system()")
+    assert OWNER.match(value) and int(value[:32], 16) >= 0, value
+    assert value[33:] == f"{sysid:016x}.{s.pid}", value
     pttl = main_redis.pttl("wire:check")
     # the TTL set, less what has passed since (however slow the backend)
     assert 12345 - 1000 * (time.monotonic() - started) - 2 <= pttl <= 12345

@@ -45,20 +45,20 @@ def test_overlapping_key_sets_exclude_each_other(session, main_redis):
 
 def test_opposite_orders_one_key_at_a_time_deadlock(session, main_redis, admin):
     """The control for the test below: two transactions taking a then b
-    and b then a, one key at a time, wait for each other until the first
-    one's wait limit ends it with 55P03 (its rollback lets the other on):
-    Redis has no deadlock detector of its own."""
+    and b then a, one key at a time, wait for each other until the
+    deadlock check ends one of them (40P01, as PostgreSQL ends one of two
+    advisory-lock transactions that do the same), a second or so later."""
     s1, s2 = session(), session()
     for s in (s1, s2):
         s.execute("BEGIN")
     s1.value("SELECT redlock_acquire('mk:x')")
     s2.value("SELECT redlock_acquire('mk:y')")
-    t, out = in_thread(s1.value, "SELECT redlock_acquire('mk:y', 10000, 1500)")
+    t, out = in_thread(s1.value, "SELECT redlock_acquire('mk:y', 10000, 10000)")
     wait_for(lambda: backend_wait_event(admin, s1.pid) == "Extension",
              what="the first to wait")
     assert s2.value("SELECT redlock_acquire('mk:x', 10000, 30000)") > 0
     t.join(10)
-    assert isinstance(out[0], psycopg2.Error) and out[0].pgcode == "55P03"
+    assert isinstance(out[0], psycopg2.Error) and out[0].pgcode == "40P01"
     for s in (s1, s2):
         s.execute("ROLLBACK")
 

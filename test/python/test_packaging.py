@@ -210,8 +210,10 @@ def test_locks_views_before_and_after_the_update_to_1_4(database):
 
 def test_key_arrays_before_and_after_the_update_to_1_5(database):
     """A database still on 1.4 has no functions of several keys: an array
-    is refused there (no such function), a literal names one key; the
-    update adds the array forms, revoked from PUBLIC like the others."""
+    is refused there (no such function), a literal names one key, and
+    redlock_stats works without the deadlock counters; the update adds
+    the array forms, revoked from PUBLIC like the others, and the
+    counters at the end of the stats views (a user's view survives)."""
     port = os.environ.get("REDLOCK_REDIS_PORT", "16379")
     with extension_at(database, "1.4") as cur:
         cur.execute("SET redlock.servers = '127.0.0.1:%s'" % port)
@@ -219,7 +221,17 @@ def test_key_arrays_before_and_after_the_update_to_1_5(database):
         assert cur.fetchone()[0] is None
         cur.execute("SELECT redlock_acquire_session('{p:v15}') > 0")
         assert cur.fetchone()[0] is True
+        cur.execute("SELECT * FROM redlock_stats")
+        assert len(cur.description) == 18 and cur.fetchone()[0] >= 1
+        cur.execute("CREATE VIEW my_stats AS SELECT acquires FROM redlock_stats")
         cur.execute("ALTER EXTENSION redlock UPDATE TO '1.5'")
+        cur.execute("SELECT deadlock_checks, deadlocks FROM redlock_stats")
+        assert cur.fetchone() == (0, 0)
+        cur.execute("SELECT count(*) FROM my_stats")
+        assert cur.fetchone()[0] == 1
+        cur.execute("SELECT to_regprocedure('redlock_stats_v3()'), "
+                    "to_regprocedure('redlock_stats_cluster_v3()')")
+        assert cur.fetchone() == (None, None)
         cur.execute("SELECT redlock_acquire_session(ARRAY['p:v15a', 'p:v15b'])")
         assert len(cur.fetchone()[0]) == 2
         cur.execute("SELECT key FROM redlock_locks ORDER BY key")
