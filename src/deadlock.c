@@ -10,36 +10,49 @@
  * waiting for a Redis lock runs this check itself, as PostgreSQL's waiters
  * do: once it has waited deadlock_timeout, and again every
  * CHECK_INTERVAL_MS while it keeps waiting (a cycle can close after the
- * first check: the holder may block on a row lock this backend holds much
- * later).
+ * first check: the holder may block on a row this backend holds later).
  *
- * What the check needs to know, and where it finds it:
- *	  - who holds a key: the owner value of a string lock is its random part,
- *		then "." and the holder's identity, "<system identifier in hex>.<pid>"
- *		(RedlockBackendIdent).  Other clients only compare values as a
- *		whole, so the wire format is unchanged; a shared key's readers are
- *		the owner values in its readers set.  A holder is counted when a
- *		majority of the masters name it;
- *	  - what a backend waits for, when it waits for Redis locks: every
- *		backend that runs a check publishes a record of its wait in a hash
- *		on each master, "<key prefix>\0redlock:waits", field its identity,
- *		value Redis's clock then the keys it waits for (all of a set taken
- *		together: it needs every one), their modes and when it started to
- *		wait.  A record not refreshed for RECORD_LIFE_MS is dropped by the
- *		next reader; a backend whose wait ends deletes its own;
+ * Identity.  A backend is "<system identifier>.<pid>.<start time>", in hex
+ * (RedlockBackendIdent): unique across clusters, across a primary and its
+ * standbys (which share the system identifier) and across pid reuse.  A
+ * string lock's owner value is its random part, "." and that identity;
+ * other clients only ever compare values as a whole, so the wire format
+ * is unchanged.
+ *
+ * What a check reads, and how it trusts it:
+ *	  - who holds a key: the identities in the owner values, of the string,
+ *		or of a shared key's readers whose lease runs; counted when a
+ *		majority of the masters name them (once per master);
+ *	  - who waits for a key, in what order: its queue (algo.c), members
+ *		whose entry has not expired; a waiter counts as queued when a
+ *		majority of the masters have it;
+ *	  - what a backend waits for: every backend whose wait lasts
+ *		RECORD_AFTER_MS (or deadlock_timeout, when shorter) publishes a
+ *		record in a hash on each master, "<key prefix>\0redlock:waits",
+ *		field its identity, value Redis's clock, when it started to wait,
+ *		its wake channel (its name in the queues) and the keys it waits for
+ *		(all of a set taken together: it needs every one) with their modes;
+ *		refreshed every RECORD_REFRESH_MS, dropped by readers when older
+ *		than RECORD_LIFE_MS, and deleted by its backend when the wait ends.
+ *		A record's wait counts only while its backend is queued for that
+ *		key: a record left behind (a cancelled wait, a crash) says nothing;
  *	  - what a backend of this cluster waits for in PostgreSQL's lock
- *		manager: pg_blocking_pids().
- * The check walks the graph from this backend: a waiter's edges go to the
- * holders of each key it waits for (in a conflicting mode; a shared
- * request also waits for exclusive requests queued before it), and a
- * local backend's edges also go to the backends pg_blocking_pids() names.
- * A path back to this backend is a cycle.  It is confirmed by a second
- * walk a short, random while later (a record or holder seen in passing
- * must still be there), and then this backend, the one that ran the
- * check, ends its wait with 40P01, as PostgreSQL ends the backend whose
- * check found the cycle.  Its record goes first, so that another member
- * checking at the same moment finds the cycle broken (members in different
- * clusters may still, rarely, both end).
+ *		manager: pg_blocking_pids(), asked only of backends whose wait event
+ *		is a lock.
+ * The walk goes from this backend to the holders of each key it waits for
+ * (in a conflicting mode), a shared request also to the exclusive
+ * requests queued ahead of it, and on from each of those.  A path back to
+ * this backend is a cycle.  It is confirmed by a second walk a short,
+ * random while later, and then claimed: on each master, one script checks
+ * that every other member that published a record still has it, and
+ * deletes ours.  The backend whose claim a majority grants ends its wait
+ * with 40P01 (as PostgreSQL ends the backend whose check found the cycle);
+ * a member that checks at the same moment finds a record gone and waits
+ * on, so one cycle costs one victim.
+ *
+ * Bounds: a walk reads at most MAX_KEYS keys and MAX_NODES backends, each
+ * batch waits BATCH_MS at most (a frozen master does not stall the wait)
+ * and never past the wait's own deadline, and answers are capped.
  *
  * Not seen: holders that are not this extension (node-redlock, redis-py,
  * Redisson's own clients, and locks taken with redlock.lock_format =
@@ -55,10 +68,14 @@
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/array.h"
+#include "utils/backend_status.h"
 #include "utils/fmgrprotos.h"
 #include "utils/wait_event.h"
 
@@ -68,17 +85,21 @@
 #define RECORD_AFTER_MS		200		/* a wait is published this soon, at most */
 #define RECORD_REFRESH_MS	2000	/* and its record refreshed this often */
 #define RECORD_LIFE_MS		5000	/* a record not refreshed since is stale */
-#define TEXT_CAP			(256 * 1024)	/* bytes of one master's answer */
-#define MAX_NODES			64		/* the walk gives up beyond */
+#define BATCH_MS			500		/* the longest wait for one batch */
+#define REGISTRY_CAP		(1024 * 1024)	/* bytes of the records' answer */
+#define KEY_CAP				(64 * 1024) /* bytes of a key's holders and queue */
+#define MAX_NODES			64		/* backends one walk visits, at most */
+#define MAX_KEYS			128		/* keys one walk reads, at most */
+#define IDENT_LEN			48		/* room for an identity */
 #define REGISTRY_SUFFIX		"\0redlock:waits"
 #define REGISTRY_SUFFIX_LEN	14
 
 /*
  * KEYS[1] the registry; ARGV[1] our identity, [2] our record ("": delete
- * it), [3] the life of a record (ms).  Writes (or deletes) our record, and
- * returns every live record but ours as "<len>:<identity><len>:<record>"
- * after one another, deleting the stale ones.  The hash lives a minute
- * past its last write.
+ * it), [3] the life of a record (ms), [4] "1": answer the others' records.
+ * Writes (or deletes) ours; with [4], returns every live record but ours
+ * as "<len>:<identity><len>:<record>" one after the other, deleting the
+ * stale ones.  The hash lives a minute past its last write.
  */
 static RedisScript waits_script = {
 	"deadlock records",
@@ -86,11 +107,14 @@ static RedisScript waits_script = {
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 	"if ARGV[2] == '' then\n"
 	"  redis.call('hdel', KEYS[1], ARGV[1])\n"
-	"  return ''\n"
+	"else\n"
+	"  redis.call('hset', KEYS[1], ARGV[1], now .. ' ' .. ARGV[2])\n"
+	"  if redis.call('pttl', KEYS[1]) < 60000 then\n"
+	"    redis.call('pexpire', KEYS[1], 60000)\n"
+	"  end\n"
 	"end\n"
-	"redis.call('hset', KEYS[1], ARGV[1], now .. ' ' .. ARGV[2])\n"
-	"if redis.call('pttl', KEYS[1]) < 60000 then\n"
-	"  redis.call('pexpire', KEYS[1], 60000)\n"
+	"if ARGV[4] ~= '1' then\n"
+	"  return ''\n"
 	"end\n"
 	"local out = {}\n"
 	"local all = redis.call('hgetall', KEYS[1])\n"
@@ -110,29 +134,71 @@ static RedisScript waits_script = {
 };
 
 /*
- * KEYS[1] a lock key, [2] its queue (the readers set is named after it).
- * Returns "x<len>:<owner>" for a key held exclusively (a string), "s"
- * then "<len>:<owner>" per reader whose lease has not ended for a shared
- * one, and "" for a free key or one of another type (Redisson's hash).
+ * KEYS[1] a lock key, [2] its queue (the readers set and the queue's
+ * deadlines are named after it).  Returns who holds it: "x" and the
+ * identity in its owner value (held exclusively: a string), "s" and the
+ * identity of each reader whose lease runs (a shared key), "-" (free, or
+ * of another type: Redisson's hash); each identity as "<len>:<bytes>"
+ * (what follows the owner value's first ".", at most 64 bytes; "" when it
+ * has none); then "|" and the live members of its queue, in order, the
+ * same way, each "S" (a shared request) or "X" then its wake channel.  At
+ * most 200 readers and 200 waiters.
  */
 static RedisScript holders_script = {
 	"deadlock holders",
-	"local v = redis.pcall('get', KEYS[1])\n"
-	"if type(v) ~= 'string' then\n"
-	"  return ''\n"
-	"end\n"
-	"if v ~= '" REDLOCK_SHARED_MARKER_LUA "' then\n"
-	"  return 'x' .. #v .. ':' .. v\n"
+	"local function ident(o)\n"
+	"  local d = string.find(o, '.', 1, true)\n"
+	"  local i = d and string.sub(o, d + 1, d + 64) or ''\n"
+	"  return #i .. ':' .. i\n"
 	"end\n"
 	"local t = redis.call('time')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"local readers = string.sub(KEYS[2], 1, -9) .. '" REDLOCK_READERS_SUFFIX_LUA "'\n"
-	"local out = {'s'}\n"
-	"for _, o in ipairs(redis.call('zrangebyscore', readers, '(' .. now, '+inf', 'LIMIT', 0, 1000)) do\n"
-	"  out[#out + 1] = #o .. ':' .. o\n"
+	"local base = string.sub(KEYS[2], 1, -9)\n"
+	"local out = {}\n"
+	"local v = redis.pcall('get', KEYS[1])\n"
+	"if type(v) ~= 'string' then\n"
+	"  out[1] = '-'\n"
+	"elseif v ~= '" REDLOCK_SHARED_MARKER_LUA "' then\n"
+	"  out[1] = 'x' .. ident(v)\n"
+	"else\n"
+	"  out[1] = 's'\n"
+	"  for _, o in ipairs(redis.call('zrangebyscore', base .. '" REDLOCK_READERS_SUFFIX_LUA "',\n"
+	"                                '(' .. now, '+inf', 'LIMIT', 0, 200)) do\n"
+	"    out[#out + 1] = ident(o)\n"
+	"  end\n"
+	"end\n"
+	"out[#out + 1] = '|'\n"
+	"local exp = base .. '" REDLOCK_WAITEXP_SUFFIX_LUA "'\n"
+	"for _, m in ipairs(redis.call('zrange', KEYS[2], 0, 199)) do\n"
+	"  if tonumber(redis.call('zscore', exp, m) or '0') > now then\n"
+	"    if string.sub(m, -2) == '" REDLOCK_SHARED_MEMBER_LUA "' then\n"
+	"      m = 'S' .. string.sub(m, 1, -3)\n"
+	"    else\n"
+	"      m = 'X' .. m\n"
+	"    end\n"
+	"    out[#out + 1] = #m .. ':' .. m\n"
+	"  end\n"
 	"end\n"
 	"return table.concat(out)\n",
 	2, 14, ""
+};
+
+/*
+ * KEYS[1] the registry; ARGV[1] our identity, [2...] the other members of
+ * a cycle that published a record.  When every one of those records is
+ * still there, deletes ours and returns 1 (we are the cycle's victim);
+ * else 0 (another member ended first).
+ */
+static RedisScript claim_script = {
+	"deadlock claim",
+	"for i = 2, #ARGV do\n"
+	"  if redis.call('hexists', KEYS[1], ARGV[i]) == 0 then\n"
+	"    return 0\n"
+	"  end\n"
+	"end\n"
+	"redis.call('hdel', KEYS[1], ARGV[1])\n"
+	"return 1\n",
+	1, 15, ""
 };
 
 /* One key a backend waits for. */
@@ -143,30 +209,37 @@ typedef struct WaitFor
 	int			rkeylen;
 } WaitFor;
 
-/* A backend in the graph. */
+/* A published record of another backend's wait. */
+typedef struct Record
+{
+	char	   *ident;
+	int64		since;			/* started waiting (Unix ms) */
+	char	   *channel;		/* its wake channel */
+	int			nwaits;
+	WaitFor    *waits;
+} Record;
+
+/* A backend the walk reached. */
 typedef struct WaitNode
 {
 	char	   *ident;
-	bool		local;			/* of this cluster */
-	int			pid;
-	uint64		sysid;
-	int64		since;			/* started waiting (Unix ms), from its record */
-	int			nwaits;			/* -1: no record (waits for no Redis lock) */
-	WaitFor    *waits;
-	bool		visited;
+	int			record;			/* index in records, -1: none */
 	int			next;			/* on the path: the node it waits for */
 	char	   *why;			/* on the path: what that wait is */
+	bool		visited;
 } WaitNode;
 
-/* The holders of a key, as a majority of masters name them. */
-typedef struct Holders
+/* What the masters say about a key: holders and queue, per master. */
+typedef struct KeyInfo
 {
 	const char *rkey;
 	int			rkeylen;
-	bool		shared;
-	int			n;
-	char	  **idents;
-} Holders;
+	bool		shared;			/* a majority says it is shared */
+	int			nholders;		/* named by a majority */
+	char	  **holders;
+	int		   *nqueue;			/* per master: live queue members, in order */
+	char	 ***queue;			/* (NULL: that master did not answer) */
+} KeyInfo;
 
 /* One check's state. */
 typedef struct Check
@@ -176,37 +249,85 @@ typedef struct Check
 	const char *prefix;			/* our key prefix (the registry's name, and
 								 * stripped from keys in messages) */
 	int			prefixlen;
-	int			self;
+	int64		deadline;		/* of the wait (monotonic us, 0: none) */
+	char	   *own_channel;	/* ours, in the queues */
+	WaitFor    *own_waits;
+	int			own_nwaits;
+	int64		own_since;
+	int			nrecords;
+	Record	   *records;
 	int			nnodes;
-	WaitNode		nodes[MAX_NODES];
-	int			nholders;
-	Holders    *holders;		/* cached for one walk */
-	int			maxholders;
+	WaitNode	nodes[MAX_NODES];
+	int			nkeys;
+	KeyInfo		keys[MAX_KEYS];
 } Check;
 
-static char backend_ident[48];
+static char backend_ident[IDENT_LEN];
+static bool warned_perm = false;	/* the registry was refused: said once */
 
-/* check_init: a check on the masters and under the key prefix of "lock". */
+/* format_ident: an identity from its parts. */
 static void
-check_init(Check *c, const RedlockLock *lock)
+format_ident(char *out, uint64 sysid, int pid, TimestampTz started)
 {
-	c->servers = (RedisServer **) lock->servers;
-	c->nservers = lock->nservers;
-	c->prefix = lock->rkey;
-	c->prefixlen = (int) (lock->key - lock->rkey);
+	snprintf(out, IDENT_LEN, "%llx.%x.%llx", (unsigned long long) sysid, pid,
+			 (unsigned long long) started);
 }
 
 /*
- * RedlockBackendIdent: this backend's identity, "<system identifier in
- * hex>.<pid>", as string owner values end with it.
+ * RedlockBackendIdent: this backend's identity, "<system identifier>.<pid>.
+ * <start time>" in hex, as string owner values end with it.
  */
 const char *
 RedlockBackendIdent(void)
 {
-	if (backend_ident[0] == '\0' || atoi(strchr(backend_ident, '.') + 1) != MyProcPid)
-		snprintf(backend_ident, sizeof(backend_ident), "%016llx.%d",
-				 (unsigned long long) GetSystemIdentifier(), MyProcPid);
+	if (backend_ident[0] == '\0')
+		format_ident(backend_ident, GetSystemIdentifier(), MyProcPid,
+					 MyStartTimestamp);
 	return backend_ident;
+}
+
+/*
+ * local_ident: the identity of this cluster's backend "pid", now, into out
+ * (IDENT_LEN bytes); false when there is none.  Reads the activity
+ * snapshot (the caller clears it once per walk).
+ */
+static bool
+local_ident(int pid, char *out)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+
+		if (l != NULL && l->backendStatus.st_procpid == pid)
+		{
+			format_ident(out, GetSystemIdentifier(), pid,
+						 l->backendStatus.st_proc_start_timestamp);
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * local_pid: the pid of the backend of this cluster that an identity
+ * names, if it is alive (the same pid and start time); else 0.
+ */
+static int
+local_pid(const char *ident)
+{
+	char		now[IDENT_LEN];
+	const char *dot = strchr(ident, '.');
+	int			pid;
+
+	if (dot == NULL || strtou64(ident, NULL, 16) != GetSystemIdentifier())
+		return 0;
+	pid = (int) strtol(dot + 1, NULL, 16);
+	if (pid <= 0 || !local_ident(pid, now) || strcmp(now, ident) != 0)
+		return 0;
+	return pid;
 }
 
 /*
@@ -220,7 +341,7 @@ take_field(const char **p, const char *end, int *len)
 	const char *s = *p;
 	long		n = 0;
 
-	while (s < end && *s >= '0' && *s <= '9' && n <= TEXT_CAP)
+	while (s < end && *s >= '0' && *s <= '9' && n <= KEY_CAP * 16)
 		n = n * 10 + (*s++ - '0');
 	if (s == *p || s >= end || *s != ':' || n > end - s - 1)
 		return NULL;
@@ -229,38 +350,9 @@ take_field(const char **p, const char *end, int *len)
 	return s + 1;
 }
 
-/* node_of: the node for an identity (len bytes), added if new; -1: full. */
-static int
-node_of(Check *c, const char *ident, int len)
-{
-	WaitNode	   *n;
-	const char *dot;
-	int			i;
-
-	for (i = 0; i < c->nnodes; i++)
-		if ((int) strlen(c->nodes[i].ident) == len &&
-			memcmp(c->nodes[i].ident, ident, len) == 0)
-			return i;
-	if (c->nnodes == MAX_NODES)
-		return -1;
-	n = &c->nodes[c->nnodes];
-	memset(n, 0, sizeof(*n));
-	n->ident = pnstrdup(ident, len);
-	n->nwaits = -1;
-	n->next = -1;
-	dot = strchr(n->ident, '.');
-	if (dot != NULL)
-	{
-		n->sysid = strtou64(n->ident, NULL, 16);
-		n->pid = atoi(dot + 1);
-		n->local = n->sysid == GetSystemIdentifier();
-	}
-	return c->nnodes++;
-}
-
 /*
- * record_text: our record: when we started waiting (Unix ms), then per
- * key its mode and "<len>:<key>".
+ * record_text: our record: when we started waiting (Unix ms), our wake
+ * channel as "<len>:<bytes>", then per key its mode and "<len>:<key>".
  */
 static char *
 record_text(RedlockLock **waiting, int n, int64 since)
@@ -269,7 +361,8 @@ record_text(RedlockLock **waiting, int n, int64 since)
 	int			k;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, INT64_FORMAT " ", since);
+	appendStringInfo(&buf, INT64_FORMAT " %zu:%s", since,
+					 strlen(waiting[0]->channel), waiting[0]->channel);
 	for (k = 0; k < n; k++)
 	{
 		appendStringInfo(&buf, "%c%d:", waiting[k]->shared ? 's' : 'x',
@@ -279,19 +372,29 @@ record_text(RedlockLock **waiting, int n, int64 since)
 	return buf.data;
 }
 
-/* parse_record: fill node n's waits from its record (len bytes at r). */
-static void
-parse_record(WaitNode *n, const char *r, int len)
+/* parse_record: a record (len bytes at r) of "ident"; false if malformed. */
+static bool
+parse_record(Record *rec, const char *ident, int identlen, const char *r, int len)
 {
 	const char *end = r + len;
 	const char *sp = memchr(r, ' ', len);
+	char		num[24];
+	int			clen;
+	const char *ch;
 	int			max = 0;
 
-	if (sp == NULL)
-		return;
-	n->since = strtoi64(r, NULL, 10);
+	if (sp == NULL || sp - r >= (int) sizeof(num))
+		return false;
+	memcpy(num, r, sp - r);
+	num[sp - r] = '\0';
 	r = sp + 1;
-	n->nwaits = 0;
+	ch = take_field(&r, end, &clen);
+	if (ch == NULL)
+		return false;
+	memset(rec, 0, sizeof(*rec));
+	rec->ident = pnstrdup(ident, identlen);
+	rec->since = strtoi64(num, NULL, 10);
+	rec->channel = pnstrdup(ch, clen);
 	while (r < end && (*r == 'x' || *r == 's'))
 	{
 		char		mode = *r++;
@@ -300,49 +403,38 @@ parse_record(WaitNode *n, const char *r, int len)
 
 		if (key == NULL)
 			break;
-		if (n->nwaits == max)
+		if (rec->nwaits == max)
 		{
 			max = Max(4, max * 2);
-			n->waits = n->waits ? repalloc(n->waits, sizeof(WaitFor) * max) :
+			rec->waits = rec->waits ? repalloc(rec->waits, sizeof(WaitFor) * max) :
 				palloc(sizeof(WaitFor) * max);
 		}
-		n->waits[n->nwaits].mode = mode;
-		n->waits[n->nwaits].rkey = key;
-		n->waits[n->nwaits].rkeylen = klen;
-		n->nwaits++;
+		rec->waits[rec->nwaits].mode = mode;
+		rec->waits[rec->nwaits].rkey = memcpy(palloc(klen + 1), key, klen);
+		rec->waits[rec->nwaits].rkeylen = klen;
+		rec->nwaits++;
 	}
+	return true;
 }
 
 /*
- * run_calls: one call per master of "script" with the given KEYS and
- * ARGV, each with room for a bulk string answer.  Failures are left in
- * the calls (a check works with what answered).
+ * run_batch: run calls (built by the caller, each with room for a bulk
+ * string answer where it wants one), BATCH_MS at most and never past the
+ * wait's deadline.  Failures are left in the calls: a check works with
+ * what answered.  (Every answer is waited for, also of a delete: one left
+ * owed would put the requests that follow on its connection behind it,
+ * and the lock calls do not wait for those.)
  */
-static RedisCall *
-run_calls(Check *c, RedisScript *script, const char **args, const size_t *lens,
-		  int nargs, const char **keys, const size_t *keylens, int nkeys)
+static void
+run_batch(Check *c, RedisCall *calls, int ncalls)
 {
-	RedisCall  *calls = palloc(sizeof(RedisCall) * c->nservers);
 	RedisBatch	batch = {0};
-	int			i;
-	int			a;
 
-	RedisScriptPrepare(script);
-	for (i = 0; i < c->nservers; i++)
-	{
-		RedisCallInit(&calls[i], c->servers[i], script, i);
-		for (a = 0; a < nkeys; a++)
-			RedisCallArg(&calls[i], keys[a * c->nservers + i], keylens[a * c->nservers + i]);
-		for (a = 0; a < nargs; a++)
-			RedisCallArg(&calls[i], args[a], lens[a]);
-		calls[i].text = palloc(TEXT_CAP);
-		calls[i].textcap = TEXT_CAP;
-	}
 	batch.calls = calls;
-	batch.ncalls = c->nservers;
-	batch.timeout_ms = redlock_command_timeout;
+	batch.ncalls = ncalls;
+	batch.timeout_ms = Min(redlock_command_timeout, BATCH_MS);
+	batch.deadline = c->deadline;
 	RedisRun(&batch);
-	return calls;
 }
 
 /* answered: whether a call came back with a whole bulk string. */
@@ -352,34 +444,54 @@ run_calls(Check *c, RedisScript *script, const char **args, const size_t *lens,
 
 /*
  * registry: publish (record not NULL) or delete our record on every
- * master; with "read", read the others' into nodes.
+ * master; with "read" (and a record), read the others' into c->records
+ * (the first copy of each found).
  */
 static void
 registry(Check *c, const char *record, bool read)
 {
 	const char *ident = RedlockBackendIdent();
 	char		life[16];
-	const char *args[3];
-	size_t		lens[3];
-	const char **keys = palloc(sizeof(char *) * c->nservers);
-	size_t	   *keylens = palloc(sizeof(size_t) * c->nservers);
-	RedisCall  *calls;
+	RedisCall  *calls = palloc(sizeof(RedisCall) * c->nservers);
+	size_t		keylen;
+	char	   *key;
 	int			i;
 
+	RedisScriptPrepare(&waits_script);
 	snprintf(life, sizeof(life), "%d", RECORD_LIFE_MS);
-	args[0] = ident;
-	lens[0] = strlen(ident);
-	args[1] = record ? record : "";
-	lens[1] = strlen(args[1]);
-	args[2] = life;
-	lens[2] = strlen(life);
 	/* one key anywhere: on a cluster, whichever node has its slot */
+	key = RedlockCompanionKey(c->prefix, c->prefixlen, REGISTRY_SUFFIX,
+							  REGISTRY_SUFFIX_LEN, false, &keylen);
+	read = read && record != NULL;
 	for (i = 0; i < c->nservers; i++)
-		keys[i] = RedlockCompanionKey(c->prefix, c->prefixlen, REGISTRY_SUFFIX,
-									  REGISTRY_SUFFIX_LEN, false, &keylens[i]);
-	calls = run_calls(c, &waits_script, args, lens, 3, keys, keylens, 1);
+	{
+		RedisCallInit(&calls[i], c->servers[i], &waits_script, i);
+		RedisCallArg(&calls[i], key, keylen);
+		RedisCallArg(&calls[i], ident, strlen(ident));
+		RedisCallArg(&calls[i], record ? record : "", record ? strlen(record) : 0);
+		RedisCallArg(&calls[i], life, strlen(life));
+		RedisCallArg(&calls[i], read ? "1" : "0", 1);
+		if (read)
+		{
+			calls[i].text = palloc(REGISTRY_CAP);
+			calls[i].textcap = REGISTRY_CAP;
+		}
+	}
+	run_batch(c, calls, c->nservers);
+	for (i = 0; i < c->nservers && record != NULL && !warned_perm; i++)
+		if (calls[i].state == REDIS_CALL_FAILED && calls[i].failure == REDIS_FAIL_PERM)
+		{
+			warned_perm = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("deadlock detection cannot publish this backend's waits on Redis server \"%s\"",
+							calls[i].server->addr),
+					 errdetail("%s", calls[i].error),
+					 errhint("Let the Redis ACL user run HSET, HGETALL, HDEL, HEXISTS and ZSCORE inside scripts, on the keys that start with redlock.key_prefix.")));
+		}
 	if (!read)
 		return;
+
 	for (i = 0; i < c->nservers; i++)
 	{
 		const char *p;
@@ -395,146 +507,303 @@ registry(Check *c, const char *record, bool read)
 			int			rlen;
 			const char *id = take_field(&p, end, &ilen);
 			const char *rec = id ? take_field(&p, end, &rlen) : NULL;
-			int			n;
+			int			r;
 
 			if (rec == NULL)
 				break;
-			n = node_of(c, id, ilen);
-			if (n >= 0 && c->nodes[n].nwaits < 0)
-				parse_record(&c->nodes[n], rec, rlen);
+			for (r = 0; r < c->nrecords; r++)
+				if ((int) strlen(c->records[r].ident) == ilen &&
+					memcmp(c->records[r].ident, id, ilen) == 0)
+					break;
+			if (r < c->nrecords)
+				continue;
+			c->records = c->records ?
+				repalloc(c->records, sizeof(Record) * (c->nrecords + 1)) :
+				palloc(sizeof(Record));
+			if (parse_record(&c->records[c->nrecords], id, ilen, rec, rlen))
+				c->nrecords++;
 		}
+		pfree(calls[i].text);
 	}
 }
 
 /*
- * holders_of: who holds rkey, as a majority of the masters say (cached
- * for the walk).
+ * record_of: the index of the record whose identity (by_channel: wake
+ * channel) is "name", or -1.
  */
-static Holders *
-holders_of(Check *c, const char *rkey, int rkeylen)
+static int
+record_of(Check *c, const char *name, bool by_channel)
 {
-	Holders    *h;
-	const char **keys;
-	size_t	   *keylens;
-	RedisCall  *calls;
-	char	  **seen = NULL;
-	int		   *votes = NULL;
-	int			nseen = 0;
-	int			shared_votes = 0;
-	int			quorum = RedlockQuorum(c->nservers);
-	int			i;
-	int			j;
+	int			r;
 
-	for (i = 0; i < c->nholders; i++)
-		if (c->holders[i].rkeylen == rkeylen &&
-			memcmp(c->holders[i].rkey, rkey, rkeylen) == 0)
-			return &c->holders[i];
+	for (r = 0; r < c->nrecords; r++)
+		if (strcmp(by_channel ? c->records[r].channel : c->records[r].ident, name) == 0)
+			return r;
+	return -1;
+}
 
-	keys = palloc(sizeof(char *) * 2 * c->nservers);
-	keylens = palloc(sizeof(size_t) * 2 * c->nservers);
-	for (i = 0; i < c->nservers; i++)
+/*
+ * parse_idents: "<len>:<bytes>"... at *p up to "|" or the end, into a
+ * palloc'd array (deduplicated: one vote per master; empty ones and ones
+ * of maxlen bytes or more left out); their number to *n.
+ */
+static char **
+parse_idents(const char **p, const char *end, int maxlen, int *n)
+{
+	char	  **out = palloc(sizeof(char *) * 4);
+	int			max = 4;
+
+	*n = 0;
+	while (*p < end && **p != '|')
 	{
-		bool		cluster = c->servers[i]->kind == REDIS_KIND_CLUSTER;
+		int			len;
+		const char *id = take_field(p, end, &len);
+		int			j;
 
-		keys[i] = rkey;
-		keylens[i] = rkeylen;
-		if (cluster)
-			RedisSlotTagsPrepare();
-		keys[c->nservers + i] = RedlockCompanionKey(rkey, rkeylen, REDLOCK_WAITERS_SUFFIX,
-													REDLOCK_WAITERS_SUFFIX_LEN, cluster,
-													&keylens[c->nservers + i]);
-	}
-	calls = run_calls(c, &holders_script, NULL, NULL, 0, keys, keylens, 2);
-
-	for (i = 0; i < c->nservers; i++)
-	{
-		const char *p = calls[i].text;
-		const char *end = p + calls[i].textlen;
-
-		if (!answered(&calls[i]) || p == end)
-			continue;
-		if (*p++ == 's')
-			shared_votes++;
-		while (p < end)
+		if (id == NULL)
 		{
-			int			olen;
-			const char *owner = take_field(&p, end, &olen);
-			const char *dot = owner ? memchr(owner, '.', olen) : NULL;
-			char	   *ident;
-
-			if (owner == NULL)
+			*p = end;
+			break;
+		}
+		for (j = 0; j < *n; j++)
+			if ((int) strlen(out[j]) == len && memcmp(out[j], id, len) == 0)
 				break;
-			if (dot == NULL)
-				continue;		/* another client's value: nobody we know */
-			ident = pnstrdup(dot + 1, olen - (dot + 1 - owner));
-			for (j = 0; j < nseen && strcmp(seen[j], ident) != 0; j++)
-				;
-			if (j == nseen)
-			{
-				seen = seen ? repalloc(seen, sizeof(char *) * (nseen + 1)) :
-					palloc(sizeof(char *));
-				votes = votes ? repalloc(votes, sizeof(int) * (nseen + 1)) :
-					palloc(sizeof(int));
-				seen[nseen] = ident;
-				votes[nseen++] = 0;
-			}
-			votes[j]++;
+		if (j < *n || len == 0 || len >= maxlen)
+			continue;
+		if (*n == max)
+		{
+			max *= 2;
+			out = repalloc(out, sizeof(char *) * max);
+		}
+		out[(*n)++] = pnstrdup(id, len);
+	}
+	return out;
+}
+
+/*
+ * read_keys: fill in the KeyInfo of each of "waits" (n) not read yet, in
+ * one batch.  Keys beyond MAX_KEYS stay unread (key_info returns NULL).
+ */
+static void
+read_keys(Check *c, const WaitFor *waits, int n)
+{
+	int			first = c->nkeys;
+	int			quorum = RedlockQuorum(c->nservers);
+	RedisCall  *calls;
+	int			ncalls = 0;
+	int			w;
+	int			k;
+	int			i;
+
+	for (w = 0; w < n && c->nkeys < MAX_KEYS; w++)
+	{
+		for (k = 0; k < c->nkeys; k++)
+			if (c->keys[k].rkeylen == waits[w].rkeylen &&
+				memcmp(c->keys[k].rkey, waits[w].rkey, waits[w].rkeylen) == 0)
+				break;
+		if (k == c->nkeys)
+		{
+			memset(&c->keys[k], 0, sizeof(KeyInfo));
+			c->keys[k].rkey = waits[w].rkey;
+			c->keys[k].rkeylen = waits[w].rkeylen;
+			c->nkeys++;
 		}
 	}
+	if (c->nkeys == first)
+		return;
 
-	if (c->nholders == c->maxholders)
+	RedisScriptPrepare(&holders_script);
+	calls = palloc(sizeof(RedisCall) * (c->nkeys - first) * c->nservers);
+	for (k = first; k < c->nkeys; k++)
+		for (i = 0; i < c->nservers; i++)
+		{
+			bool		cluster = c->servers[i]->kind == REDIS_KIND_CLUSTER;
+			RedisCall  *call = &calls[ncalls++];
+			size_t		qlen;
+			char	   *queue;
+
+			if (cluster)
+				RedisSlotTagsPrepare();
+			queue = RedlockCompanionKey(c->keys[k].rkey, c->keys[k].rkeylen,
+										REDLOCK_WAITERS_SUFFIX,
+										REDLOCK_WAITERS_SUFFIX_LEN, cluster, &qlen);
+			RedisCallInit(call, c->servers[i], &holders_script, k);
+			RedisCallArg(call, c->keys[k].rkey, c->keys[k].rkeylen);
+			RedisCallArg(call, queue, qlen);
+			call->text = palloc(KEY_CAP);
+			call->textcap = KEY_CAP;
+		}
+	run_batch(c, calls, ncalls);
+
+	for (k = first; k < c->nkeys; k++)
 	{
-		c->maxholders = Max(8, c->maxholders * 2);
-		c->holders = c->holders ? repalloc(c->holders, sizeof(Holders) * c->maxholders) :
-			palloc(sizeof(Holders) * c->maxholders);
+		KeyInfo    *ki = &c->keys[k];
+		char	  **seen = NULL;
+		int		   *votes = NULL;
+		int			nseen = 0;
+		int			shared_votes = 0;
+		int			j;
+
+		ki->nqueue = palloc0(sizeof(int) * c->nservers);
+		ki->queue = palloc0(sizeof(char **) * c->nservers);
+		for (i = 0; i < c->nservers; i++)
+		{
+			RedisCall  *call = &calls[(k - first) * c->nservers + i];
+			const char *p = call->text;
+			const char *end = p + call->textlen;
+			char	  **ids;
+			int			nids;
+			int			s;
+
+			if (!answered(call) || p == end)
+				continue;
+			if (*p++ == 's')
+				shared_votes++;
+			ids = parse_idents(&p, end, IDENT_LEN, &nids);
+			for (j = 0; j < nids; j++)
+			{
+				for (s = 0; s < nseen && strcmp(seen[s], ids[j]) != 0; s++)
+					;
+				if (s == nseen)
+				{
+					seen = seen ? repalloc(seen, sizeof(char *) * (nseen + 1)) :
+						palloc(sizeof(char *));
+					votes = votes ? repalloc(votes, sizeof(int) * (nseen + 1)) :
+						palloc(sizeof(int));
+					seen[nseen] = ids[j];
+					votes[nseen++] = 0;
+				}
+				votes[s]++;
+			}
+			if (p < end && *p == '|')
+			{
+				p++;
+				ki->queue[i] = parse_idents(&p, end, REDIS_CHANNEL_LEN + 1, &ki->nqueue[i]);
+			}
+			pfree(call->text);
+		}
+		ki->shared = shared_votes >= quorum;
+		ki->holders = palloc(sizeof(char *) * Max(nseen, 1));
+		for (j = 0; j < nseen; j++)
+			if (votes[j] >= quorum)
+				ki->holders[ki->nholders++] = seen[j];
 	}
-	h = &c->holders[c->nholders++];
-	h->rkey = rkey;
-	h->rkeylen = rkeylen;
-	h->shared = shared_votes >= quorum;
-	h->n = 0;
-	h->idents = palloc(sizeof(char *) * Max(nseen, 1));
-	for (j = 0; j < nseen; j++)
-		if (votes[j] >= quorum)
-			h->idents[h->n++] = seen[j];
-	return h;
+	pfree(calls);
+}
+
+/* key_info: what was read of a key, or NULL (not read: too many keys). */
+static KeyInfo *
+key_info(Check *c, const WaitFor *w)
+{
+	int			k;
+
+	for (k = 0; k < c->nkeys; k++)
+		if (c->keys[k].rkeylen == w->rkeylen &&
+			memcmp(c->keys[k].rkey, w->rkey, w->rkeylen) == 0 &&
+			c->keys[k].nqueue != NULL)
+			return &c->keys[k];
+	return NULL;
+}
+
+/*
+ * queue_position: where "member" stands in the key's queue on master i,
+ * or -1.
+ */
+static int
+queue_position(const KeyInfo *ki, int i, const char *member)
+{
+	int			j;
+
+	for (j = 0; ki->queue[i] != NULL && j < ki->nqueue[i]; j++)
+		if (strcmp(ki->queue[i][j], member) == 0)
+			return j;
+	return -1;
+}
+
+/* queued: whether a majority of the masters have member in the queue. */
+static bool
+queued(Check *c, const KeyInfo *ki, const char *member)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < c->nservers; i++)
+		if (queue_position(ki, i, member) >= 0)
+			n++;
+	return n >= RedlockQuorum(c->nservers);
 }
 
 /* describe: a node for a message: "process N" (of another cluster: which). */
 static char *
 describe(const WaitNode *n)
 {
-	if (n->local)
-		return psprintf("process %d", n->pid);
-	return psprintf("process %d of the PostgreSQL system " UINT64_FORMAT,
-					n->pid, n->sysid);
+	uint64		sysid = strtou64(n->ident, NULL, 16);
+	const char *dot = strchr(n->ident, '.');
+	int			pid = dot ? (int) strtol(dot + 1, NULL, 16) : 0;
+
+	if (sysid == GetSystemIdentifier())
+		return psprintf("process %d", pid);
+	return psprintf("process %d of the PostgreSQL system " UINT64_FORMAT, pid, sysid);
 }
 
-/* key_text: a key for a message, without our prefix. */
+/*
+ * key_text: a key for a message, without our prefix; one that is not
+ * valid in the database's encoding (another cluster's) in hex.
+ */
 static char *
 key_text(Check *c, const WaitFor *w)
 {
 	int			off = Min(c->prefixlen, w->rkeylen);
+	const char *k = w->rkey + off;
+	int			len = w->rkeylen - off;
+	StringInfoData hex;
+	int			i;
 
-	return pnstrdup(w->rkey + off, w->rkeylen - off);
+	if (memchr(k, '\0', len) == NULL && pg_verifymbstr(k, len, true))
+		return pnstrdup(k, len);
+	initStringInfo(&hex);
+	appendStringInfoString(&hex, "\\x");
+	for (i = 0; i < len; i++)
+		appendStringInfo(&hex, "%02x", (unsigned char) k[i]);
+	return hex.data;
+}
+
+/* node_of: the node of an identity, added if new; -1 when the walk is full. */
+static int
+node_of(Check *c, const char *ident)
+{
+	WaitNode   *n;
+	int			i;
+
+	for (i = 0; i < c->nnodes; i++)
+		if (strcmp(c->nodes[i].ident, ident) == 0)
+			return i;
+	if (c->nnodes == MAX_NODES)
+		return -1;
+	n = &c->nodes[c->nnodes];
+	memset(n, 0, sizeof(*n));
+	n->ident = pstrdup(ident);
+	n->record = record_of(c, ident, false);
+	n->next = -1;
+	return c->nnodes++;
 }
 
 static bool walk(Check *c, int from, int depth);
 
 /*
- * follow: the edge from node "from" to the node of identity "ident" (len
- * bytes), because of "why": true when it leads back to us.
+ * follow: the edge from node "from" to the backend "ident", because of
+ * "why": true when it leads back to us (node 0).
  */
 static bool
-follow(Check *c, int from, const char *ident, int len, char *why, int depth)
+follow(Check *c, int from, const char *ident, char *why, int depth)
 {
-	int			to = node_of(c, ident, len);
+	int			to = node_of(c, ident);
 
 	if (to < 0 || to == from)
 		return false;
 	c->nodes[from].next = to;
 	c->nodes[from].why = why;
-	if (to == c->self)
+	if (to == 0)
 		return true;
 	if (c->nodes[to].visited)
 		return false;
@@ -549,105 +818,123 @@ follow(Check *c, int from, const char *ident, int len, char *why, int depth)
 static bool
 walk(Check *c, int from, int depth)
 {
-	WaitNode	   *n = &c->nodes[from];
+	const Record *rec = c->nodes[from].record >= 0 ?
+		&c->records[c->nodes[from].record] : NULL;
+	const WaitFor *waits = from == 0 ? c->own_waits : rec ? rec->waits : NULL;
+	int			nwaits = from == 0 ? c->own_nwaits : rec ? rec->nwaits : 0;
+	const char *channel = from == 0 ? c->own_channel : rec ? rec->channel : NULL;
 	int			w;
 	int			i;
+	int			pid;
 
 	CHECK_FOR_INTERRUPTS();
 	if (depth >= MAX_NODES)
 		return false;
 
-	/* Redis lock waits: to the holders, and a reader to earlier writers */
-	for (w = 0; w < Max(n->nwaits, 0); w++)
+	/* Redis lock waits: to the holders, and a reader to writers ahead */
+	if (nwaits > 0)
+		read_keys(c, waits, nwaits);
+	for (w = 0; w < nwaits; w++)
 	{
-		const WaitFor *wf = &c->nodes[from].waits[w];
-		Holders    *h = holders_of(c, wf->rkey, wf->rkeylen);
-		char	   *why = psprintf("waits for Redis lock \"%s\" (%s)", key_text(c, wf),
-								   wf->mode == 's' ? "shared" : "exclusive");
+		const WaitFor *wf = &waits[w];
+		KeyInfo    *ki = key_info(c, wf);
+		char	   *member;
+		char	   *why;
 
-		if (!(wf->mode == 's' && h->shared))
+		if (ki == NULL)
+			continue;
+		member = psprintf("%c%s", wf->mode == 's' ? 'S' : 'X', channel);
+		/* another's record counts while it is queued for the key */
+		if (from != 0 && !queued(c, ki, member))
+			continue;
+		why = psprintf("waits for Redis lock \"%s\" (%s)", key_text(c, wf),
+					   wf->mode == 's' ? "shared" : "exclusive");
+		if (!(wf->mode == 's' && ki->shared))
 		{
-			for (i = 0; i < h->n; i++)
-				if (follow(c, from, h->idents[i], strlen(h->idents[i]), why, depth))
+			for (i = 0; i < ki->nholders; i++)
+				if (follow(c, from, ki->holders[i], why, depth))
 					return true;
 		}
-		else
+		if (wf->mode == 's')
 		{
-			for (i = 0; i < c->nnodes; i++)
+			/* exclusive requests ahead of it, on the first master that has it */
+			for (i = 0; i < c->nservers; i++)
 			{
-				WaitNode	   *o = &c->nodes[i];
-				int			k;
+				int			pos = queue_position(ki, i, member);
+				int			j;
 
-				if (i == from || o->since >= c->nodes[from].since)
+				if (pos < 0)
 					continue;
-				for (k = 0; k < Max(o->nwaits, 0); k++)
-					if (o->waits[k].mode == 'x' && o->waits[k].rkeylen == wf->rkeylen &&
-						memcmp(o->waits[k].rkey, wf->rkey, wf->rkeylen) == 0 &&
-						follow(c, from, o->ident, strlen(o->ident),
-							   psprintf("%s behind an earlier exclusive request", why), depth))
+				for (j = 0; j < pos; j++)
+				{
+					const char *m = ki->queue[i][j];
+					int			r;
+
+					if (m[0] != 'X')
+						continue;
+					r = record_of(c, m + 1, true);
+					if (r >= 0 && queued(c, ki, m) &&
+						follow(c, from, c->records[r].ident,
+							   psprintf("%s behind an earlier exclusive request", why),
+							   depth))
 						return true;
+				}
+				break;
 			}
 		}
 	}
 
 	/* PostgreSQL lock waits of a backend of this cluster */
-	if (c->nodes[from].local && from != c->self)
+	pid = from == 0 ? 0 : local_pid(c->nodes[from].ident);
+	if (pid != 0)
 	{
-		ArrayType  *pids = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
-																  Int32GetDatum(c->nodes[from].pid)));
+		PGPROC	   *proc = BackendPidGetProc(pid);
+		ArrayType  *pids;
 		Datum	   *elems;
 		int			nelems;
-		char		ident[48];
+		char		ident[IDENT_LEN];
 
+		if (proc == NULL || (proc->wait_event_info & 0xFF000000) != PG_WAIT_LOCK)
+			return false;
+		pids = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+													  Int32GetDatum(pid)));
 		deconstruct_array(pids, INT4OID, sizeof(int32), true, TYPALIGN_INT,
 						  &elems, NULL, &nelems);
 		for (i = 0; i < nelems; i++)
-		{
-			int			len = snprintf(ident, sizeof(ident), "%016llx.%d",
-									   (unsigned long long) GetSystemIdentifier(),
-									   DatumGetInt32(elems[i]));
-
-			if (follow(c, from, ident, len, pstrdup("waits for a PostgreSQL lock"), depth))
+			if (local_ident(DatumGetInt32(elems[i]), ident) &&
+				follow(c, from, ident, pstrdup("waits for a PostgreSQL lock"), depth))
 				return true;
-		}
 	}
 	return false;
 }
 
 /*
- * one_walk: publish our record, read the others', and look for a cycle
- * through us.  On finding one, fills "detail" with it.
+ * one_walk: refresh our record, read the others', and look for a cycle
+ * through us.  On finding one, fills "detail" with it and "others" with
+ * the other members that published a record (as many as fit: n at most).
  */
 static bool
-one_walk(Check *c, RedlockLock **waiting, int n, int64 since, StringInfo detail)
+one_walk(Check *c, RedlockLock **waiting, int n, StringInfo detail,
+		 const char **others, int *nothers, int maxothers)
 {
-	const char *ident = RedlockBackendIdent();
-	WaitNode	   *self;
 	int			i;
 
 	c->nnodes = 0;
-	c->nholders = 0;
-	c->self = node_of(c, ident, strlen(ident));
-	self = &c->nodes[c->self];
-	self->since = since;
-	self->nwaits = n;
-	self->waits = palloc(sizeof(WaitFor) * n);
-	for (i = 0; i < n; i++)
-	{
-		self->waits[i].mode = waiting[i]->shared ? 's' : 'x';
-		self->waits[i].rkey = waiting[i]->rkey;
-		self->waits[i].rkeylen = waiting[i]->rkeylen;
-	}
-	self->visited = true;
-	registry(c, record_text(waiting, n, since), true);
-	if (!walk(c, c->self, 0))
+	c->nkeys = 0;
+	c->nrecords = 0;
+	pgstat_clear_snapshot();	/* backends' start times as they are now */
+	registry(c, record_text(waiting, n, c->own_since), true);
+	(void) node_of(c, RedlockBackendIdent());
+	c->nodes[0].visited = true;
+	if (!walk(c, 0, 0))
 		return false;
 
 	resetStringInfo(detail);
-	i = c->self;
+	*nothers = 0;
+	i = 0;
 	do
 	{
-		WaitNode	   *from = &c->nodes[i];
+		WaitNode   *from = &c->nodes[i];
 		char	   *who = describe(from);
 
 		who[0] = (char) pg_toupper((unsigned char) who[0]);
@@ -655,9 +942,57 @@ one_walk(Check *c, RedlockLock **waiting, int n, int64 since, StringInfo detail)
 			appendStringInfoChar(detail, '\n');
 		appendStringInfo(detail, "%s %s; blocked by %s.", who, from->why,
 						 describe(&c->nodes[from->next]));
+		if (i != 0 && from->record >= 0 && *nothers < maxothers)
+			others[(*nothers)++] = from->ident;
 		i = from->next;
-	} while (i != c->self && i >= 0);
+	} while (i != 0 && i >= 0);
 	return true;
+}
+
+/*
+ * claim: whether this backend is the victim of the cycle found: a
+ * majority of the masters still have every other member's record (none
+ * ended first) and deleted ours.
+ */
+static bool
+claim(Check *c, const char **others, int nothers)
+{
+	const char *ident = RedlockBackendIdent();
+	RedisCall  *calls = palloc(sizeof(RedisCall) * c->nservers);
+	size_t		keylen;
+	char	   *key;
+	int			granted = 0;
+	int			i;
+	int			j;
+
+	RedisScriptPrepare(&claim_script);
+	key = RedlockCompanionKey(c->prefix, c->prefixlen, REGISTRY_SUFFIX,
+							  REGISTRY_SUFFIX_LEN, false, &keylen);
+	for (i = 0; i < c->nservers; i++)
+	{
+		RedisCallInit(&calls[i], c->servers[i], &claim_script, i);
+		RedisCallArg(&calls[i], key, keylen);
+		RedisCallArg(&calls[i], ident, strlen(ident));
+		for (j = 0; j < nothers; j++)
+			RedisCallArg(&calls[i], others[j], strlen(others[j]));
+	}
+	run_batch(c, calls, c->nservers);
+	for (i = 0; i < c->nservers; i++)
+		if (calls[i].state == REDIS_CALL_DONE && calls[i].nints == 1 &&
+			calls[i].ints[0] == 1)
+			granted++;
+	return granted >= RedlockQuorum(c->nservers);
+}
+
+/* check_init: a check on the masters and under the key prefix of "lock". */
+static void
+check_init(Check *c, const RedlockLock *lock, int64 deadline)
+{
+	c->servers = (RedisServer **) lock->servers;
+	c->nservers = lock->nservers;
+	c->prefix = lock->rkey;
+	c->prefixlen = (int) (lock->key - lock->rkey);
+	c->deadline = deadline;
 }
 
 /*
@@ -686,17 +1021,18 @@ RedlockDeadlockDue(int64 start, int64 last, int64 published, int64 *publish)
 /*
  * RedlockDeadlockPublish: publish (or refresh) this backend's record of
  * its wait for "waiting" (n locks asked for together, since "since" in
- * Unix ms) on their masters.  Raises what RedisRun raises.
+ * Unix ms) on their masters, until "deadline" at most.  Raises what
+ * RedisRun raises.
  */
 void
-RedlockDeadlockPublish(RedlockLock **waiting, int n, int64 since)
+RedlockDeadlockPublish(RedlockLock **waiting, int n, int64 since, int64 deadline)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "redlock deadlock record",
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	Check	   *c = palloc0(sizeof(Check));
 
-	check_init(c, waiting[0]);
+	check_init(c, waiting[0], deadline);
 	registry(c, record_text(waiting, n, since), false);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
@@ -704,26 +1040,41 @@ RedlockDeadlockPublish(RedlockLock **waiting, int n, int64 since)
 
 /*
  * RedlockDeadlockCheck: whether this backend, waiting for "waiting" (n
- * locks asked for together, since "since" in Unix ms), is in a cycle of
- * waits.  Publishes its record too (the caller deletes it with
- * RedlockDeadlockForget when the wait ends).  A cycle found is confirmed
- * by a second walk a random 10 to 60 ms later; then the record is deleted
- * and true returned, with PostgreSQL's kind of DETAIL in "detail".
+ * locks asked for together, since "since" in Unix ms; until "deadline"),
+ * is the victim of a cycle of waits.  Refreshes its record too (the
+ * caller deletes it with RedlockDeadlockForget when the wait ends).  A
+ * cycle found is confirmed by a second walk a random 10 to 60 ms later,
+ * then claimed (see the file header); true when the claim is granted (our
+ * record is gone then), with PostgreSQL's kind of DETAIL in "detail".
  * Raises what RedisRun and CHECK_FOR_INTERRUPTS raise.
  */
 bool
-RedlockDeadlockCheck(RedlockLock **waiting, int n, int64 since, StringInfo detail)
+RedlockDeadlockCheck(RedlockLock **waiting, int n, int64 since, int64 deadline,
+					 StringInfo detail)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "redlock deadlock check",
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	Check	   *c = palloc0(sizeof(Check));
+	const char *others[REDIS_CALL_MAX_ARGS - 2];
+	int			nothers = 0;
 	StringInfoData found;
 	bool		cycle;
+	int			k;
 
-	check_init(c, waiting[0]);
+	check_init(c, waiting[0], deadline);
+	c->own_channel = waiting[0]->channel;
+	c->own_since = since;
+	c->own_nwaits = n;
+	c->own_waits = palloc(sizeof(WaitFor) * n);
+	for (k = 0; k < n; k++)
+	{
+		c->own_waits[k].mode = waiting[k]->shared ? 's' : 'x';
+		c->own_waits[k].rkey = waiting[k]->rkey;
+		c->own_waits[k].rkeylen = waiting[k]->rkeylen;
+	}
 	initStringInfo(&found);
-	cycle = one_walk(c, waiting, n, since, &found);
+	cycle = one_walk(c, waiting, n, &found, others, &nothers, lengthof(others));
 	if (cycle)
 	{
 		long		pause = 10 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, 50);
@@ -732,9 +1083,8 @@ RedlockDeadlockCheck(RedlockLock **waiting, int n, int64 since, StringInfo detai
 						 pause, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		cycle = one_walk(c, waiting, n, since, &found);
-		if (cycle)
-			registry(c, NULL, false);
+		cycle = one_walk(c, waiting, n, &found, others, &nothers, lengthof(others)) &&
+			claim(c, others, nothers);
 	}
 	MemoryContextSwitchTo(old);
 	if (cycle)
@@ -746,14 +1096,18 @@ RedlockDeadlockCheck(RedlockLock **waiting, int n, int64 since, StringInfo detai
 
 /*
  * RedlockDeadlockForget: delete this backend's record (its wait for
- * "lock"'s key ended), best effort.  Raises what RedisRun raises.
+ * "lock"'s key ended), BATCH_MS at most.  Raises what RedisRun raises.
  */
 void
 RedlockDeadlockForget(RedlockLock *lock)
 {
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "redlock deadlock record",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 	Check	   *c = palloc0(sizeof(Check));
 
-	check_init(c, lock);
+	check_init(c, lock, 0);
 	registry(c, NULL, false);
-	pfree(c);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 }

@@ -1009,7 +1009,7 @@ failure_hint(RedisFailure failure)
 		case REDIS_FAIL_AUTH:
 			return "Give the credentials the Redis server expects: in redlock.passfile, redlock.username and redlock.password, or a redis:// entry of redlock.servers.";
 		case REDIS_FAIL_PERM:
-			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH (for shared locks also ZCARD, ZSCORE, ZRANK and ZREMRANGEBYSCORE), on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used; WAIT with redlock.replica_ack, and ROLE for sentinel:// entries. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
+			return "Let the Redis ACL user run EVAL, EVALSHA, SUBSCRIBE and, inside scripts, SET, GET, DEL, EXISTS, INCR, PEXPIRE, PTTL, TIME, ZADD, ZREM, ZRANGE, ZRANGEBYSCORE and PUBLISH (for shared locks also ZCARD, ZSCORE, ZRANK and ZREMRANGEBYSCORE; for deadlock detection HSET, HGETALL, HDEL, HEXISTS and ZSCORE), on the lock keys and those that start with them, and on the channels that start with redlock.key_prefix followed by redlock:wake:; and SELECT when a database other than 0 is used; WAIT with redlock.replica_ack, and ROLE for sentinel:// entries. With redlock.lock_format = redisson also TYPE, HSET, HEXISTS and UNSUBSCRIBE, and SUBSCRIBE and PUBLISH on Redisson's channels, redisson_lock__channel:{ followed by the lock key.";
 		case REDIS_FAIL_REPLICAS:
 			return "redlock.replica_ack asks for more replicas than answered in time: check the masters' replicas (INFO replication), or lower the setting.";
 		default:
@@ -1534,7 +1534,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 
 			initStringInfo(&cycle);
 			published = now;
-			if (RedlockDeadlockCheck(todo, ntodo, ticket, &cycle))
+			if (RedlockDeadlockCheck(todo, ntodo, ticket, deadline, &cycle))
 			{
 				RedisWakeWatch(NULL, 0, NULL);
 				RedlockCount(REDLOCK_DEADLOCKS, 1);
@@ -1543,8 +1543,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 				ereport(ERROR,
 						(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
 						 errmsg("deadlock detected"),
-						 errdetail_internal("%s", cycle.data),
-						 errhint("See server log for query details.")));
+						 errdetail_internal("%s", cycle.data)));
 			}
 			checked = now = RedlockNowUs();
 			pfree(cycle.data);
@@ -1553,7 +1552,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		{
 			/* visible to others' checks before our own comes */
 			published = now;
-			RedlockDeadlockPublish(todo, ntodo, ticket);
+			RedlockDeadlockPublish(todo, ntodo, ticket, deadline);
 			now = RedlockNowUs();
 		}
 

@@ -47,7 +47,7 @@
 
 /* Limits, documented in the README. */
 #define REDLOCK_VALUE_LEN		32	/* hex characters of an owner value */
-#define REDLOCK_OWNER_LEN		64	/* an owner identity (see lock_create) */
+#define REDLOCK_OWNER_LEN		80	/* an owner identity (see lock_create) */
 #define REDLOCK_MAX_TTL_MS		86400000	/* one day */
 #define REDLOCK_MAX_SERVERS		16
 #define REDLOCK_MAX_KEYS		64	/* keys taken together in one call */
@@ -345,9 +345,10 @@ extern bool RedlockTtlLeavesValidity(int ttl_ms);
 extern const char *RedlockBackendIdent(void);
 extern int64 RedlockDeadlockDue(int64 start, int64 last, int64 published,
 								int64 *publish);
-extern void RedlockDeadlockPublish(RedlockLock **waiting, int n, int64 since);
+extern void RedlockDeadlockPublish(RedlockLock **waiting, int n, int64 since,
+								   int64 deadline);
 extern bool RedlockDeadlockCheck(RedlockLock **waiting, int n, int64 since,
-								 StringInfo detail);
+								 int64 deadline, StringInfo detail);
 extern void RedlockDeadlockForget(RedlockLock *lock);
 
 extern char *RedlockCompanionKey(const char *rkey, int rkeylen,
