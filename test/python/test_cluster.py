@@ -461,3 +461,48 @@ def test_shared_locks_on_a_cluster(session, cluster):
     assert b.value("SELECT redlock_release_all()") == len(keys)
     for k in keys:
         assert w.value("SELECT redlock_try_acquire_session(%s)", (k,)) > 0
+
+
+def test_sets_of_keys_and_deadlocks_on_a_cluster(session, admin, cluster):
+    """Keys of a set on different nodes are taken in one batch (one script
+    per key, each on its node), all or nothing: a try with one key held
+    elsewhere leaves none of the others on any node.  A shared waiter is
+    woken by the writer's release.  Two sessions in a cycle of waits: one
+    ends with 40P01 (the wait records live on the node of the registry's
+    slot, the holders are read on each key's node)."""
+    a, b = (session(servers=cluster.entry()) for _ in range(2))
+    keys = [f"cset:{i}" for i in range(12)]
+    nodes = {cluster.owner(k).port for k in keys}
+    assert len(nodes) > 1, "the keys spread over several nodes"
+    assert b.value("SELECT redlock_acquire_session('cset:7')") > 0
+    assert a.value("SELECT redlock_try_acquire_session(%s::text[])", (keys,)) is None
+    assert not any(cluster.owner(k).client().exists(k) for k in keys if k != "cset:7")
+    assert b.value("SELECT redlock_release('cset:7')") is True
+    tokens = a.value("SELECT redlock_acquire_session(%s::text[])", (keys,))
+    assert len(tokens) == 12 and all(t > 0 for t in tokens)
+
+    # a reader waits for the writer a is, and is woken by its release
+    t, got = in_thread(b.value, "SELECT redlock_acquire_shared_session('cset:3', 30000, 20000)")
+    wait_for(lambda: backend_wait_event(admin, b.pid) == "Extension", what="the reader")
+    time.sleep(0.3)
+    assert a.value("SELECT redlock_release(%s::text[])", (keys,)) is True
+    t.join(20)
+    assert got and isinstance(got[0], int) and got[0] > 0, got
+    assert b.value("SELECT redlock_release_shared('cset:3')") is True
+
+    # a deadlock through keys on two nodes
+    x, y = "cdl:x", "cdl:y{other}"
+    for s in (a, b):
+        s.execute("BEGIN")
+    a.execute("SET LOCAL deadlock_timeout = '10s'")
+    b.execute("SET LOCAL deadlock_timeout = '300ms'")
+    a.value("SELECT redlock_acquire(%s)", (x,))
+    b.value("SELECT redlock_acquire(%s)", (y,))
+    t, out = in_thread(a.value, "SELECT redlock_acquire(%s, 30000, 20000)", (y,))
+    wait_for(lambda: backend_wait_event(admin, a.pid) == "Extension", what="a to wait")
+    err = b.error("SELECT redlock_acquire(%s, 30000, 20000)", (x,))
+    assert err.pgcode == "40P01", err.pgerror
+    b.execute("ROLLBACK")
+    t.join(20)
+    assert isinstance(out[0], int), out
+    a.execute("COMMIT")
