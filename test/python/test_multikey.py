@@ -47,8 +47,11 @@ def test_opposite_orders_one_key_at_a_time_deadlock(session, main_redis, admin):
     """The control for the test below: two transactions taking a then b
     and b then a, one key at a time, wait for each other until the
     deadlock check ends one of them (40P01, as PostgreSQL ends one of two
-    advisory-lock transactions that do the same), a second or so later."""
+    advisory-lock transactions that do the same), a second or less later."""
     s1, s2 = session(), session()
+    # s1's check comes first (s2's at 10 s): s1 is the one ended
+    s1.execute("SET deadlock_timeout = '300ms'")
+    s2.execute("SET deadlock_timeout = '10s'")
     for s in (s1, s2):
         s.execute("BEGIN")
     s1.value("SELECT redlock_acquire('mk:x')")
