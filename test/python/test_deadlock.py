@@ -396,3 +396,26 @@ def test_a_frozen_master_does_not_hide_a_cycle(session, admin, masters):
         a.execute("COMMIT")
     finally:
         ms[2].resume()
+
+
+def test_an_acl_without_the_hash_commands_is_said_once(session, admin, redis_server):
+    """A Redis ACL user without HSET, HGETALL, HDEL, HEXISTS (the README's
+    example before version 1.5): locks and waits work, and a wait long
+    enough to publish its record gets one WARNING saying that deadlock
+    detection cannot run its scripts (instead of missing cycles
+    silently), once per backend."""
+    r = redis_server()
+    commands = [c for c in readme_acl_commands()
+                if c not in ("+hset", "+hgetall", "+hdel", "+hexists")]
+    r.client().acl_setuser("old", enabled=True, passwords=["+old-pw"], keys=["~*"],
+                           channels=["*"], commands=commands)
+    url = f"redis://old:old-pw@127.0.0.1:{r.port}"
+    holder, w = session(servers=url), session(servers=url)
+    holder.value("SELECT redlock_acquire_session('dlw:k')")
+    w.execute("SET deadlock_timeout = '100ms'")
+    for _ in range(2):
+        err = w.error("SELECT redlock_acquire_session('dlw:k', 30000, 700)")
+        assert err.pgcode == "55P03"
+    said = [n for n in w.conn.notices if "deadlock detection cannot run its scripts" in n]
+    assert len(said) == 1, w.conn.notices
+    assert holder.value("SELECT redlock_release('dlw:k')") is True
