@@ -1165,7 +1165,8 @@ hold_again(RedlockLock *lock, bool session)
 /*
  * abandon: give up an acquire that did not get its locks: forget the
  * pending entries and send their owner-checked releases, which also take
- * this backend out of the keys' queues of waiters (not waited for).
+ * this backend out of the keys' queues of waiters (waited for: see
+ * release_settled in algo.c).
  */
 static void
 abandon(RedlockLock **locks, int nlocks)
@@ -1176,6 +1177,18 @@ abandon(RedlockLock **locks, int nlocks)
 	for (k = 0; k < nlocks; k++)
 		gone[k] = lock_forget(locks[k]);
 	release_locks(gone, nlocks, "abandon", REDLOCK_IN_STATEMENT, NULL);
+}
+
+/*
+ * end_wait: the wait is over, however it ended: stop counting wake-ups, and
+ * delete our deadlock record if we published one.
+ */
+static void
+end_wait(RedlockLock *lock, int64 published)
+{
+	RedisWakeWatch(NULL, 0, NULL);
+	if (published != 0)
+		RedlockDeadlockForget(lock);
 }
 
 /*
@@ -1281,9 +1294,8 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 	 */
 	for (i = 0; i < nkeys; i++)
 	{
-		RedlockLock *lock = lock_lookup(rkeys[i]);
+		RedlockLock *lock = held[i] = lock_lookup(rkeys[i]);
 
-		held[i] = NULL;
 		if (lock != NULL && lock->pending_subid == InvalidSubTransactionId &&
 			lock->shared != shared)
 			ereport(ERROR,
@@ -1295,12 +1307,11 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 	}
 	for (i = 0; i < nkeys; i++)
 	{
-		RedlockLock *lock = lock_lookup(rkeys[i]);
-
-		if (lock != NULL && reenter(lock, &carried[i]))
-			held[i] = lock;
-		else
+		if (held[i] == NULL || !reenter(held[i], &carried[i]))
+		{
+			held[i] = NULL;
 			todo_key[ntodo++] = i;
+		}
 	}
 	if (ntodo == 0)
 	{
@@ -1432,9 +1443,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 
 		if (verdict == REDLOCK_ACQUIRED)
 		{
-			RedisWakeWatch(NULL, 0, NULL);
-			if (published != 0)
-				RedlockDeadlockForget(todo[0]);
+			end_wait(todo[0], published);
 			for (k = 0; k < ntodo; k++)
 			{
 				RedlockLock *lock = todo[k];
@@ -1463,9 +1472,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		}
 		if (verdict == REDLOCK_UNREACHABLE)
 		{
-			RedisWakeWatch(NULL, 0, NULL);
-			if (published != 0)
-				RedlockDeadlockForget(todo[0]);
+			end_wait(todo[0], published);
 			RedlockCount(REDLOCK_UNREACHABLES, 1);
 			count_wait(subscribed || rode, start);
 			abandon(todo, ntodo);
@@ -1497,9 +1504,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 		now = RedlockNowUs();
 		if (deadline != 0 && now >= deadline)
 		{
-			RedisWakeWatch(NULL, 0, NULL);
-			if (published != 0)
-				RedlockDeadlockForget(todo[0]);
+			end_wait(todo[0], published);
 			RedlockCount(REDLOCK_TIMEOUTS, 1);
 			count_wait(subscribed || rode, start);
 			abandon(todo, ntodo);
@@ -1536,7 +1541,7 @@ RedlockLockAcquire(const char *const *keys, int nkeys, int ttl_ms, int wait_ms,
 			published = now;
 			if (RedlockDeadlockCheck(todo, ntodo, ticket, deadline, &cycle))
 			{
-				RedisWakeWatch(NULL, 0, NULL);
+				end_wait(todo[0], 0);	/* the claim deleted our record */
 				RedlockCount(REDLOCK_DEADLOCKS, 1);
 				count_wait(true, start);
 				abandon(todo, ntodo);

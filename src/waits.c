@@ -299,6 +299,15 @@ run_batch(Check *c, RedisCall *calls, int ncalls)
 		}
 }
 
+/* registry_key: the name of the records' hash under our key prefix. */
+static char *
+registry_key(Check *c, size_t *len)
+{
+	/* one key anywhere: on a cluster, whichever node has its slot */
+	return RedlockCompanionKey(c->prefix, c->prefixlen, REGISTRY_SUFFIX,
+							   REGISTRY_SUFFIX_LEN, false, len);
+}
+
 /* answered: whether a call came back with a whole bulk string. */
 #define answered(call) \
 	((call)->state == REDIS_CALL_DONE && (call)->nints == 0 && \
@@ -307,7 +316,7 @@ run_batch(Check *c, RedisCall *calls, int ncalls)
 /*
  * WaitsRegistry: publish (record not NULL) or delete our record on every
  * master; with "read" (and a record), read the others' into c->records
- * (the first copy of each found).
+ * (of several copies of one backend's record, the newest).
  */
 void
 WaitsRegistry(Check *c, const char *record, bool read)
@@ -323,9 +332,7 @@ WaitsRegistry(Check *c, const char *record, bool read)
 	RedisScriptPrepare(&waits_script);
 	snprintf(life, sizeof(life), "%d", RECORD_LIFE_MS);
 	snprintf(cap, sizeof(cap), "%d", REGISTRY_CAP - 64);
-	/* one key anywhere: on a cluster, whichever node has its slot */
-	key = RedlockCompanionKey(c->prefix, c->prefixlen, REGISTRY_SUFFIX,
-							  REGISTRY_SUFFIX_LEN, false, &keylen);
+	key = registry_key(c, &keylen);
 	read = read && record != NULL;
 	for (i = 0; i < c->nservers; i++)
 	{
@@ -436,9 +443,22 @@ parse_idents(const char **p, const char *end, int maxlen, int *n)
 	return out;
 }
 
+/* key_index: where the walk keeps what it read of w's key, or -1. */
+static int
+key_index(Check *c, const WaitFor *w)
+{
+	int			k;
+
+	for (k = 0; k < c->nkeys; k++)
+		if (c->keys[k].rkeylen == w->rkeylen &&
+			memcmp(c->keys[k].rkey, w->rkey, w->rkeylen) == 0)
+			return k;
+	return -1;
+}
+
 /*
  * WaitsReadKeys: fill in the KeyInfo of each of "waits" (n) not read yet, in
- * one batch.  Keys beyond MAX_KEYS stay unread (key_info returns NULL).
+ * one batch.  Keys beyond MAX_KEYS stay unread (WaitsKeyInfo returns NULL).
  */
 void
 WaitsReadKeys(Check *c, const WaitFor *waits, int n)
@@ -454,12 +474,9 @@ WaitsReadKeys(Check *c, const WaitFor *waits, int n)
 
 	for (w = 0; w < n && c->nkeys < MAX_KEYS; w++)
 	{
-		for (k = 0; k < c->nkeys; k++)
-			if (c->keys[k].rkeylen == waits[w].rkeylen &&
-				memcmp(c->keys[k].rkey, waits[w].rkey, waits[w].rkeylen) == 0)
-				break;
-		if (k == c->nkeys)
+		if (key_index(c, &waits[w]) < 0)
 		{
+			k = c->nkeys;
 			memset(&c->keys[k], 0, sizeof(KeyInfo));
 			c->keys[k].rkey = waits[w].rkey;
 			c->keys[k].rkeylen = waits[w].rkeylen;
@@ -554,14 +571,9 @@ WaitsReadKeys(Check *c, const WaitFor *waits, int n)
 KeyInfo *
 WaitsKeyInfo(Check *c, const WaitFor *w)
 {
-	int			k;
+	int			k = key_index(c, w);
 
-	for (k = 0; k < c->nkeys; k++)
-		if (c->keys[k].rkeylen == w->rkeylen &&
-			memcmp(c->keys[k].rkey, w->rkey, w->rkeylen) == 0 &&
-			c->keys[k].nqueue != NULL)
-			return &c->keys[k];
-	return NULL;
+	return k >= 0 && c->keys[k].nqueue != NULL ? &c->keys[k] : NULL;
 }
 
 /*
@@ -610,8 +622,7 @@ WaitsClaim(Check *c, const char **others, int nothers)
 	int			j;
 
 	RedisScriptPrepare(&claim_script);
-	key = RedlockCompanionKey(c->prefix, c->prefixlen, REGISTRY_SUFFIX,
-							  REGISTRY_SUFFIX_LEN, false, &keylen);
+	key = registry_key(c, &keylen);
 	initStringInfo(&packed);
 	for (j = 0; j < nothers; j++)
 		appendStringInfo(&packed, "%zu:%s", strlen(others[j]), others[j]);
